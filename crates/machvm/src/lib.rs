@@ -1,3 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
 #![forbid(unsafe_code)]
+
+#[doc(inline)]
+pub use machvm_addr as addr;
+#[doc(inline)]
+pub use machvm_sync as sync;
