@@ -78,42 +78,36 @@ fn cpus_share_one_simulated_memory_without_overlap() {
                 let _binding = cpus.bind(CpuIndex::new(cpu as u32)).unwrap();
                 let mut rng = SplitMix64::new(0x5EED + cpu as u64);
                 for seq in 0..ROUNDS {
+                    let step = |mine: &mut Vec<Live>| {
+                        if mine.is_empty() || (mine.len() < MAX_LIVE && rng.below(3) != 0) {
+                            let request = random_request(&mut rng);
+                            let start = sim
+                                .allocate(request)
+                                .unwrap_or_else(|e| panic!("32 MiB cannot run out here: {e}"));
+                            let live = Live {
+                                start,
+                                request,
+                                tag: tag_of(cpu, seq),
+                            };
+                            stamp(sim, &live);
+                            mine.push(live);
+                            allocs
+                                .current(cpus)
+                                .unwrap()
+                                .fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            let victim = mine.swap_remove(rng.below(mine.len() as u64) as usize);
+                            check(sim, &victim);
+                            // SAFETY: the frames were allocated by this thread and nothing uses
+                            // them once they are removed from `mine`.
+                            unsafe { sim.deallocate(victim.start, victim.request) }.unwrap();
+                            frees.current(cpus).unwrap().fetch_add(1, Ordering::Relaxed);
+                        }
+                    };
                     // SAFETY: this thread is bound to `cpu` for the whole loop, nothing else
-                    // touches this CPU's slot while it runs, and `f` does not re-enter the cell.
-                    unsafe {
-                        owned
-                            .with_current_mut(cpus, |mine| {
-                                if mine.is_empty() || (mine.len() < MAX_LIVE && rng.below(3) != 0) {
-                                    let request = random_request(&mut rng);
-                                    match sim.allocate(request) {
-                                        Ok(start) => {
-                                            let live = Live {
-                                                start,
-                                                request,
-                                                tag: tag_of(cpu, seq),
-                                            };
-                                            stamp(sim, &live);
-                                            mine.push(live);
-                                            allocs
-                                                .current(cpus)
-                                                .unwrap()
-                                                .fetch_add(1, Ordering::Relaxed);
-                                        }
-                                        Err(e) => panic!("32 MiB cannot run out here: {e}"),
-                                    }
-                                } else {
-                                    let victim =
-                                        mine.swap_remove(rng.below(mine.len() as u64) as usize);
-                                    check(sim, &victim);
-                                    // SAFETY: the frames were allocated by this thread and are no
-                                    // longer used once removed from `mine`.
-                                    unsafe { sim.deallocate(victim.start, victim.request) }
-                                        .unwrap();
-                                    frees.current(cpus).unwrap().fetch_add(1, Ordering::Relaxed);
-                                }
-                            })
-                            .unwrap();
-                    }
+                    // touches this CPU's slot while it runs, and `step` does not re-enter the
+                    // cell.
+                    unsafe { owned.with_current_mut(cpus, step) }.unwrap();
                 }
             });
         }

@@ -9,6 +9,8 @@ use std::process::Command;
 pub enum Action {
     /// `cargo build`.
     Build,
+    /// `cargo check`.
+    Check,
     /// `cargo test`.
     Test,
     /// `cargo clippy`.
@@ -33,6 +35,7 @@ impl Action {
     fn words(&self) -> Vec<&str> {
         match self {
             Action::Build => vec!["build"],
+            Action::Check => vec!["check"],
             Action::Test => vec!["test"],
             Action::Clippy => vec!["clippy"],
             Action::Doc => vec!["doc"],

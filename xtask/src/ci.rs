@@ -10,12 +10,12 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use crate::cargo::{Action, Cargo, Features};
-use crate::cli::{CiArgs, FuzzArgs, LoomArgs, MiriArgs, NostdArgs, PackageArgs};
+use crate::cli::{CiArgs, FuzzArgs, LoomArgs, MiriArgs, MsrvArgs, NostdArgs, PackageArgs};
 use crate::util::{env_append, run_cmd};
 
 /// The steps, in order.
-pub const STEPS: [&str; 9] = [
-    "fmt", "clippy", "test", "nostd", "doc", "package", "loom", "miri", "fuzz",
+pub const STEPS: [&str; 10] = [
+    "fmt", "clippy", "test", "nostd", "msrv", "doc", "package", "loom", "miri", "fuzz",
 ];
 
 /// The outcome of one step.
@@ -87,6 +87,7 @@ fn run_step(name: &str) -> Result<()> {
                 .command(),
         ),
         "nostd" => crate::nostd::run(&NostdArgs::default()),
+        "msrv" => crate::msrv::run(&MsrvArgs::default()),
         "doc" => run_cmd(
             name,
             &mut Cargo::new(Action::Doc)

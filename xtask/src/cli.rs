@@ -25,6 +25,11 @@ pub enum Command {
     /// single non-std feature, and all non-std features together. Features that enable `std`
     /// or are listed in `[package.metadata.machvm] host-only-features` are left out.
     Nostd(NostdArgs),
+    /// Checks every library crate with the Rust version its `rust-version` names.
+    ///
+    /// Installs that toolchain (minimal profile) with rustup when missing, then runs
+    /// `cargo +VERSION check --lib --all-features` per crate in `target/msrv`.
+    Msrv(MsrvArgs),
     /// Checks publishing metadata and packages the publishable crates.
     ///
     /// Runs `cargo package --workspace` (verified, never published) after checking that every
@@ -71,6 +76,14 @@ pub struct CiArgs {
 pub struct NostdArgs {
     /// Crates to build (short name like `addr` or package name like `machvm-addr`); default:
     /// every library crate under crates/.
+    #[arg(value_name = "CRATE")]
+    pub crates: Vec<String>,
+}
+
+/// Arguments of `cargo xtask msrv`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MsrvArgs {
+    /// Crates to check (short or package name); default: every library crate under crates/.
     #[arg(value_name = "CRATE")]
     pub crates: Vec<String>,
 }

@@ -7,6 +7,7 @@ mod cli;
 mod fuzz;
 mod loom;
 mod miri;
+mod msrv;
 mod nostd;
 mod package;
 mod util;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Package(args) => package::run(args),
         cli::Command::Loom(args) => loom::run(args),
         cli::Command::Miri(args) => miri::run(args),
+        cli::Command::Msrv(args) => msrv::run(args),
         cli::Command::Fuzz(args) => fuzz::run(args),
         cli::Command::Bench(args) => bench::run(args),
     };
