@@ -44,6 +44,7 @@ pub unsafe trait PhysMapper {
 
 // SAFETY: forwarded to `M`, which keeps the promises; borrowing `&M` borrows `M`.
 unsafe impl<M: PhysMapper + ?Sized> PhysMapper for &M {
+    #[inline]
     fn phys_to_ptr(&self, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError> {
         (**self).phys_to_ptr(pa, len)
     }
@@ -51,6 +52,7 @@ unsafe impl<M: PhysMapper + ?Sized> PhysMapper for &M {
 
 /// Returns the pointer for the virtual range `[pa + offset, pa + offset + len)` if that range is
 /// non-null, canonical and does not cross the hole.
+#[inline]
 fn offset_ptr(offset: u64, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError> {
     let out_of_range = AddrError::OutOfRange {
         addr: pa.as_u64(),
@@ -105,6 +107,7 @@ impl IdentityMapper {
 // SAFETY: `new`'s caller vouches that PA == VA is accessible; distinct physical bytes get
 // distinct addresses and the alignment is preserved because the mapping is the identity.
 unsafe impl PhysMapper for IdentityMapper {
+    #[inline]
     fn phys_to_ptr(&self, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError> {
         offset_ptr(0, pa, len)
     }
@@ -142,6 +145,7 @@ impl OffsetMapper {
 // SAFETY: `new`'s caller vouches for the direct map and a page-aligned offset; adding one fixed
 // offset keeps distinct physical bytes distinct and preserves alignment modulo 4 KiB.
 unsafe impl PhysMapper for OffsetMapper {
+    #[inline]
     fn phys_to_ptr(&self, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError> {
         offset_ptr(self.offset, pa, len)
     }

@@ -479,6 +479,7 @@ impl fmt::Debug for SimPhysMemory {
 // distinct bytes; `buf` is aligned to `host_align >= 4 KiB` and `base` is a multiple of it, so
 // the pointer and `pa` agree modulo 4 KiB.
 unsafe impl PhysMapper for SimPhysMemory {
+    #[inline]
     fn phys_to_ptr(&self, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError> {
         let off = self
             .offset_of(pa, len as u64)

@@ -1,3 +1,24 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod aarch64;
+mod attrs;
+mod error;
+mod flush;
+mod format;
+mod table;
+pub mod x86_64;
+
+pub use aarch64::{
+    A64Granule4K39, A64Granule4K48, A64Granule16K47, A64Granule16K48, A64Granule64K42,
+    A64Granule64K48, Aarch64,
+};
+pub use attrs::{MemType, PageAttrs, Region, SwFlags};
+pub use error::{AttrProblem, PageTableError};
+pub use flush::{CountingFlush, FlushHook, FlushRange, FreedTables, NoFlush, PendingFlush};
+pub use format::{AccessState, Entry, Format};
+pub use table::{Mapping, Mappings, NoVisit, PageTable, Translation, UnmapVisitor};
+pub use x86_64::{X86Pml4, X86Pml5};

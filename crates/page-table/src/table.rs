@@ -1,0 +1,1462 @@
+//! The engine: one walker for every format.
+//!
+//! # Design
+//!
+//! - **Walk addresses.** A virtual address is reduced to the bits the root translates
+//!   (`w = va & (2^top - 1)`), so ranges in the upper half never reach `2^64` and every loop
+//!   works on plain `u64` arithmetic; [`PageTable::to_va`] converts back for reports.
+//! - **Plan, reserve, commit.** Operations that may create tables (`map_range`, splits in
+//!   `unmap_range` and `protect_range`) first walk the range without changing anything: they
+//!   detect conflicts, check that every table is reachable through the mapper and count the
+//!   tables they will need. They then allocate and zero all of them, and only then change the
+//!   table. A failed allocation therefore leaves the table exactly as it was.
+//! - **Publication order.** A new subtree is filled while unreachable and linked into its
+//!   parent last with a `Release` store, so another CPU's walker (software with `Acquire`
+//!   loads, or hardware after the [`FlushHook::sync`]) never sees a half-built table.
+//! - **Atomic entries.** Entries are `AtomicU64`: hardware walkers read them concurrently and
+//!   x86 sets accessed/dirty bits with locked read-modify-writes. Changes that must not lose
+//!   those bits (protect, harvest, unmap with a visitor) use compare-and-swap or swap; clearing
+//!   entries nobody reports on uses plain stores. Hardware-visible memory cannot be modelled by
+//!   loom, so this crate uses `core` atomics directly rather than `machvm-sync`.
+//! - **Deferred frees.** Tables that become empty are unlinked and chained into the
+//!   [`PendingFlush`]; the frames go back to the allocator only after the flush. Unmapping a
+//!   range that covers a whole table drops the table without clearing its entries.
+
+use core::marker::PhantomData;
+use core::ptr;
+use core::slice;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use machvm_addr::{
+    FixedPageSize, Frame, FrameAllocator, FrameRequest, Page, PageSize, PhysAddr, PhysMapper,
+    VirtAddr,
+};
+
+use crate::attrs::{PageAttrs, Region};
+use crate::error::PageTableError;
+use crate::flush::{FlushHook, FlushRange, FreedTables, PendingFlush};
+use crate::format::{AccessState, Entry, Format, Geo};
+
+/// One leaf mapping: a page or block.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// First virtual address of the page or block.
+    pub va: VirtAddr,
+    /// First physical address it maps to.
+    pub pa: PhysAddr,
+    /// Its size.
+    pub size: PageSize,
+    /// Its attributes.
+    pub attrs: PageAttrs,
+    /// Its accessed/dirty state (when read).
+    pub access: AccessState,
+}
+
+/// The result of [`PageTable::translate`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address the translated virtual address maps to.
+    pub pa: PhysAddr,
+    /// The page or block containing it.
+    pub mapping: Mapping,
+}
+
+/// Receives the mappings removed by [`PageTable::unmap_range_with`].
+///
+/// Closures `FnMut(&Mapping)` implement it. Visiting makes every removed entry be read with an
+/// atomic swap, so its accessed/dirty bits are exact even while other CPUs use the table.
+pub trait UnmapVisitor {
+    /// Whether entries must be read one by one (`false` lets whole tables be dropped unread).
+    const VISIT: bool = true;
+    /// Called once per removed page or block.
+    fn unmapped(&mut self, mapping: &Mapping);
+}
+
+impl<Fun: FnMut(&Mapping)> UnmapVisitor for Fun {
+    fn unmapped(&mut self, mapping: &Mapping) {
+        self(mapping);
+    }
+}
+
+/// The visitor of [`PageTable::unmap_range`]: reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoVisit;
+
+impl UnmapVisitor for NoVisit {
+    const VISIT: bool = false;
+    fn unmapped(&mut self, _mapping: &Mapping) {}
+}
+
+/// Table frames allocated and zeroed ahead of a commit, chained through their first entry.
+struct Reserve {
+    head: Option<PhysAddr>,
+    count: u64,
+}
+
+/// What a plan found out: tables to create.
+type Plan = Result<u64, PageTableError>;
+
+/// A page table of format `F` whose frames are reached through `M`.
+///
+/// All mutating operations take `&mut self`: one owner edits the table at a time, while
+/// hardware walkers (and `&self` readers) may read it concurrently.
+///
+/// # Examples
+///
+/// ```
+/// use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
+/// use machvm_page_table::{NoFlush, PageAttrs, PageTable, Region, X86Pml4};
+///
+/// let sim = SimPhysMemory::builder().size_bytes(4 << 20).build()?;
+/// let mut alloc = sim.frame_allocator();
+/// let mut pt = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc)?;
+/// let attrs = PageAttrs::new(VmProt::READ | VmProt::WRITE).user(true);
+///
+/// // 1 MiB of 4 KiB pages at 0x4000_0000 -> 0x10_0000, in one call.
+/// let va = VirtAddr::new(0x4000_0000);
+/// let done = pt.map_range(va, PhysAddr::new(0x10_0000), 1 << 20, &attrs, PageSize::Size2MiB, &mut alloc)?;
+/// pt.finish(done, &mut NoFlush, &mut alloc)?;
+///
+/// let t = pt.translate(VirtAddr::new(0x4000_5123))?;
+/// assert_eq!(t.pa, PhysAddr::new(0x10_5123));
+/// assert_eq!(t.mapping.size, PageSize::Size4KiB);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PageTable<F: Format, M: PhysMapper> {
+    root: PhysAddr,
+    region: Region,
+    mapper: M,
+    format: PhantomData<F>,
+}
+
+impl<F: Format, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PageTable")
+            .field("format", &F::NAME)
+            .field("root", &self.root)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Constant context of a `map_range`.
+struct MapCtx {
+    templates: [u64; 8],
+    largest_level: u8,
+}
+
+impl<F: Format, M: PhysMapper> PageTable<F, M> {
+    const TOP_SHIFT: u32 = Geo::<F>::shift(Geo::<F>::ROOT) + F::ROOT_INDEX_BITS;
+    const W_MASK: u64 = (1u64 << Self::TOP_SHIFT) - 1;
+    const GRANULE: u64 = F::GRANULE.bytes();
+
+    /// Creates an empty table translating `region`, allocating its root frame from `alloc`.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::RegionNotSupported`] if `F` cannot translate `region` (x86_64
+    ///   formats translate [`Region::Both`]; aarch64 formats one half each).
+    /// - [`PageTableError::FrameAllocation`] if the root frame cannot be allocated.
+    /// - [`PageTableError::Mapper`] if `mapper` cannot reach it (the frame is given back).
+    pub fn new<A: FrameAllocator + ?Sized>(
+        region: Region,
+        mapper: M,
+        alloc: &mut A,
+    ) -> Result<Self, PageTableError> {
+        if !F::supports_region(region) {
+            return Err(PageTableError::RegionNotSupported);
+        }
+        let mut pt = Self {
+            root: PhysAddr::zero(),
+            region,
+            mapper,
+            format: PhantomData,
+        };
+        let mut reserve = pt.reserve(1, alloc)?;
+        pt.root = pt.take(&mut reserve)?;
+        Ok(pt)
+    }
+
+    /// Wraps an existing table whose root is at `root`.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::RegionNotSupported`] if `F` cannot translate `region`.
+    /// - [`PageTableError::Misaligned`] if `root` is not aligned to the granule.
+    ///
+    /// # Safety
+    ///
+    /// - `root` and every table reachable from it are valid tables of format `F` that `mapper`
+    ///   reaches, and their frames came from the allocator later operations will free them to;
+    /// - nothing else edits these tables while the returned value exists.
+    pub unsafe fn from_root(
+        root: PhysAddr,
+        region: Region,
+        mapper: M,
+    ) -> Result<Self, PageTableError> {
+        if !F::supports_region(region) {
+            return Err(PageTableError::RegionNotSupported);
+        }
+        if !root.is_aligned(Self::GRANULE) {
+            return Err(PageTableError::Misaligned {
+                addr: root.as_u64(),
+                align: Self::GRANULE,
+            });
+        }
+        Ok(Self {
+            root,
+            region,
+            mapper,
+            format: PhantomData,
+        })
+    }
+
+    /// Returns the physical address of the root table.
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Returns the value to load into the root register (CR3, TTBR0/TTBR1) with `asid` as
+    /// PCID/ASID.
+    pub fn root_register(&self, asid: u16) -> u64 {
+        F::root_register(self.root, asid)
+    }
+
+    /// Returns the region this table translates.
+    pub fn region(&self) -> Region {
+        self.region
+    }
+
+    /// Returns the physical mapper.
+    pub fn mapper(&self) -> &M {
+        &self.mapper
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Addresses
+    // ------------------------------------------------------------------------------------
+
+    /// Converts a walk address back to the virtual address it stands for.
+    #[inline(always)]
+    fn to_va(&self, w: u64) -> u64 {
+        match self.region {
+            Region::Lower => w,
+            Region::Upper => w | !Self::W_MASK,
+            Region::Both => {
+                let shift = 64 - Self::TOP_SHIFT;
+                (((w << shift) as i64) >> shift) as u64
+            }
+        }
+    }
+
+    /// Checks that `[va, va + len)` (`len > 0`) lies in this table's region and returns the
+    /// walk addresses of its start and end.
+    #[inline(always)]
+    fn walk_range(&self, va: VirtAddr, len: u64) -> Result<(u64, u64), PageTableError> {
+        let raw = va.as_u64();
+        let half = F::VA_WIDTH.half_size();
+        let lower = raw < half;
+        let upper = raw >= half.wrapping_neg();
+        let ok = match self.region {
+            Region::Both => lower || upper,
+            Region::Lower => lower,
+            Region::Upper => upper,
+        };
+        if !ok {
+            return Err(PageTableError::OutOfRange { va: raw });
+        }
+        let last = raw
+            .checked_add(len - 1)
+            .ok_or(PageTableError::OutOfRange { va: u64::MAX })?;
+        if (lower && last >= half) || (upper && last < raw) {
+            return Err(PageTableError::OutOfRange { va: half });
+        }
+        let w = raw & Self::W_MASK;
+        Ok((w, w + len))
+    }
+
+    fn check_len(va: VirtAddr, len: u64) -> Result<(), PageTableError> {
+        if len == 0 || len % Self::GRANULE != 0 {
+            return Err(PageTableError::BadLength { len });
+        }
+        if !va.is_aligned(Self::GRANULE) {
+            return Err(PageTableError::Misaligned {
+                addr: va.as_u64(),
+                align: Self::GRANULE,
+            });
+        }
+        Ok(())
+    }
+
+    fn level_of(size: PageSize) -> Result<u8, PageTableError> {
+        (0..F::LEVELS)
+            .find(|&l| F::leaf_size(l) == Some(size))
+            .ok_or(PageTableError::SizeNotSupported { size })
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Frames
+    // ------------------------------------------------------------------------------------
+
+    /// Returns the entries of the table frame at `pa`.
+    #[inline(always)]
+    fn table(&self, pa: PhysAddr) -> Result<&[AtomicU64], PageTableError> {
+        let ptr = self
+            .mapper
+            .phys_to_ptr(pa, Geo::<F>::TABLE_BYTES)
+            .map_err(PageTableError::Mapper)?;
+        // SAFETY: the mapper promises `TABLE_BYTES` bytes valid for reads and writes while it
+        // is borrowed (we borrow `self`), aligned like `pa`, which is granule-aligned, so the
+        // pointer is 8-byte aligned. Table frames are accessed only atomically, by this engine
+        // and by hardware walkers; no `&mut` to them exists, so shared `AtomicU64`s are sound.
+        Ok(unsafe {
+            slice::from_raw_parts(ptr.as_ptr().cast::<AtomicU64>(), Geo::<F>::TABLE_BYTES / 8)
+        })
+    }
+
+    /// Allocates and zeroes `n` table frames; on failure gives back what it took.
+    fn reserve<A: FrameAllocator + ?Sized>(
+        &self,
+        n: u64,
+        alloc: &mut A,
+    ) -> Result<Reserve, PageTableError> {
+        let mut reserve = Reserve {
+            head: None,
+            count: 0,
+        };
+        let request = FrameRequest::single(F::GRANULE);
+        while reserve.count < n {
+            let frame = match alloc.allocate(request) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.release(reserve, alloc);
+                    return Err(PageTableError::FrameAllocation(e));
+                }
+            };
+            let ptr = match self.mapper.phys_to_ptr(frame, Geo::<F>::TABLE_BYTES) {
+                Ok(ptr) => ptr,
+                Err(e) => {
+                    // SAFETY: the frame was just allocated and never used.
+                    let _ = unsafe { alloc.deallocate(frame, request) };
+                    self.release(reserve, alloc);
+                    return Err(PageTableError::Mapper(e));
+                }
+            };
+            // SAFETY: the frame is freshly allocated, so nothing else accesses it, and the
+            // mapper made `TABLE_BYTES` bytes at `ptr` valid for writes.
+            unsafe { ptr::write_bytes(ptr.as_ptr(), 0, Geo::<F>::TABLE_BYTES) };
+            if let Some(next) = reserve.head {
+                self.table(frame)?[0].store(next.as_u64(), Ordering::Relaxed);
+            }
+            reserve.head = Some(frame);
+            reserve.count += 1;
+        }
+        Ok(reserve)
+    }
+
+    /// Takes a zeroed table frame from `reserve`.
+    fn take(&self, reserve: &mut Reserve) -> Result<PhysAddr, PageTableError> {
+        let head = reserve.head.ok_or(PageTableError::FrameAllocation(
+            machvm_addr::AddrError::OutOfFrames,
+        ))?;
+        reserve.count -= 1;
+        let first = &self.table(head)?[0];
+        reserve.head = if reserve.count == 0 {
+            None
+        } else {
+            Some(PhysAddr::new_truncate(first.load(Ordering::Relaxed)))
+        };
+        first.store(0, Ordering::Relaxed);
+        Ok(head)
+    }
+
+    /// Gives the frames of `reserve` back to `alloc` (best effort: used on error paths).
+    fn release<A: FrameAllocator + ?Sized>(&self, mut reserve: Reserve, alloc: &mut A) {
+        while let Ok(frame) = self.take(&mut reserve) {
+            // SAFETY: reserved frames were never linked into the table.
+            let _ = unsafe { alloc.deallocate(frame, FrameRequest::single(F::GRANULE)) };
+            if reserve.count == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Chains the unlinked table `frame` into `freed`.
+    fn push_freed(&self, freed: &mut FreedTables, frame: PhysAddr) -> Result<(), PageTableError> {
+        if let Some(head) = freed.head {
+            // A page-aligned address has bit 0 clear: a walker that still reaches this
+            // table before the flush sees an invalid entry here.
+            self.table(frame)?[0].store(head.as_u64(), Ordering::Relaxed);
+        } else {
+            freed.tail = Some(frame);
+        }
+        freed.head = Some(frame);
+        freed.count += 1;
+        Ok(())
+    }
+
+    /// Returns the table frames of `freed` to `alloc`. Call it only after the flush that
+    /// produced `freed` completed.
+    ///
+    /// # Errors
+    ///
+    /// As [`FreedTables::release`].
+    pub fn free_tables<A: FrameAllocator + ?Sized>(
+        &self,
+        freed: FreedTables,
+        alloc: &mut A,
+    ) -> Result<(), PageTableError> {
+        freed.release(&self.mapper, alloc)
+    }
+
+    /// Performs `pending`'s flush through `hook`, then frees the tables it unlinked.
+    ///
+    /// # Errors
+    ///
+    /// As [`free_tables`](Self::free_tables).
+    pub fn finish<H: FlushHook + ?Sized, A: FrameAllocator + ?Sized>(
+        &self,
+        pending: PendingFlush,
+        hook: &mut H,
+        alloc: &mut A,
+    ) -> Result<(), PageTableError> {
+        let freed = pending.flush(hook);
+        self.free_tables(freed, alloc)
+    }
+
+    /// Appends `other` to `into` (their flush ranges merge into one covering range).
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::Mapper`] if the last frame of `into`'s freed list is unreachable
+    ///   (nothing changes).
+    pub fn merge_pending(
+        &self,
+        into: &mut PendingFlush,
+        other: PendingFlush,
+    ) -> Result<(), PageTableError> {
+        if let (Some(tail), Some(head)) = (into.freed.tail, other.freed.head) {
+            self.table(tail)?[0].store(head.as_u64(), Ordering::Relaxed);
+        }
+        if into.freed.head.is_none() {
+            into.freed.head = other.freed.head;
+        }
+        if other.freed.tail.is_some() {
+            into.freed.tail = other.freed.tail;
+        }
+        into.freed.count += other.freed.count;
+        if let Some(stride) = other.stride {
+            let len = other.last.wrapping_sub(other.start).wrapping_add(1);
+            into.add_range(other.start, len, other.entries, stride);
+        }
+        into.leaf_only &= other.leaf_only;
+        into.sync |= other.sync;
+        Ok(())
+    }
+
+    /// Consumes the table and returns every table frame of it (root included) for freeing.
+    ///
+    /// Mapped pages are not touched. Before [`FreedTables::release`] gives the frames back,
+    /// every CPU must have stopped using the table and flushed its translations (for example
+    /// by flushing the ASID the table ran with).
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::Mapper`] if a table is unreachable; the table is returned
+    ///   unchanged.
+    pub fn into_freed_tables(self) -> Result<FreedTables, (Self, PageTableError)> {
+        let root = Geo::<F>::ROOT;
+        if let Err(e) = self.check_tables(root, self.root) {
+            return Err((self, e));
+        }
+        let mut freed = FreedTables::new(F::GRANULE);
+        match self.free_subtree(root, self.root, &mut freed) {
+            Ok(()) => Ok(freed),
+            Err(e) => Err((self, e)),
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // map
+    // ------------------------------------------------------------------------------------
+
+    /// Maps one page or block of `size` at `va` to `pa`.
+    ///
+    /// Creates the intermediate tables it needs. The returned flush only asks for a sync:
+    /// the entry was invalid before.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::SizeNotSupported`] if the format has no leaf of `size`;
+    /// - [`PageTableError::Misaligned`] if `va` or `pa` is not aligned to `size`;
+    /// - [`PageTableError::OutOfRange`] if the page is outside the table's region;
+    /// - [`PageTableError::PhysOutOfRange`] if `pa` cannot be encoded;
+    /// - [`PageTableError::InvalidAttributes`] if the format cannot express `attrs`;
+    /// - [`PageTableError::AlreadyMapped`] if any part of the page is mapped;
+    /// - [`PageTableError::FrameAllocation`] / [`PageTableError::Mapper`] if a table cannot
+    ///   be created.
+    pub fn map<A: FrameAllocator + ?Sized>(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: PageSize,
+        attrs: &PageAttrs,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
+        let level = Self::level_of(size)?;
+        self.check_phys(pa, size.bytes(), size)?;
+        if !va.is_aligned(size.bytes()) {
+            return Err(PageTableError::Misaligned {
+                addr: va.as_u64(),
+                align: size.bytes(),
+            });
+        }
+        let (w, _) = self.walk_range(va, size.bytes())?;
+        let template = F::leaf_template(attrs, level)?;
+
+        let mut table = self.root;
+        let mut l = Geo::<F>::ROOT;
+        let mut t = self.table(table)?;
+        while l > level {
+            match F::classify(t[Geo::<F>::index(w, l)].load(Ordering::Acquire), l) {
+                Entry::Table(next) => {
+                    table = next;
+                    l -= 1;
+                    t = self.table(table)?;
+                }
+                Entry::Leaf(_) => return Err(PageTableError::AlreadyMapped { va: va.as_u64() }),
+                Entry::Invalid => break,
+            }
+        }
+        let slot = &t[Geo::<F>::index(w, l)];
+        if l == level {
+            if F::classify(slot.load(Ordering::Relaxed), level) != Entry::Invalid {
+                return Err(PageTableError::AlreadyMapped { va: va.as_u64() });
+            }
+            slot.store(template | pa.as_u64(), Ordering::Release);
+        } else {
+            // Tables for levels l-1 ..= level are missing: build the chain unreachable, then
+            // publish it with one store.
+            let mut reserve = self.reserve(u64::from(l - level), alloc)?;
+            let top = self.take(&mut reserve)?;
+            let mut cur = top;
+            let mut cl = l - 1;
+            loop {
+                let ct = self.table(cur)?;
+                if cl == level {
+                    ct[Geo::<F>::index(w, cl)].store(template | pa.as_u64(), Ordering::Relaxed);
+                    break;
+                }
+                let next = self.take(&mut reserve)?;
+                ct[Geo::<F>::index(w, cl)].store(F::table_entry(next), Ordering::Relaxed);
+                cur = next;
+                cl -= 1;
+            }
+            slot.store(F::table_entry(top), Ordering::Release);
+        }
+        let mut pending = PendingFlush::new(F::GRANULE);
+        pending.sync = true;
+        Ok(pending)
+    }
+
+    /// Maps the typed page `page` to `frame` (see [`map`](Self::map)).
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Self::map).
+    pub fn map_page<S: FixedPageSize, A: FrameAllocator + ?Sized>(
+        &mut self,
+        page: Page<S>,
+        frame: Frame<S>,
+        attrs: &PageAttrs,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
+        self.map(
+            page.start_address(),
+            frame.start_address(),
+            S::SIZE,
+            attrs,
+            alloc,
+        )
+    }
+
+    fn check_phys(&self, pa: PhysAddr, len: u64, align: PageSize) -> Result<(), PageTableError> {
+        if !pa.is_aligned(align.bytes()) {
+            return Err(PageTableError::Misaligned {
+                addr: pa.as_u64(),
+                align: align.bytes(),
+            });
+        }
+        match pa.as_u64().checked_add(len) {
+            Some(end) if end <= F::PHYS_LIMIT => Ok(()),
+            _ => Err(PageTableError::PhysOutOfRange { pa: pa.as_u64() }),
+        }
+    }
+
+    /// Maps `len` bytes at `va` to the physical run at `pa`, choosing for every part the
+    /// largest page or block (up to `largest`) that the alignment of both addresses allows.
+    ///
+    /// Each table on the way is visited once; leaf entries are written in one pass. Existing
+    /// tables are reused. Nothing is changed if any page of the range is already mapped.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::BadLength`] if `len` is zero or not a multiple of the granule;
+    /// - [`PageTableError::Misaligned`] if `va` or `pa` is not granule-aligned;
+    /// - [`PageTableError::SizeNotSupported`] if `largest` is below the granule;
+    /// - [`PageTableError::OutOfRange`] / [`PageTableError::PhysOutOfRange`] if either run
+    ///   leaves what the table or the format can address;
+    /// - [`PageTableError::InvalidAttributes`] if the format cannot express `attrs`;
+    /// - [`PageTableError::AlreadyMapped`] if any part of the range is mapped;
+    /// - [`PageTableError::FrameAllocation`] / [`PageTableError::Mapper`] if the tables it
+    ///   needs cannot be created (all-or-nothing: nothing is changed).
+    pub fn map_range<A: FrameAllocator + ?Sized>(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        len: u64,
+        attrs: &PageAttrs,
+        largest: PageSize,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
+        Self::check_len(va, len)?;
+        self.check_phys(pa, len, F::GRANULE)?;
+        let (ws, we) = self.walk_range(va, len)?;
+        let mut ctx = MapCtx {
+            templates: [0; 8],
+            largest_level: 0,
+        };
+        let mut any = false;
+        for level in 0..F::LEVELS {
+            if F::leaf_size(level).is_some_and(|size| size <= largest) {
+                ctx.templates[usize::from(level)] = F::leaf_template(attrs, level)?;
+                ctx.largest_level = level;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(PageTableError::SizeNotSupported { size: largest });
+        }
+        let root = Geo::<F>::ROOT;
+        let needed = self.plan_map(&ctx, root, Some(self.root), ws, we, pa.as_u64())?;
+        let mut reserve = self.reserve(needed, alloc)?;
+        let result = self.commit_map(&ctx, root, self.root, ws, we, pa.as_u64(), &mut reserve);
+        if reserve.count != 0 {
+            self.release(reserve, alloc);
+        }
+        result?;
+        let mut pending = PendingFlush::new(F::GRANULE);
+        pending.sync = true;
+        Ok(pending)
+    }
+
+    #[inline(always)]
+    fn leaf_here(ctx: &MapCtx, level: u8, w: u64, end: u64, p: u64) -> bool {
+        let span = Geo::<F>::entry_span(level);
+        level <= ctx.largest_level
+            && F::leaf_size(level).is_some()
+            && (w | p) & (span - 1) == 0
+            && end - w == span
+    }
+
+    fn plan_map(
+        &self,
+        ctx: &MapCtx,
+        level: u8,
+        table: Option<PhysAddr>,
+        ws: u64,
+        we: u64,
+        pa: u64,
+    ) -> Plan {
+        let t = match table {
+            Some(table) => Some(self.table(table)?),
+            None if level == 0 => return Ok(0),
+            None => None,
+        };
+        if level == 0 {
+            if let Some(t) = t {
+                let i0 = Geo::<F>::index(ws, 0);
+                let n = ((we - ws) >> Geo::<F>::GRANULE_SHIFT) as usize;
+                if let Some(k) = t[i0..i0 + n]
+                    .iter()
+                    .position(|e| F::classify(e.load(Ordering::Relaxed), 0) != Entry::Invalid)
+                {
+                    return Err(PageTableError::AlreadyMapped {
+                        va: self.to_va(ws + ((k as u64) << Geo::<F>::GRANULE_SHIFT)),
+                    });
+                }
+            }
+            return Ok(0);
+        }
+        let span = Geo::<F>::entry_span(level);
+        let (mut w, mut p, mut n) = (ws, pa, 0);
+        while w < we {
+            let end = ((w | (span - 1)) + 1).min(we);
+            let raw = t.map_or(0, |t| t[Geo::<F>::index(w, level)].load(Ordering::Acquire));
+            match F::classify(raw, level) {
+                Entry::Leaf(_) => return Err(PageTableError::AlreadyMapped { va: self.to_va(w) }),
+                Entry::Table(child) => {
+                    n += self.plan_map(ctx, level - 1, Some(child), w, end, p)?
+                }
+                Entry::Invalid => {
+                    if !Self::leaf_here(ctx, level, w, end, p) {
+                        n += 1 + self.plan_map(ctx, level - 1, None, w, end, p)?;
+                    }
+                }
+            }
+            p += end - w;
+            w = end;
+        }
+        Ok(n)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the recursion's state, kept in registers
+    fn commit_map(
+        &self,
+        ctx: &MapCtx,
+        level: u8,
+        table: PhysAddr,
+        ws: u64,
+        we: u64,
+        pa: u64,
+        reserve: &mut Reserve,
+    ) -> Result<(), PageTableError> {
+        let t = self.table(table)?;
+        if level == 0 {
+            let template = ctx.templates[0];
+            let i0 = Geo::<F>::index(ws, 0);
+            let n = ((we - ws) >> Geo::<F>::GRANULE_SHIFT) as usize;
+            let mut p = template | pa;
+            for e in &t[i0..i0 + n] {
+                e.store(p, Ordering::Relaxed);
+                p += Self::GRANULE;
+            }
+            return Ok(());
+        }
+        let span = Geo::<F>::entry_span(level);
+        let (mut w, mut p) = (ws, pa);
+        while w < we {
+            let end = ((w | (span - 1)) + 1).min(we);
+            let slot = &t[Geo::<F>::index(w, level)];
+            match F::classify(slot.load(Ordering::Acquire), level) {
+                Entry::Table(child) => {
+                    self.commit_map(ctx, level - 1, child, w, end, p, reserve)?
+                }
+                Entry::Invalid if Self::leaf_here(ctx, level, w, end, p) => {
+                    slot.store(ctx.templates[usize::from(level)] | p, Ordering::Relaxed);
+                }
+                Entry::Invalid => {
+                    let child = self.take(reserve)?;
+                    self.commit_map(ctx, level - 1, child, w, end, p, reserve)?;
+                    slot.store(F::table_entry(child), Ordering::Release);
+                }
+                // The plan rejected ranges with leaves; nothing changed the table since.
+                Entry::Leaf(_) => return Err(PageTableError::AlreadyMapped { va: self.to_va(w) }),
+            }
+            p += end - w;
+            w = end;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // translate and walk
+    // ------------------------------------------------------------------------------------
+
+    /// Translates `va`: the physical address, and the page or block that maps it.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::OutOfRange`] if `va` is outside the table's region;
+    /// - [`PageTableError::NotMapped`] if no leaf maps it;
+    /// - [`PageTableError::Mapper`] if a table on the way is unreachable.
+    #[inline]
+    pub fn translate(&self, va: VirtAddr) -> Result<Translation, PageTableError> {
+        let (w, _) = self.walk_range(va, 1)?;
+        let mapping = self
+            .leaf_at(w)?
+            .map_err(|_| PageTableError::NotMapped { va: va.as_u64() })?;
+        let offset = w & (mapping.size.bytes() - 1);
+        Ok(Translation {
+            pa: PhysAddr::new_truncate(mapping.pa.as_u64() + offset),
+            mapping,
+        })
+    }
+
+    /// Finds the leaf mapping walk address `w`, or, if none, the level at which the walk
+    /// stopped (so callers can skip the whole invalid span).
+    #[inline(always)]
+    fn leaf_at(&self, w: u64) -> Result<Result<Mapping, u8>, PageTableError> {
+        let mut level = Geo::<F>::ROOT;
+        let mut t = self.table(self.root)?;
+        loop {
+            let raw = t[Geo::<F>::index(w, level)].load(Ordering::Acquire);
+            match F::classify(raw, level) {
+                Entry::Table(next) if level > 0 => {
+                    t = self.table(next)?;
+                    level -= 1;
+                }
+                Entry::Leaf(pa) => {
+                    let Some(size) = F::leaf_size(level) else {
+                        return Ok(Err(level));
+                    };
+                    return Ok(Ok(Mapping {
+                        va: VirtAddr::new_truncate(
+                            self.to_va(w & !(size.bytes() - 1)),
+                            machvm_addr::VaWidth::WIDEST,
+                        ),
+                        pa,
+                        size,
+                        attrs: F::leaf_attrs(raw, level),
+                        access: F::access_state(raw),
+                    }));
+                }
+                _ => return Ok(Err(level)),
+            }
+        }
+    }
+
+    /// Returns an iterator over the leaf mappings that intersect `[va, va + len)`, in address
+    /// order (a page or block partly inside the range is reported whole).
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::BadLength`] / [`PageTableError::Misaligned`] for a bad range;
+    /// - [`PageTableError::OutOfRange`] if it leaves the table's region.
+    ///
+    /// The iterator yields `Err(PageTableError::Mapper)` once and stops if a table is
+    /// unreachable.
+    pub fn mappings(&self, va: VirtAddr, len: u64) -> Result<Mappings<'_, F, M>, PageTableError> {
+        Self::check_len(va, len)?;
+        let (w, end) = self.walk_range(va, len)?;
+        Ok(Mappings {
+            table: self,
+            w,
+            end,
+        })
+    }
+
+    // ------------------------------------------------------------------------------------
+    // unmap
+    // ------------------------------------------------------------------------------------
+
+    /// Unmaps the page or block that starts at `va` and returns it.
+    ///
+    /// The entry is removed with an atomic swap, so the returned accessed/dirty state is exact.
+    /// Tables left empty are unlinked and freed after the flush.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::OutOfRange`] if `va` is outside the table's region;
+    /// - [`PageTableError::NotMapped`] if no leaf starts at `va` (use
+    ///   [`unmap_range`](Self::unmap_range) to remove part of a larger page);
+    /// - [`PageTableError::Mapper`] if a table on the way is unreachable.
+    pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, PendingFlush), PageTableError> {
+        let (w, _) = self.walk_range(va, 1)?;
+        let mut path = [(PhysAddr::zero(), 0usize); 8];
+        let mut level = Geo::<F>::ROOT;
+        let mut table = self.root;
+        loop {
+            let t = self.table(table)?;
+            let idx = Geo::<F>::index(w, level);
+            path[usize::from(level)] = (table, idx);
+            let raw = t[idx].load(Ordering::Acquire);
+            match F::classify(raw, level) {
+                Entry::Table(next) if level > 0 => {
+                    table = next;
+                    level -= 1;
+                }
+                Entry::Leaf(_) => break,
+                _ => return Err(PageTableError::NotMapped { va: va.as_u64() }),
+            }
+        }
+        let Some(size) = F::leaf_size(level) else {
+            return Err(PageTableError::NotMapped { va: va.as_u64() });
+        };
+        if w & (size.bytes() - 1) != 0 {
+            return Err(PageTableError::NotMapped { va: va.as_u64() });
+        }
+        let (table, idx) = path[usize::from(level)];
+        let raw = self.table(table)?[idx].swap(0, Ordering::Relaxed);
+        let Entry::Leaf(pa) = F::classify(raw, level) else {
+            return Err(PageTableError::NotMapped { va: va.as_u64() });
+        };
+        let mapping = Mapping {
+            va,
+            pa,
+            size,
+            attrs: F::leaf_attrs(raw, level),
+            access: F::access_state(raw),
+        };
+        let mut pending = PendingFlush::new(F::GRANULE);
+        pending.add_range(va.as_u64(), size.bytes(), 1, size);
+        // Unlink tables that became empty, bottom-up; the root stays.
+        let mut l = level;
+        while l < Geo::<F>::ROOT {
+            let (t_pa, i) = path[usize::from(l)];
+            if !self.is_empty_except(self.table(t_pa)?, l, i, i + 1) {
+                break;
+            }
+            let (parent, pi) = path[usize::from(l + 1)];
+            self.table(parent)?[pi].store(0, Ordering::Relaxed);
+            self.push_freed(&mut pending.freed, t_pa)?;
+            pending.leaf_only = false;
+            l += 1;
+        }
+        Ok((mapping, pending))
+    }
+
+    /// Returns whether a table at `level` has no entry outside `[i0, i1)`.
+    ///
+    /// Scans upward from `i1` first: when pages are unmapped in ascending order the next entry
+    /// is usually the one that is still mapped.
+    #[inline]
+    fn is_empty_except(&self, t: &[AtomicU64], level: u8, i0: usize, i1: usize) -> bool {
+        let n = Geo::<F>::entries(level);
+        let occupied = |e: &AtomicU64| e.load(Ordering::Relaxed) != 0;
+        !(t[i1..n].iter().any(occupied) || t[..i0].iter().any(occupied))
+    }
+
+    /// Unmaps every page in `[va, va + len)`; holes are skipped.
+    ///
+    /// Pages and blocks partly inside the range are split first (on aarch64 with
+    /// break-before-make through `hook`); tables that become empty are unlinked and returned
+    /// in the pending flush; tables entirely inside the range are dropped without reading
+    /// their entries.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::BadLength`] / [`PageTableError::Misaligned`] for a bad range;
+    /// - [`PageTableError::OutOfRange`] if it leaves the table's region;
+    /// - [`PageTableError::FrameAllocation`] / [`PageTableError::Mapper`] if a split needs a
+    ///   table that cannot be created (nothing is changed).
+    pub fn unmap_range<H: FlushHook + ?Sized, A: FrameAllocator + ?Sized>(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        hook: &mut H,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
+        self.unmap_range_with(va, len, hook, alloc, &mut NoVisit)
+    }
+
+    /// Unmaps every page in `[va, va + len)` like [`unmap_range`](Self::unmap_range) and
+    /// reports each removed page or block (with exact accessed/dirty state) to `visitor`.
+    ///
+    /// # Errors
+    ///
+    /// As [`unmap_range`](Self::unmap_range).
+    pub fn unmap_range_with<H, A, V>(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        hook: &mut H,
+        alloc: &mut A,
+        visitor: &mut V,
+    ) -> Result<PendingFlush, PageTableError>
+    where
+        H: FlushHook + ?Sized,
+        A: FrameAllocator + ?Sized,
+        V: UnmapVisitor + ?Sized,
+    {
+        Self::check_len(va, len)?;
+        let (ws, we) = self.walk_range(va, len)?;
+        let root = Geo::<F>::ROOT;
+        let needed = self.plan_edit(root, self.root, ws, we, !V::VISIT)?;
+        let mut reserve = self.reserve(needed, alloc)?;
+        let mut pending = PendingFlush::new(F::GRANULE);
+        let mut op = Unmap { visitor };
+        let result = self.commit_edit(
+            root,
+            self.root,
+            ws,
+            we,
+            &mut op,
+            &mut pending,
+            hook,
+            &mut reserve,
+        );
+        if reserve.count != 0 {
+            self.release(reserve, alloc);
+        }
+        result?;
+        Ok(pending)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // protect and harvest
+    // ------------------------------------------------------------------------------------
+
+    /// Gives every mapped page in `[va, va + len)` the attributes `attrs` (holes are skipped;
+    /// addresses and accessed/dirty state are kept). Pages and blocks partly inside the range
+    /// are split first.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::BadLength`] / [`PageTableError::Misaligned`] for a bad range;
+    /// - [`PageTableError::OutOfRange`] if it leaves the table's region;
+    /// - [`PageTableError::InvalidAttributes`] if the format cannot express `attrs`;
+    /// - [`PageTableError::FrameAllocation`] / [`PageTableError::Mapper`] if a split needs a
+    ///   table that cannot be created (nothing is changed).
+    pub fn protect_range<H: FlushHook + ?Sized, A: FrameAllocator + ?Sized>(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        attrs: &PageAttrs,
+        hook: &mut H,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
+        Self::check_len(va, len)?;
+        let (ws, we) = self.walk_range(va, len)?;
+        let mut templates = [0u64; 8];
+        for level in 0..F::LEVELS {
+            if F::leaf_size(level).is_some() {
+                templates[usize::from(level)] = F::leaf_template(attrs, level)?;
+            }
+        }
+        let root = Geo::<F>::ROOT;
+        let needed = self.plan_edit(root, self.root, ws, we, false)?;
+        let mut reserve = self.reserve(needed, alloc)?;
+        let mut pending = PendingFlush::new(F::GRANULE);
+        let mut op = Protect { templates };
+        let result = self.commit_edit(
+            root,
+            self.root,
+            ws,
+            we,
+            &mut op,
+            &mut pending,
+            hook,
+            &mut reserve,
+        );
+        if reserve.count != 0 {
+            self.release(reserve, alloc);
+        }
+        result?;
+        Ok(pending)
+    }
+
+    /// Reports the accessed/dirty state of every page or block intersecting `[va, va + len)`
+    /// to `f`, clearing the states selected by `clear` (atomically, so concurrent hardware
+    /// updates are never lost). Clearing owes a flush, so the hardware sets the bits again
+    /// on the next access.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::BadLength`] / [`PageTableError::Misaligned`] for a bad range;
+    /// - [`PageTableError::OutOfRange`] if it leaves the table's region;
+    /// - [`PageTableError::Mapper`] if a table is unreachable (pages before it were visited).
+    pub fn harvest<Fun: FnMut(&Mapping)>(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        clear: AccessState,
+        mut f: Fun,
+    ) -> Result<PendingFlush, PageTableError> {
+        Self::check_len(va, len)?;
+        let (ws, we) = self.walk_range(va, len)?;
+        let mut pending = PendingFlush::new(F::GRANULE);
+        let mut w = ws;
+        while w < we {
+            match self.leaf_slot(w)? {
+                Ok((slot, level, size)) => {
+                    let mut seen = 0;
+                    let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |raw| {
+                        seen = raw;
+                        let new = F::clear_access(raw, clear);
+                        (new != raw).then_some(new)
+                    });
+                    let start = w & !(size.bytes() - 1);
+                    if let Entry::Leaf(pa) = F::classify(seen, level) {
+                        let va = self.to_va(start);
+                        f(&Mapping {
+                            va: VirtAddr::new_truncate(va, machvm_addr::VaWidth::WIDEST),
+                            pa,
+                            size,
+                            attrs: F::leaf_attrs(seen, level),
+                            access: F::access_state(seen),
+                        });
+                        if F::clear_access(seen, clear) != seen {
+                            pending.add_range(va, size.bytes(), 1, size);
+                        }
+                    }
+                    w = start + size.bytes();
+                }
+                Err(level) => w = (w | (Geo::<F>::entry_span(level) - 1)) + 1,
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Finds the entry of the leaf mapping `w` (with its level and size), or the level at which
+    /// the walk stopped.
+    #[inline(always)]
+    fn leaf_slot(&self, w: u64) -> Result<Result<(&AtomicU64, u8, PageSize), u8>, PageTableError> {
+        let mut level = Geo::<F>::ROOT;
+        let mut t = self.table(self.root)?;
+        loop {
+            let slot = &t[Geo::<F>::index(w, level)];
+            match F::classify(slot.load(Ordering::Acquire), level) {
+                Entry::Table(next) if level > 0 => {
+                    t = self.table(next)?;
+                    level -= 1;
+                }
+                Entry::Leaf(_) => {
+                    return Ok(match F::leaf_size(level) {
+                        Some(size) => Ok((slot, level, size)),
+                        None => Err(level),
+                    });
+                }
+                _ => return Ok(Err(level)),
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Shared plan/commit for edits of existing mappings (unmap, protect)
+    // ------------------------------------------------------------------------------------
+
+    /// Counts the tables needed to split leaves partly inside `[ws, we)`, and checks that
+    /// every table the commit will touch is reachable. With `drop_whole`, subtrees entirely
+    /// inside the range are dropped unread, so only their tables are checked.
+    fn plan_edit(&self, level: u8, table: PhysAddr, ws: u64, we: u64, drop_whole: bool) -> Plan {
+        let t = self.table(table)?;
+        if level == 0 {
+            return Ok(0);
+        }
+        let span = Geo::<F>::entry_span(level);
+        let (mut w, mut n) = (ws, 0);
+        while w < we {
+            let end = ((w | (span - 1)) + 1).min(we);
+            let whole = w & (span - 1) == 0 && end - w == span;
+            match F::classify(t[Geo::<F>::index(w, level)].load(Ordering::Acquire), level) {
+                Entry::Invalid => {}
+                Entry::Leaf(_) if whole => {}
+                Entry::Leaf(_) => n += self.plan_split(level, w, end)?,
+                Entry::Table(child) if whole && drop_whole => {
+                    self.check_tables(level - 1, child)?
+                }
+                Entry::Table(child) => n += self.plan_edit(level - 1, child, w, end, drop_whole)?,
+            }
+            w = end;
+        }
+        Ok(n)
+    }
+
+    /// Counts the tables needed to split a leaf at `level` so that `[ws, we)` (inside it,
+    /// not all of it) consists of whole leaves.
+    fn plan_split(&self, level: u8, ws: u64, we: u64) -> Plan {
+        let child = level - 1;
+        let Some(size) = F::leaf_size(child) else {
+            return Err(PageTableError::SizeNotSupported {
+                size: F::leaf_size(level).unwrap_or(F::GRANULE),
+            });
+        };
+        let span = size.bytes();
+        let first = ws & !(span - 1);
+        let last = (we - 1) & !(span - 1);
+        let mut n = 1;
+        if ws != first || we < first + span {
+            n += self.plan_split_partial(child, ws, we.min(first + span))?;
+        }
+        if last != first && we != last + span {
+            n += self.plan_split_partial(child, last, we)?;
+        }
+        Ok(n)
+    }
+
+    fn plan_split_partial(&self, level: u8, ws: u64, we: u64) -> Plan {
+        if level == 0 {
+            Ok(0)
+        } else {
+            self.plan_split(level, ws, we)
+        }
+    }
+
+    /// Checks that every table of the subtree at `table` (a table at `level`) is reachable.
+    fn check_tables(&self, level: u8, table: PhysAddr) -> Result<(), PageTableError> {
+        let t = self.table(table)?;
+        if level == 0 {
+            return Ok(());
+        }
+        for e in &t[..Geo::<F>::entries(level)] {
+            if let Entry::Table(child) = F::classify(e.load(Ordering::Acquire), level) {
+                self.check_tables(level - 1, child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unlinks nothing but chains every table of the subtree at `table` (level `level`) into
+    /// `freed`.
+    fn free_subtree(
+        &self,
+        level: u8,
+        table: PhysAddr,
+        freed: &mut FreedTables,
+    ) -> Result<(), PageTableError> {
+        if level > 0 {
+            let t = self.table(table)?;
+            for e in &t[..Geo::<F>::entries(level)] {
+                if let Entry::Table(child) = F::classify(e.load(Ordering::Acquire), level) {
+                    self.free_subtree(level - 1, child, freed)?;
+                }
+            }
+        }
+        self.push_freed(freed, table)
+    }
+
+    /// Replaces the live leaf in `slot` (at `level`, covering walk address `w`) by a table of
+    /// leaves one level down with the same translation and attributes.
+    fn split<H: FlushHook + ?Sized>(
+        &self,
+        slot: &AtomicU64,
+        level: u8,
+        w: u64,
+        hook: &mut H,
+        reserve: &mut Reserve,
+    ) -> Result<PhysAddr, PageTableError> {
+        let raw = slot.load(Ordering::Acquire);
+        let Entry::Leaf(pa) = F::classify(raw, level) else {
+            return Err(PageTableError::NotMapped { va: self.to_va(w) });
+        };
+        let (Some(size), Some(child_size)) = (F::leaf_size(level), F::leaf_size(level - 1)) else {
+            return Err(PageTableError::SizeNotSupported { size: F::GRANULE });
+        };
+        let child = self.take(reserve)?;
+        let ct = self.table(child)?;
+        let template = F::split_template(raw, level);
+        let mut p = pa.as_u64();
+        for e in &ct[..Geo::<F>::entries(level - 1)] {
+            e.store(template | p, Ordering::Relaxed);
+            p += child_size.bytes();
+        }
+        let start = w & !(size.bytes() - 1);
+        if F::NEEDS_BBM {
+            // Break: invalidate the block everywhere before the table replaces it.
+            slot.store(0, Ordering::Relaxed);
+            hook.invalidate(&FlushRange {
+                start: VirtAddr::new_truncate(self.to_va(start), machvm_addr::VaWidth::WIDEST),
+                len: size.bytes(),
+                stride: size,
+                entries: 1,
+                leaf_only: true,
+            });
+        }
+        // Make: the table holds the same translations, so on formats without BBM the stale
+        // block entry in a TLB stays correct until the caller's flush.
+        slot.store(F::table_entry(child), Ordering::Release);
+        Ok(child)
+    }
+
+    /// Applies `op` to every leaf in `[ws, we)` of the table at `level`; returns whether the
+    /// table has no entry left.
+    #[allow(clippy::too_many_arguments)] // the recursion's state
+    fn commit_edit<O: EditOp + ?Sized, H: FlushHook + ?Sized>(
+        &self,
+        level: u8,
+        table: PhysAddr,
+        ws: u64,
+        we: u64,
+        op: &mut O,
+        pending: &mut PendingFlush,
+        hook: &mut H,
+        reserve: &mut Reserve,
+    ) -> Result<bool, PageTableError> {
+        let t = self.table(table)?;
+        let i0 = Geo::<F>::index(ws, level);
+        if level == 0 {
+            let n = ((we - ws) >> Geo::<F>::GRANULE_SHIFT) as usize;
+            let changed = op.leaves::<F>(&t[i0..i0 + n], 0, |k| {
+                self.to_va(ws + ((k as u64) << Geo::<F>::GRANULE_SHIFT))
+            });
+            if changed != 0 {
+                pending.add_range(self.to_va(ws), we - ws, changed, F::GRANULE);
+            }
+            return Ok(O::REMOVES && self.is_empty_except(t, 0, i0, i0 + n));
+        }
+        let span = Geo::<F>::entry_span(level);
+        let mut w = ws;
+        // Whether an entry inside the range is still in use after the op.
+        let mut kept = !O::REMOVES;
+        while w < we {
+            let end = ((w | (span - 1)) + 1).min(we);
+            let whole = w & (span - 1) == 0 && end - w == span;
+            let idx = Geo::<F>::index(w, level);
+            let slot = &t[idx];
+            match F::classify(slot.load(Ordering::Acquire), level) {
+                Entry::Invalid => {}
+                Entry::Leaf(_) if whole => {
+                    kept |= !O::REMOVES;
+                    let changed = op.leaves::<F>(slice::from_ref(slot), level, |_| self.to_va(w));
+                    if changed != 0 {
+                        let size = F::leaf_size(level).unwrap_or(F::GRANULE);
+                        pending.add_range(self.to_va(w), span, 1, size);
+                    }
+                }
+                Entry::Leaf(_) => {
+                    let child = self.split(slot, level, w, hook, reserve)?;
+                    self.commit_edit(level - 1, child, w, end, op, pending, hook, reserve)?;
+                    kept = true;
+                }
+                Entry::Table(child) if whole && O::REMOVES && !O::VISITS => {
+                    slot.store(0, Ordering::Relaxed);
+                    self.free_subtree(level - 1, child, &mut pending.freed)?;
+                    pending.add_range(
+                        self.to_va(w),
+                        span,
+                        span >> Geo::<F>::GRANULE_SHIFT,
+                        F::GRANULE,
+                    );
+                    pending.leaf_only = false;
+                }
+                Entry::Table(child) => {
+                    if self.commit_edit(level - 1, child, w, end, op, pending, hook, reserve)? {
+                        slot.store(0, Ordering::Relaxed);
+                        self.push_freed(&mut pending.freed, child)?;
+                        pending.add_range(self.to_va(w), span, 0, F::GRANULE);
+                        pending.leaf_only = false;
+                    } else {
+                        kept = true;
+                    }
+                }
+            }
+            w = end;
+        }
+        let i1 = Geo::<F>::index(we - 1, level) + 1;
+        Ok(!kept && level != Geo::<F>::ROOT && self.is_empty_except(t, level, i0, i1))
+    }
+}
+
+/// What [`PageTable::commit_edit`] does to the leaves of the range.
+trait EditOp {
+    /// Whether the op clears entries (so tables can become empty).
+    const REMOVES: bool;
+    /// Whether each removed entry must be read (no dropping of whole tables).
+    const VISITS: bool;
+    /// Applies the op to `slots` (leaves of `level`; slot `k` maps `va_of(k)`); returns how
+    /// many valid entries changed.
+    fn leaves<F: Format>(
+        &mut self,
+        slots: &[AtomicU64],
+        level: u8,
+        va_of: impl Fn(usize) -> u64,
+    ) -> u64;
+}
+
+struct Unmap<'v, V: ?Sized> {
+    visitor: &'v mut V,
+}
+
+impl<V: UnmapVisitor + ?Sized> EditOp for Unmap<'_, V> {
+    const REMOVES: bool = true;
+    const VISITS: bool = V::VISIT;
+
+    #[inline(always)]
+    fn leaves<F: Format>(
+        &mut self,
+        slots: &[AtomicU64],
+        level: u8,
+        va_of: impl Fn(usize) -> u64,
+    ) -> u64 {
+        let mut changed = 0;
+        for (k, slot) in slots.iter().enumerate() {
+            if V::VISIT {
+                let raw = slot.swap(0, Ordering::Relaxed);
+                if let (Entry::Leaf(pa), Some(size)) =
+                    (F::classify(raw, level), F::leaf_size(level))
+                {
+                    changed += 1;
+                    self.visitor.unmapped(&Mapping {
+                        va: VirtAddr::new_truncate(va_of(k), machvm_addr::VaWidth::WIDEST),
+                        pa,
+                        size,
+                        attrs: F::leaf_attrs(raw, level),
+                        access: F::access_state(raw),
+                    });
+                }
+            } else {
+                let raw = slot.load(Ordering::Relaxed);
+                if raw != 0 {
+                    // Nobody reads the old value: a plain store loses nothing anyone asked
+                    // for, and a racing hardware A/D update either precedes it (and is
+                    // overwritten) or finds the entry invalid.
+                    changed += u64::from(F::classify(raw, level) != Entry::Invalid);
+                    slot.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        changed
+    }
+}
+
+struct Protect {
+    templates: [u64; 8],
+}
+
+impl EditOp for Protect {
+    const REMOVES: bool = false;
+    const VISITS: bool = true;
+
+    #[inline(always)]
+    fn leaves<F: Format>(
+        &mut self,
+        slots: &[AtomicU64],
+        level: u8,
+        _va_of: impl Fn(usize) -> u64,
+    ) -> u64 {
+        let template = self.templates[usize::from(level)];
+        let mut changed = 0;
+        for slot in slots {
+            // Compare-and-swap so an accessed/dirty bit set by hardware meanwhile is kept.
+            let result =
+                slot.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |raw| match F::classify(raw, level) {
+                        Entry::Leaf(_) => {
+                            let new = F::reprotect(raw, level, template);
+                            (new != raw).then_some(new)
+                        }
+                        _ => None,
+                    },
+                );
+            changed += u64::from(result.is_ok());
+        }
+        changed
+    }
+}
+
+/// Iterator over the leaf mappings of a range; see [`PageTable::mappings`].
+#[derive(Debug)]
+pub struct Mappings<'a, F: Format, M: PhysMapper> {
+    table: &'a PageTable<F, M>,
+    w: u64,
+    end: u64,
+}
+
+impl<F: Format, M: PhysMapper> Iterator for Mappings<'_, F, M> {
+    type Item = Result<Mapping, PageTableError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.w < self.end {
+            match self.table.leaf_at(self.w) {
+                Err(e) => {
+                    self.w = self.end;
+                    return Some(Err(e));
+                }
+                Ok(Ok(mapping)) => {
+                    let size = mapping.size.bytes();
+                    self.w = (self.w & !(size - 1)) + size;
+                    return Some(Ok(mapping));
+                }
+                Ok(Err(level)) => self.w = (self.w | (Geo::<F>::entry_span(level) - 1)) + 1,
+            }
+        }
+        None
+    }
+}
+
+impl<F: Format, M: PhysMapper> core::iter::FusedIterator for Mappings<'_, F, M> {}
