@@ -18,7 +18,10 @@ use crate::virt::VaWidth;
 /// - `ptr` has the same alignment as `pa` modulo 4 KiB (so a page-aligned `pa` gives a
 ///   page-aligned pointer);
 /// - pointers for distinct physical bytes never alias, and the same physical byte always maps to
-///   the same address.
+///   the same address;
+/// - once `phys_to_ptr(pa, len)` has returned `Ok`, it keeps returning `Ok` with the same pointer
+///   for that range (and every sub-range) for as long as the mapper exists, and
+///   [`phys_to_ptr_unchecked`](Self::phys_to_ptr_unchecked), if overridden, returns that pointer.
 ///
 /// The mapper does not synchronise accesses: users of the pointers must avoid data races.
 ///
@@ -40,6 +43,27 @@ pub unsafe trait PhysMapper {
     ///
     /// - [`AddrError::OutOfRange`] if the mapper cannot reach all of `[pa, pa + len)`.
     fn phys_to_ptr(&self, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError>;
+
+    /// Returns the pointer for a range this mapper has already accepted, without checking it
+    /// again (the hot path of page-table walks, whose table frames were checked when they
+    /// were allocated).
+    ///
+    /// The default calls [`phys_to_ptr`](Self::phys_to_ptr); mappers override it with the bare
+    /// address computation.
+    ///
+    /// # Safety
+    ///
+    /// - `phys_to_ptr(pa, len)` (or a call for a range containing it) returned `Ok` on this
+    ///   mapper before.
+    #[inline]
+    unsafe fn phys_to_ptr_unchecked(&self, pa: PhysAddr, len: usize) -> NonNull<u8> {
+        match self.phys_to_ptr(pa, len) {
+            Ok(ptr) => ptr,
+            // SAFETY: the caller promises an earlier `Ok` for this range, and the trait's
+            // contract makes every later call for it return `Ok` too.
+            Err(_) => unsafe { core::hint::unreachable_unchecked() },
+        }
+    }
 }
 
 // SAFETY: forwarded to `M`, which keeps the promises; borrowing `&M` borrows `M`.
@@ -47,6 +71,12 @@ unsafe impl<M: PhysMapper + ?Sized> PhysMapper for &M {
     #[inline]
     fn phys_to_ptr(&self, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError> {
         (**self).phys_to_ptr(pa, len)
+    }
+
+    #[inline]
+    unsafe fn phys_to_ptr_unchecked(&self, pa: PhysAddr, len: usize) -> NonNull<u8> {
+        // SAFETY: forwarded; the caller's promise about `self` is one about `**self`.
+        unsafe { (**self).phys_to_ptr_unchecked(pa, len) }
     }
 }
 
@@ -148,6 +178,14 @@ unsafe impl PhysMapper for OffsetMapper {
     #[inline]
     fn phys_to_ptr(&self, pa: PhysAddr, len: usize) -> Result<NonNull<u8>, AddrError> {
         offset_ptr(self.offset, pa, len)
+    }
+
+    #[inline]
+    unsafe fn phys_to_ptr_unchecked(&self, pa: PhysAddr, _len: usize) -> NonNull<u8> {
+        let addr = pa.as_u64().wrapping_add(self.offset) as usize;
+        // SAFETY: the caller promises `phys_to_ptr` accepted this range, which means the sum
+        // neither overflowed nor was null.
+        unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(addr)) }
     }
 }
 

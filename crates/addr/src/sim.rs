@@ -489,6 +489,13 @@ unsafe impl PhysMapper for SimPhysMemory {
             })?;
         Ok(self.ptr_at(off))
     }
+
+    #[inline]
+    unsafe fn phys_to_ptr_unchecked(&self, pa: PhysAddr, _len: usize) -> NonNull<u8> {
+        // An earlier `phys_to_ptr` accepted the range (the caller's promise), so the offset is
+        // inside the buffer.
+        self.ptr_at(pa.as_u64().wrapping_sub(self.base.as_u64()))
+    }
 }
 
 /// A copyable [`FrameAllocator`] handle onto a shared [`SimPhysMemory`].

@@ -172,7 +172,7 @@ const MAIR_DEVICE_NGNRE: u64 = 4;
 /// // 32 MiB + 16 KiB: one level-2 block and one page.
 /// let done = pt.map_range(va, PhysAddr::new(0x4000_0000), (32 << 20) + 0x4000, &attrs, PageSize::Size32MiB, &mut alloc)?;
 /// pt.finish(done, &mut NoFlush, &mut alloc)?;
-/// assert_eq!(pt.translate(va)?.mapping.size, PageSize::Size32MiB);
+/// assert_eq!(pt.translate(va)?.size, PageSize::Size32MiB);
 /// assert_eq!(pt.translate(VirtAddr::new(0xffff_8000_0200_0123))?.pa, PhysAddr::new(0x4200_0123));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

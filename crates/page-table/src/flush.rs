@@ -116,6 +116,7 @@ impl FreedTables {
     ///   cannot be found and stay allocated);
     /// - [`PageTableError::FrameAllocation`] if `alloc` refused a frame (the rest are still
     ///   freed).
+    #[inline]
     pub fn release<M: PhysMapper + ?Sized, A: FrameAllocator + ?Sized>(
         self,
         mapper: &M,
@@ -191,6 +192,7 @@ pub struct PendingFlush {
 }
 
 impl PendingFlush {
+    #[inline]
     pub(crate) fn new(granule: PageSize) -> Self {
         Self {
             start: u64::MAX,
@@ -205,6 +207,7 @@ impl PendingFlush {
 
     /// Records that the translations of `[va, va + len)` changed (`len > 0`, the range does
     /// not wrap), made of `entries` leaves of `size`.
+    #[inline]
     pub(crate) fn add_range(&mut self, va: u64, len: u64, entries: u64, size: PageSize) {
         self.start = self.start.min(va);
         self.last = self.last.max(va.wrapping_add(len - 1));
@@ -216,6 +219,7 @@ impl PendingFlush {
     }
 
     /// Returns the range to invalidate, or `None` if no valid translation changed.
+    #[inline]
     pub fn range(&self) -> Option<FlushRange> {
         let stride = self.stride?;
         Some(FlushRange {
@@ -243,6 +247,7 @@ impl PendingFlush {
     }
 
     /// Performs the flush through `hook` and returns the table frames that may now be freed.
+    #[inline]
     pub fn flush<H: FlushHook + ?Sized>(self, hook: &mut H) -> FreedTables {
         if let Some(range) = self.range() {
             hook.invalidate(&range);

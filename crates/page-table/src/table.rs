@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use machvm_addr::{
     FixedPageSize, Frame, FrameAllocator, FrameRequest, Page, PageSize, PhysAddr, PhysMapper,
-    VirtAddr,
+    VaWidth, VirtAddr,
 };
 
 use crate::attrs::{PageAttrs, Region};
@@ -54,14 +54,52 @@ pub struct Mapping {
 }
 
 /// The result of [`PageTable::translate`].
+///
+/// Decoding the attributes costs more than the walk itself, so it happens only when
+/// [`mapping`](Self::mapping) is called.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Translation {
     /// The physical address the translated virtual address maps to.
     pub pa: PhysAddr,
-    /// The page or block containing it.
-    pub mapping: Mapping,
+    /// The size of the page or block that maps it.
+    pub size: PageSize,
+    page: VirtAddr,
+    raw: u64,
+    level: u8,
+    decode: fn(u64, u8) -> PageAttrs,
+    access: fn(u64) -> AccessState,
 }
+
+impl Translation {
+    /// Returns the page or block that maps the address, with its attributes decoded.
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            va: self.page,
+            pa: PhysAddr::new_truncate(self.pa.as_u64() & !(self.size.bytes() - 1)),
+            size: self.size,
+            attrs: (self.decode)(self.raw, self.level),
+            access: (self.access)(self.raw),
+        }
+    }
+}
+
+impl core::fmt::Debug for Translation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Translation")
+            .field("pa", &self.pa)
+            .field("mapping", &self.mapping())
+            .finish()
+    }
+}
+
+impl PartialEq for Translation {
+    fn eq(&self, other: &Self) -> bool {
+        self.pa == other.pa && self.mapping() == other.mapping()
+    }
+}
+
+impl Eq for Translation {}
 
 /// Receives the mappings removed by [`PageTable::unmap_range_with`].
 ///
@@ -121,7 +159,7 @@ type Plan = Result<u64, PageTableError>;
 ///
 /// let t = pt.translate(VirtAddr::new(0x4000_5123))?;
 /// assert_eq!(t.pa, PhysAddr::new(0x10_5123));
-/// assert_eq!(t.mapping.size, PageSize::Size4KiB);
+/// assert_eq!(t.size, PageSize::Size4KiB);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PageTable<F: Format, M: PhysMapper> {
@@ -185,11 +223,14 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     ///
     /// - [`PageTableError::RegionNotSupported`] if `F` cannot translate `region`.
     /// - [`PageTableError::Misaligned`] if `root` is not aligned to the granule.
+    /// - [`PageTableError::Mapper`] if `mapper` cannot reach the root frame.
     ///
     /// # Safety
     ///
-    /// - `root` and every table reachable from it are valid tables of format `F` that `mapper`
-    ///   reaches, and their frames came from the allocator later operations will free them to;
+    /// - `root` and every table reachable from it are valid tables of format `F`, and
+    ///   `mapper.phys_to_ptr` accepts every one of their frames (the engine walks them without
+    ///   checking again);
+    /// - their frames came from the allocator later operations will free them to;
     /// - nothing else edits these tables while the returned value exists.
     pub unsafe fn from_root(
         root: PhysAddr,
@@ -205,6 +246,9 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 align: Self::GRANULE,
             });
         }
+        mapper
+            .phys_to_ptr(root, Geo::<F>::TABLE_BYTES)
+            .map_err(PageTableError::Mapper)?;
         Ok(Self {
             root,
             region,
@@ -301,19 +345,22 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     // ------------------------------------------------------------------------------------
 
     /// Returns the entries of the table frame at `pa`.
+    ///
+    /// Every table frame of this table was accepted by the mapper: frames the engine
+    /// allocates are checked in [`reserve`](Self::reserve), the root and the tables of a
+    /// [`from_root`](Self::from_root) table are the caller's promise.
     #[inline(always)]
-    fn table(&self, pa: PhysAddr) -> Result<&[AtomicU64], PageTableError> {
-        let ptr = self
-            .mapper
-            .phys_to_ptr(pa, Geo::<F>::TABLE_BYTES)
-            .map_err(PageTableError::Mapper)?;
+    fn table(&self, pa: PhysAddr) -> &[AtomicU64] {
+        // SAFETY: see above: `phys_to_ptr(pa, TABLE_BYTES)` returned `Ok` before for every
+        // table frame.
+        let ptr = unsafe { self.mapper.phys_to_ptr_unchecked(pa, Geo::<F>::TABLE_BYTES) };
         // SAFETY: the mapper promises `TABLE_BYTES` bytes valid for reads and writes while it
         // is borrowed (we borrow `self`), aligned like `pa`, which is granule-aligned, so the
         // pointer is 8-byte aligned. Table frames are accessed only atomically, by this engine
         // and by hardware walkers; no `&mut` to them exists, so shared `AtomicU64`s are sound.
-        Ok(unsafe {
+        unsafe {
             slice::from_raw_parts(ptr.as_ptr().cast::<AtomicU64>(), Geo::<F>::TABLE_BYTES / 8)
-        })
+        }
     }
 
     /// Allocates and zeroes `n` table frames; on failure gives back what it took.
@@ -348,7 +395,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             // mapper made `TABLE_BYTES` bytes at `ptr` valid for writes.
             unsafe { ptr::write_bytes(ptr.as_ptr(), 0, Geo::<F>::TABLE_BYTES) };
             if let Some(next) = reserve.head {
-                self.table(frame)?[0].store(next.as_u64(), Ordering::Relaxed);
+                self.table(frame)[0].store(next.as_u64(), Ordering::Relaxed);
             }
             reserve.head = Some(frame);
             reserve.count += 1;
@@ -362,7 +409,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             machvm_addr::AddrError::OutOfFrames,
         ))?;
         reserve.count -= 1;
-        let first = &self.table(head)?[0];
+        let first = &self.table(head)[0];
         reserve.head = if reserve.count == 0 {
             None
         } else {
@@ -384,17 +431,17 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     }
 
     /// Chains the unlinked table `frame` into `freed`.
-    fn push_freed(&self, freed: &mut FreedTables, frame: PhysAddr) -> Result<(), PageTableError> {
+    #[inline]
+    fn push_freed(&self, freed: &mut FreedTables, frame: PhysAddr) {
         if let Some(head) = freed.head {
             // A page-aligned address has bit 0 clear: a walker that still reaches this
             // table before the flush sees an invalid entry here.
-            self.table(frame)?[0].store(head.as_u64(), Ordering::Relaxed);
+            self.table(frame)[0].store(head.as_u64(), Ordering::Relaxed);
         } else {
             freed.tail = Some(frame);
         }
         freed.head = Some(frame);
         freed.count += 1;
-        Ok(())
     }
 
     /// Returns the table frames of `freed` to `alloc`. Call it only after the flush that
@@ -403,6 +450,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// # Errors
     ///
     /// As [`FreedTables::release`].
+    #[inline]
     pub fn free_tables<A: FrameAllocator + ?Sized>(
         &self,
         freed: FreedTables,
@@ -416,6 +464,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// # Errors
     ///
     /// As [`free_tables`](Self::free_tables).
+    #[inline]
     pub fn finish<H: FlushHook + ?Sized, A: FrameAllocator + ?Sized>(
         &self,
         pending: PendingFlush,
@@ -426,19 +475,11 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         self.free_tables(freed, alloc)
     }
 
-    /// Appends `other` to `into` (their flush ranges merge into one covering range).
-    ///
-    /// # Errors
-    ///
-    /// - [`PageTableError::Mapper`] if the last frame of `into`'s freed list is unreachable
-    ///   (nothing changes).
-    pub fn merge_pending(
-        &self,
-        into: &mut PendingFlush,
-        other: PendingFlush,
-    ) -> Result<(), PageTableError> {
+    /// Appends `other` to `into` (their flush ranges merge into one covering range), so
+    /// several operations can share one flush.
+    pub fn merge_pending(&self, into: &mut PendingFlush, other: PendingFlush) {
         if let (Some(tail), Some(head)) = (into.freed.tail, other.freed.head) {
-            self.table(tail)?[0].store(head.as_u64(), Ordering::Relaxed);
+            self.table(tail)[0].store(head.as_u64(), Ordering::Relaxed);
         }
         if into.freed.head.is_none() {
             into.freed.head = other.freed.head;
@@ -453,7 +494,6 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         }
         into.leaf_only &= other.leaf_only;
         into.sync |= other.sync;
-        Ok(())
     }
 
     /// Consumes the table and returns every table frame of it (root included) for freeing.
@@ -461,21 +501,10 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// Mapped pages are not touched. Before [`FreedTables::release`] gives the frames back,
     /// every CPU must have stopped using the table and flushed its translations (for example
     /// by flushing the ASID the table ran with).
-    ///
-    /// # Errors
-    ///
-    /// - [`PageTableError::Mapper`] if a table is unreachable; the table is returned
-    ///   unchanged.
-    pub fn into_freed_tables(self) -> Result<FreedTables, (Self, PageTableError)> {
-        let root = Geo::<F>::ROOT;
-        if let Err(e) = self.check_tables(root, self.root) {
-            return Err((self, e));
-        }
+    pub fn into_freed_tables(self) -> FreedTables {
         let mut freed = FreedTables::new(F::GRANULE);
-        match self.free_subtree(root, self.root, &mut freed) {
-            Ok(()) => Ok(freed),
-            Err(e) => Err((self, e)),
-        }
+        self.free_subtree(Geo::<F>::ROOT, self.root, &mut freed);
+        freed
     }
 
     // ------------------------------------------------------------------------------------
@@ -497,6 +526,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// - [`PageTableError::AlreadyMapped`] if any part of the page is mapped;
     /// - [`PageTableError::FrameAllocation`] / [`PageTableError::Mapper`] if a table cannot
     ///   be created.
+    #[inline]
     pub fn map<A: FrameAllocator + ?Sized>(
         &mut self,
         va: VirtAddr,
@@ -518,13 +548,13 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
 
         let mut table = self.root;
         let mut l = Geo::<F>::ROOT;
-        let mut t = self.table(table)?;
+        let mut t = self.table(table);
         while l > level {
             match F::classify(t[Geo::<F>::index(w, l)].load(Ordering::Acquire), l) {
                 Entry::Table(next) => {
                     table = next;
                     l -= 1;
-                    t = self.table(table)?;
+                    t = self.table(table);
                 }
                 Entry::Leaf(_) => return Err(PageTableError::AlreadyMapped { va: va.as_u64() }),
                 Entry::Invalid => break,
@@ -544,7 +574,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             let mut cur = top;
             let mut cl = l - 1;
             loop {
-                let ct = self.table(cur)?;
+                let ct = self.table(cur);
                 if cl == level {
                     ct[Geo::<F>::index(w, cl)].store(template | pa.as_u64(), Ordering::Relaxed);
                     break;
@@ -671,7 +701,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         pa: u64,
     ) -> Plan {
         let t = match table {
-            Some(table) => Some(self.table(table)?),
+            Some(table) => Some(self.table(table)),
             None if level == 0 => return Ok(0),
             None => None,
         };
@@ -723,7 +753,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         pa: u64,
         reserve: &mut Reserve,
     ) -> Result<(), PageTableError> {
-        let t = self.table(table)?;
+        let t = self.table(table);
         if level == 0 {
             let template = ctx.templates[0];
             let i0 = Geo::<F>::index(ws, 0);
@@ -770,50 +800,69 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// # Errors
     ///
     /// - [`PageTableError::OutOfRange`] if `va` is outside the table's region;
-    /// - [`PageTableError::NotMapped`] if no leaf maps it;
-    /// - [`PageTableError::Mapper`] if a table on the way is unreachable.
+    /// - [`PageTableError::NotMapped`] if no leaf maps it.
     #[inline]
     pub fn translate(&self, va: VirtAddr) -> Result<Translation, PageTableError> {
         let (w, _) = self.walk_range(va, 1)?;
-        let mapping = self
-            .leaf_at(w)?
-            .map_err(|_| PageTableError::NotMapped { va: va.as_u64() })?;
-        let offset = w & (mapping.size.bytes() - 1);
-        Ok(Translation {
-            pa: PhysAddr::new_truncate(mapping.pa.as_u64() + offset),
-            mapping,
-        })
+        let mut level = Geo::<F>::ROOT;
+        let mut t = self.table(self.root);
+        loop {
+            let raw = t[Geo::<F>::index(w, level)].load(Ordering::Acquire);
+            match F::classify(raw, level) {
+                Entry::Table(next) if level > 0 => {
+                    t = self.table(next);
+                    level -= 1;
+                }
+                Entry::Leaf(frame) => {
+                    let Some(size) = F::leaf_size(level) else {
+                        break;
+                    };
+                    let mask = size.bytes() - 1;
+                    return Ok(Translation {
+                        pa: PhysAddr::new_truncate(frame.as_u64() + (w & mask)),
+                        size,
+                        page: VirtAddr::new_truncate(va.as_u64() & !mask, VaWidth::WIDEST),
+                        raw,
+                        level,
+                        decode: F::leaf_attrs,
+                        access: F::access_state,
+                    });
+                }
+                _ => break,
+            }
+        }
+        Err(PageTableError::NotMapped { va: va.as_u64() })
     }
 
     /// Finds the leaf mapping walk address `w`, or, if none, the level at which the walk
     /// stopped (so callers can skip the whole invalid span).
     #[inline(always)]
-    fn leaf_at(&self, w: u64) -> Result<Result<Mapping, u8>, PageTableError> {
+    fn leaf_at(&self, w: u64) -> Result<Mapping, u8> {
         let mut level = Geo::<F>::ROOT;
-        let mut t = self.table(self.root)?;
+        let mut t = self.table(self.root);
         loop {
             let raw = t[Geo::<F>::index(w, level)].load(Ordering::Acquire);
             match F::classify(raw, level) {
                 Entry::Table(next) if level > 0 => {
-                    t = self.table(next)?;
+                    t = self.table(next);
                     level -= 1;
                 }
                 Entry::Leaf(pa) => {
                     let Some(size) = F::leaf_size(level) else {
-                        return Ok(Err(level));
+                        return Err(level);
                     };
-                    return Ok(Ok(Mapping {
+                    return Ok(Mapping {
                         va: VirtAddr::new_truncate(
                             self.to_va(w & !(size.bytes() - 1)),
-                            machvm_addr::VaWidth::WIDEST,
+                            VaWidth::WIDEST,
                         ),
                         pa,
                         size,
                         attrs: F::leaf_attrs(raw, level),
                         access: F::access_state(raw),
-                    }));
+                    });
                 }
-                _ => return Ok(Err(level)),
+                _ => return Err(level),
             }
         }
     }
@@ -825,9 +874,6 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     ///
     /// - [`PageTableError::BadLength`] / [`PageTableError::Misaligned`] for a bad range;
     /// - [`PageTableError::OutOfRange`] if it leaves the table's region.
-    ///
-    /// The iterator yields `Err(PageTableError::Mapper)` once and stops if a table is
-    /// unreachable.
     pub fn mappings(&self, va: VirtAddr, len: u64) -> Result<Mappings<'_, F, M>, PageTableError> {
         Self::check_len(va, len)?;
         let (w, end) = self.walk_range(va, len)?;
@@ -851,37 +897,30 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     ///
     /// - [`PageTableError::OutOfRange`] if `va` is outside the table's region;
     /// - [`PageTableError::NotMapped`] if no leaf starts at `va` (use
-    ///   [`unmap_range`](Self::unmap_range) to remove part of a larger page);
-    /// - [`PageTableError::Mapper`] if a table on the way is unreachable.
+    ///   [`unmap_range`](Self::unmap_range) to remove part of a larger page).
+    #[inline]
     pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, PendingFlush), PageTableError> {
         let (w, _) = self.walk_range(va, 1)?;
-        let mut path = [(PhysAddr::zero(), 0usize); 8];
+        let not_mapped = PageTableError::NotMapped { va: va.as_u64() };
         let mut level = Geo::<F>::ROOT;
-        let mut table = self.root;
-        loop {
-            let t = self.table(table)?;
-            let idx = Geo::<F>::index(w, level);
-            path[usize::from(level)] = (table, idx);
-            let raw = t[idx].load(Ordering::Acquire);
-            match F::classify(raw, level) {
+        let mut t = self.table(self.root);
+        let size = loop {
+            match F::classify(t[Geo::<F>::index(w, level)].load(Ordering::Acquire), level) {
                 Entry::Table(next) if level > 0 => {
-                    table = next;
+                    t = self.table(next);
                     level -= 1;
                 }
-                Entry::Leaf(_) => break,
-                _ => return Err(PageTableError::NotMapped { va: va.as_u64() }),
+                Entry::Leaf(_) => break F::leaf_size(level).ok_or(not_mapped)?,
+                _ => return Err(not_mapped),
             }
-        }
-        let Some(size) = F::leaf_size(level) else {
-            return Err(PageTableError::NotMapped { va: va.as_u64() });
         };
         if w & (size.bytes() - 1) != 0 {
-            return Err(PageTableError::NotMapped { va: va.as_u64() });
+            return Err(not_mapped);
         }
-        let (table, idx) = path[usize::from(level)];
-        let raw = self.table(table)?[idx].swap(0, Ordering::Relaxed);
+        let idx = Geo::<F>::index(w, level);
+        let raw = t[idx].swap(0, Ordering::Relaxed);
         let Entry::Leaf(pa) = F::classify(raw, level) else {
-            return Err(PageTableError::NotMapped { va: va.as_u64() });
+            return Err(not_mapped);
         };
         let mapping = Mapping {
             va,
@@ -892,20 +931,47 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         };
         let mut pending = PendingFlush::new(F::GRANULE);
         pending.add_range(va.as_u64(), size.bytes(), 1, size);
-        // Unlink tables that became empty, bottom-up; the root stays.
-        let mut l = level;
-        while l < Geo::<F>::ROOT {
-            let (t_pa, i) = path[usize::from(l)];
-            if !self.is_empty_except(self.table(t_pa)?, l, i, i + 1) {
+        if level < Geo::<F>::ROOT && self.is_empty_except(t, level, idx, idx + 1) {
+            self.unlink_empty(w, level, &mut pending);
+        }
+        Ok((mapping, pending))
+    }
+
+    /// Unlinks the empty table at `level` on the walk of `w` and every ancestor that becomes
+    /// empty with it (never the root), chaining them into `pending`. Walks again from the
+    /// root: this happens once per table, not once per page.
+    #[cold]
+    fn unlink_empty(&self, w: u64, level: u8, pending: &mut PendingFlush) {
+        let mut path = [PhysAddr::zero(); 8];
+        let mut table = self.root;
+        let mut l = Geo::<F>::ROOT;
+        while l >= level {
+            path[usize::from(l)] = table;
+            if l == level {
                 break;
             }
-            let (parent, pi) = path[usize::from(l + 1)];
-            self.table(parent)?[pi].store(0, Ordering::Relaxed);
-            self.push_freed(&mut pending.freed, t_pa)?;
+            match F::classify(
+                self.table(table)[Geo::<F>::index(w, l)].load(Ordering::Acquire),
+                l,
+            ) {
+                Entry::Table(next) => table = next,
+                _ => return,
+            }
+            l -= 1;
+        }
+        let mut l = level;
+        while l < Geo::<F>::ROOT {
+            let child = path[usize::from(l)];
+            let i = Geo::<F>::index(w, l);
+            if !self.is_empty_except(self.table(child), l, i, i) {
+                break;
+            }
+            let parent = self.table(path[usize::from(l + 1)]);
+            parent[Geo::<F>::index(w, l + 1)].store(0, Ordering::Relaxed);
+            self.push_freed(&mut pending.freed, child);
             pending.leaf_only = false;
             l += 1;
         }
-        Ok((mapping, pending))
     }
 
     /// Returns whether a table at `level` has no entry outside `[i0, i1)`.
@@ -964,7 +1030,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         Self::check_len(va, len)?;
         let (ws, we) = self.walk_range(va, len)?;
         let root = Geo::<F>::ROOT;
-        let needed = self.plan_edit(root, self.root, ws, we, !V::VISIT)?;
+        let needed = self.plan_edit(root, self.root, ws, we)?;
         let mut reserve = self.reserve(needed, alloc)?;
         let mut pending = PendingFlush::new(F::GRANULE);
         let mut op = Unmap { visitor };
@@ -1017,7 +1083,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             }
         }
         let root = Geo::<F>::ROOT;
-        let needed = self.plan_edit(root, self.root, ws, we, false)?;
+        let needed = self.plan_edit(root, self.root, ws, we)?;
         let mut reserve = self.reserve(needed, alloc)?;
         let mut pending = PendingFlush::new(F::GRANULE);
         let mut op = Protect { templates };
@@ -1046,8 +1112,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// # Errors
     ///
     /// - [`PageTableError::BadLength`] / [`PageTableError::Misaligned`] for a bad range;
-    /// - [`PageTableError::OutOfRange`] if it leaves the table's region;
-    /// - [`PageTableError::Mapper`] if a table is unreachable (pages before it were visited).
+    /// - [`PageTableError::OutOfRange`] if it leaves the table's region.
     pub fn harvest<Fun: FnMut(&Mapping)>(
         &mut self,
         va: VirtAddr,
@@ -1060,7 +1125,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let mut pending = PendingFlush::new(F::GRANULE);
         let mut w = ws;
         while w < we {
-            match self.leaf_slot(w)? {
+            match self.leaf_slot(w) {
                 Ok((slot, level, size)) => {
                     let mut seen = 0;
                     let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |raw| {
@@ -1072,7 +1137,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                     if let Entry::Leaf(pa) = F::classify(seen, level) {
                         let va = self.to_va(start);
                         f(&Mapping {
-                            va: VirtAddr::new_truncate(va, machvm_addr::VaWidth::WIDEST),
+                            va: VirtAddr::new_truncate(va, VaWidth::WIDEST),
                             pa,
                             size,
                             attrs: F::leaf_attrs(seen, level),
@@ -1093,23 +1158,23 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// Finds the entry of the leaf mapping `w` (with its level and size), or the level at which
     /// the walk stopped.
     #[inline(always)]
-    fn leaf_slot(&self, w: u64) -> Result<Result<(&AtomicU64, u8, PageSize), u8>, PageTableError> {
+    fn leaf_slot(&self, w: u64) -> Result<(&AtomicU64, u8, PageSize), u8> {
         let mut level = Geo::<F>::ROOT;
-        let mut t = self.table(self.root)?;
+        let mut t = self.table(self.root);
         loop {
             let slot = &t[Geo::<F>::index(w, level)];
             match F::classify(slot.load(Ordering::Acquire), level) {
                 Entry::Table(next) if level > 0 => {
-                    t = self.table(next)?;
+                    t = self.table(next);
                     level -= 1;
                 }
                 Entry::Leaf(_) => {
-                    return Ok(match F::leaf_size(level) {
+                    return match F::leaf_size(level) {
                         Some(size) => Ok((slot, level, size)),
                         None => Err(level),
-                    });
+                    };
                 }
-                _ => return Ok(Err(level)),
+                _ => return Err(level),
             }
         }
     }
@@ -1118,14 +1183,13 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     // Shared plan/commit for edits of existing mappings (unmap, protect)
     // ------------------------------------------------------------------------------------
 
-    /// Counts the tables needed to split leaves partly inside `[ws, we)`, and checks that
-    /// every table the commit will touch is reachable. With `drop_whole`, subtrees entirely
-    /// inside the range are dropped unread, so only their tables are checked.
-    fn plan_edit(&self, level: u8, table: PhysAddr, ws: u64, we: u64, drop_whole: bool) -> Plan {
-        let t = self.table(table)?;
+    /// Counts the tables needed to split leaves partly inside `[ws, we)`. Subtrees entirely
+    /// inside the range hold no partial leaves and are not visited.
+    fn plan_edit(&self, level: u8, table: PhysAddr, ws: u64, we: u64) -> Plan {
         if level == 0 {
             return Ok(0);
         }
+        let t = self.table(table);
         let span = Geo::<F>::entry_span(level);
         let (mut w, mut n) = (ws, 0);
         while w < we {
@@ -1135,10 +1199,8 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 Entry::Invalid => {}
                 Entry::Leaf(_) if whole => {}
                 Entry::Leaf(_) => n += self.plan_split(level, w, end)?,
-                Entry::Table(child) if whole && drop_whole => {
-                    self.check_tables(level - 1, child)?
-                }
-                Entry::Table(child) => n += self.plan_edit(level - 1, child, w, end, drop_whole)?,
+                Entry::Table(_) if whole => {}
+                Entry::Table(child) => n += self.plan_edit(level - 1, child, w, end)?,
             }
             w = end;
         }
@@ -1175,37 +1237,18 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         }
     }
 
-    /// Checks that every table of the subtree at `table` (a table at `level`) is reachable.
-    fn check_tables(&self, level: u8, table: PhysAddr) -> Result<(), PageTableError> {
-        let t = self.table(table)?;
-        if level == 0 {
-            return Ok(());
-        }
-        for e in &t[..Geo::<F>::entries(level)] {
-            if let Entry::Table(child) = F::classify(e.load(Ordering::Acquire), level) {
-                self.check_tables(level - 1, child)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Unlinks nothing but chains every table of the subtree at `table` (level `level`) into
     /// `freed`.
-    fn free_subtree(
-        &self,
-        level: u8,
-        table: PhysAddr,
-        freed: &mut FreedTables,
-    ) -> Result<(), PageTableError> {
+    fn free_subtree(&self, level: u8, table: PhysAddr, freed: &mut FreedTables) {
         if level > 0 {
-            let t = self.table(table)?;
+            let t = self.table(table);
             for e in &t[..Geo::<F>::entries(level)] {
                 if let Entry::Table(child) = F::classify(e.load(Ordering::Acquire), level) {
-                    self.free_subtree(level - 1, child, freed)?;
+                    self.free_subtree(level - 1, child, freed);
                 }
             }
         }
-        self.push_freed(freed, table)
+        self.push_freed(freed, table);
     }
 
     /// Replaces the live leaf in `slot` (at `level`, covering walk address `w`) by a table of
@@ -1226,7 +1269,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             return Err(PageTableError::SizeNotSupported { size: F::GRANULE });
         };
         let child = self.take(reserve)?;
-        let ct = self.table(child)?;
+        let ct = self.table(child);
         let template = F::split_template(raw, level);
         let mut p = pa.as_u64();
         for e in &ct[..Geo::<F>::entries(level - 1)] {
@@ -1238,7 +1281,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             // Break: invalidate the block everywhere before the table replaces it.
             slot.store(0, Ordering::Relaxed);
             hook.invalidate(&FlushRange {
-                start: VirtAddr::new_truncate(self.to_va(start), machvm_addr::VaWidth::WIDEST),
+                start: VirtAddr::new_truncate(self.to_va(start), VaWidth::WIDEST),
                 len: size.bytes(),
                 stride: size,
                 entries: 1,
@@ -1265,7 +1308,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         hook: &mut H,
         reserve: &mut Reserve,
     ) -> Result<bool, PageTableError> {
-        let t = self.table(table)?;
+        let t = self.table(table);
         let i0 = Geo::<F>::index(ws, level);
         if level == 0 {
             let n = ((we - ws) >> Geo::<F>::GRANULE_SHIFT) as usize;
@@ -1303,7 +1346,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 }
                 Entry::Table(child) if whole && O::REMOVES && !O::VISITS => {
                     slot.store(0, Ordering::Relaxed);
-                    self.free_subtree(level - 1, child, &mut pending.freed)?;
+                    self.free_subtree(level - 1, child, &mut pending.freed);
                     pending.add_range(
                         self.to_va(w),
                         span,
@@ -1315,7 +1358,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 Entry::Table(child) => {
                     if self.commit_edit(level - 1, child, w, end, op, pending, hook, reserve)? {
                         slot.store(0, Ordering::Relaxed);
-                        self.push_freed(&mut pending.freed, child)?;
+                        self.push_freed(&mut pending.freed, child);
                         pending.add_range(self.to_va(w), span, 0, F::GRANULE);
                         pending.leaf_only = false;
                     } else {
@@ -1370,7 +1413,7 @@ impl<V: UnmapVisitor + ?Sized> EditOp for Unmap<'_, V> {
                 {
                     changed += 1;
                     self.visitor.unmapped(&Mapping {
-                        va: VirtAddr::new_truncate(va_of(k), machvm_addr::VaWidth::WIDEST),
+                        va: VirtAddr::new_truncate(va_of(k), VaWidth::WIDEST),
                         pa,
                         size,
                         attrs: F::leaf_attrs(raw, level),
@@ -1438,21 +1481,17 @@ pub struct Mappings<'a, F: Format, M: PhysMapper> {
 }
 
 impl<F: Format, M: PhysMapper> Iterator for Mappings<'_, F, M> {
-    type Item = Result<Mapping, PageTableError>;
+    type Item = Mapping;
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.w < self.end {
             match self.table.leaf_at(self.w) {
-                Err(e) => {
-                    self.w = self.end;
-                    return Some(Err(e));
-                }
-                Ok(Ok(mapping)) => {
+                Ok(mapping) => {
                     let size = mapping.size.bytes();
                     self.w = (self.w & !(size - 1)) + size;
-                    return Some(Ok(mapping));
+                    return Some(mapping);
                 }
-                Ok(Err(level)) => self.w = (self.w | (Geo::<F>::entry_span(level) - 1)) + 1,
+                Err(level) => self.w = (self.w | (Geo::<F>::entry_span(level) - 1)) + 1,
             }
         }
         None

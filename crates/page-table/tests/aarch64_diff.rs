@@ -156,11 +156,11 @@ fn exercise<F: Format>(region: Region) {
     for i in 0..5 {
         let t = pt.translate(va(vp + i * g + 0x123)).unwrap();
         assert_eq!(t.pa, pa(pp + i * g + 0x123), "{}", F::NAME);
-        assert_eq!(t.mapping.size, F::GRANULE);
-        assert_eq!(t.mapping.va, va(vp + i * g));
-        assert_eq!(t.mapping.attrs, urw());
+        assert_eq!(t.size, F::GRANULE);
+        assert_eq!(t.mapping().va, va(vp + i * g));
+        assert_eq!(t.mapping().attrs, urw());
         assert_eq!(
-            t.mapping.access,
+            t.mapping().access,
             AccessState {
                 accessed: true,
                 dirty: true
@@ -179,7 +179,7 @@ fn exercise<F: Format>(region: Region) {
         .unwrap();
     pt.finish(done, &mut hook, &mut alloc).unwrap();
     let t = pt.translate(va(vn + bs - 1)).unwrap();
-    assert_eq!((t.pa, t.mapping.size), (pa(pn + bs - 1), F::GRANULE));
+    assert_eq!((t.pa, t.size), (pa(pn + bs - 1), F::GRANULE));
 
     // Two blocks and three pages, blocks allowed.
     let (vb, pb) = (base + 4 * bs, 0x2_0000_0000);
@@ -191,14 +191,11 @@ fn exercise<F: Format>(region: Region) {
     let off = bs / 2 + 0x88;
     let t = pt.translate(va(vb + bs + off)).unwrap();
     assert_eq!(
-        (t.pa, t.mapping.size, t.mapping.va),
+        (t.pa, t.size, t.mapping().va),
         (pa(pb + bs + off), block, va(vb + bs))
     );
     let t = pt.translate(va(vb + 2 * bs + 2 * g + 8)).unwrap();
-    assert_eq!(
-        (t.pa, t.mapping.size),
-        (pa(pb + 2 * bs + 2 * g + 8), F::GRANULE)
-    );
+    assert_eq!((t.pa, t.size), (pa(pb + 2 * bs + 2 * g + 8), F::GRANULE));
     assert_eq!(
         pt.map(va(vb + bs), pa(0), F::GRANULE, &k, &mut alloc).err(),
         Some(PageTableError::AlreadyMapped { va: vb + bs })
@@ -233,12 +230,12 @@ fn exercise<F: Format>(region: Region) {
     for o in [0, g + 1, 3 * g, bs - 1] {
         let t = pt.translate(va(vb + o)).unwrap();
         assert_eq!(
-            (t.pa, t.mapping.size, t.mapping.attrs),
+            (t.pa, t.size, t.mapping().attrs),
             (pa(pb + o), F::GRANULE, k),
             "{o:#x}"
         );
         assert_eq!(
-            t.mapping.access,
+            t.mapping().access,
             AccessState {
                 accessed: true,
                 dirty: true
@@ -246,7 +243,7 @@ fn exercise<F: Format>(region: Region) {
         );
     }
     // The other block is untouched.
-    assert_eq!(pt.translate(va(vb + bs)).unwrap().mapping.size, block);
+    assert_eq!(pt.translate(va(vb + bs)).unwrap().size, block);
 
     // Protect two pages read-only: dirtiness carried into the software bit.
     let done = pt
@@ -255,15 +252,15 @@ fn exercise<F: Format>(region: Region) {
     assert_eq!(done.range().map(|r| r.entries), Some(2));
     pt.finish(done, &mut hook, &mut alloc).unwrap();
     let t = pt.translate(va(vp + g)).unwrap();
-    assert_eq!(t.mapping.attrs, uro());
+    assert_eq!(t.mapping().attrs, uro());
     assert_eq!(
-        t.mapping.access,
+        t.mapping().access,
         AccessState {
             accessed: true,
             dirty: true
         }
     );
-    assert_eq!(pt.translate(va(vp + 2 * g)).unwrap().mapping.attrs, urw());
+    assert_eq!(pt.translate(va(vp + 2 * g)).unwrap().mapping().attrs, urw());
 
     // Protect one granule inside the second block: split (BBM) and reprotect.
     let invalidations = hook.invalidations;
@@ -274,8 +271,8 @@ fn exercise<F: Format>(region: Region) {
     assert_eq!(hook.invalidations, invalidations + 1);
     assert_eq!(hook.last.unwrap().len, bs);
     pt.finish(done, &mut hook, &mut alloc).unwrap();
-    assert_eq!(pt.translate(va(vb + bs + g)).unwrap().mapping.attrs, ro);
-    assert_eq!(pt.translate(va(vb + bs)).unwrap().mapping.attrs, k);
+    assert_eq!(pt.translate(va(vb + bs + g)).unwrap().mapping().attrs, ro);
+    assert_eq!(pt.translate(va(vb + bs)).unwrap().mapping().attrs, k);
     assert_eq!(
         pt.translate(va(vb + bs + 2 * g)).unwrap().pa,
         pa(pb + bs + 2 * g)
@@ -301,7 +298,7 @@ fn exercise<F: Format>(region: Region) {
     pt.finish(done, &mut hook, &mut alloc).unwrap();
     let t = pt.translate(va(vp + 4 * g)).unwrap();
     assert_eq!(
-        (t.mapping.attrs, t.mapping.access),
+        (t.mapping().attrs, t.mapping().access),
         (urw(), AccessState::default())
     );
 
@@ -335,7 +332,7 @@ fn exercise<F: Format>(region: Region) {
             .map_range(va(vg), pa(pg), gig.bytes(), &k, gig, &mut alloc)
             .unwrap();
         pt.finish(done, &mut hook, &mut alloc).unwrap();
-        assert_eq!(pt.translate(va(vg + 12345)).unwrap().mapping.size, gig);
+        assert_eq!(pt.translate(va(vg + 12345)).unwrap().size, gig);
         let hole = vg + 3 * bs + g;
         // Two breaks: the 1 GiB block, then the (just published) 2 MiB block holding the hole.
         let mut rec = Recorder::default();
@@ -352,12 +349,9 @@ fn exercise<F: Format>(region: Region) {
         pt.finish(done, &mut hook, &mut alloc).unwrap();
         assert!(pt.translate(va(hole)).is_err());
         let t = pt.translate(va(vg + 5 * bs + 7)).unwrap();
-        assert_eq!((t.pa, t.mapping.size), (pa(pg + 5 * bs + 7), block));
+        assert_eq!((t.pa, t.size), (pa(pg + 5 * bs + 7), block));
         let t = pt.translate(va(hole + g)).unwrap();
-        assert_eq!(
-            (t.pa, t.mapping.size),
-            (pa(pg + 3 * bs + 2 * g), F::GRANULE)
-        );
+        assert_eq!((t.pa, t.size), (pa(pg + 3 * bs + 2 * g), F::GRANULE));
     }
 
     // The raw descriptors agree with what translate reports.
@@ -365,7 +359,7 @@ fn exercise<F: Format>(region: Region) {
     for (&v, &(level, e)) in &raw {
         let t = pt.translate(va(v)).unwrap();
         let size = F::leaf_size(level).unwrap();
-        assert_eq!(t.mapping.size, size);
+        assert_eq!(t.size, size);
         let page = e & 3 == 3;
         assert_eq!(
             page,
@@ -382,48 +376,76 @@ fn exercise<F: Format>(region: Region) {
         .unwrap();
     pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
     assert!(pt.mappings(va(base), end - base).unwrap().next().is_none());
-    let freed = pt.into_freed_tables().map_err(|(_, e)| e).unwrap();
+    let freed = pt.into_freed_tables();
     freed.release(&sim, &mut alloc).unwrap();
     assert_eq!(sim.frames_in_use(), 0, "{}", F::NAME);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn granule_4k_48bit() {
     exercise::<A64Granule4K48>(Region::Lower);
     exercise::<A64Granule4K48>(Region::Upper);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn granule_4k_39bit() {
     exercise::<A64Granule4K39>(Region::Lower);
     exercise::<A64Granule4K39>(Region::Upper);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn granule_16k_47bit() {
     exercise::<A64Granule16K47>(Region::Lower);
     exercise::<A64Granule16K47>(Region::Upper);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn granule_16k_48bit() {
     exercise::<A64Granule16K48>(Region::Lower);
     exercise::<A64Granule16K48>(Region::Upper);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn granule_64k_42bit() {
     exercise::<A64Granule64K42>(Region::Lower);
     exercise::<A64Granule64K42>(Region::Upper);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn granule_64k_48bit() {
     exercise::<A64Granule64K48>(Region::Lower);
     exercise::<A64Granule64K48>(Region::Upper);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn upper_half_uses_the_high_root_entries() {
     // 16K/48-bit: the root has two entries; the upper half's top bit selects the second one.
     let sim = sim();
@@ -465,6 +487,10 @@ fn upper_half_uses_the_high_root_entries() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn sizes_the_granule_lacks_are_refused() {
     let sim = sim();
     let mut alloc = sim.frame_allocator();
@@ -811,7 +837,10 @@ fn differential(region: Region) {
     .unwrap();
     compare("harvest", &pt, root);
     let t = pt.translate(va(base + off)).unwrap();
-    assert_eq!((t.mapping.attrs, t.mapping.access.dirty), (urw(), false));
+    assert_eq!(
+        (t.mapping().attrs, t.mapping().access.dirty),
+        (urw(), false)
+    );
 
     // Both give every frame back.
     drop(map);
@@ -821,17 +850,25 @@ fn differential(region: Region) {
         .unmap_range(va(base), all, &mut NoFlush, &mut alloc)
         .unwrap();
     pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
-    let freed = pt.into_freed_tables().map_err(|(_, e)| e).unwrap();
+    let freed = pt.into_freed_tables();
     freed.release(&ours_sim, &mut alloc).unwrap();
     assert_eq!(ours_sim.frames_in_use(), 0);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn same_descriptors_as_aarch64_paging_lower() {
     differential(Region::Lower);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "maps thousands of 16K/64K-granule entries: hours under miri; basic.rs covers the unsafe paths"
+)]
 fn same_descriptors_as_aarch64_paging_upper() {
     differential(Region::Upper);
 }

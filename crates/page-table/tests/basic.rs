@@ -51,10 +51,7 @@ fn map_range_at_an_unaligned_start_maps_every_page() {
         .unwrap()
         .collect();
     assert_eq!(all.len(), 18);
-    assert!(
-        all.iter()
-            .all(|m| m.as_ref().unwrap().size == PageSize::Size4KiB)
-    );
+    assert!(all.iter().all(|m| m.size == PageSize::Size4KiB));
 }
 
 #[test]
@@ -78,7 +75,7 @@ fn map_range_uses_the_largest_page_alignment_allows() {
     let sizes: Vec<_> = pt
         .mappings(VirtAddr::new(G1), 2 * G1)
         .unwrap()
-        .map(|m| m.unwrap().size)
+        .map(|m| m.size)
         .collect();
     assert_eq!(
         sizes,
@@ -208,11 +205,7 @@ fn unmapping_the_middle_of_a_2m_page_splits_it() {
     );
     assert_eq!(hook.invalidations, 0, "x86 needs no break-before-make");
     pt.finish(p, &mut hook, &mut alloc).unwrap();
-    let pages: Vec<_> = pt
-        .mappings(VirtAddr::new(M2), M2)
-        .unwrap()
-        .map(|m| m.unwrap())
-        .collect();
+    let pages: Vec<_> = pt.mappings(VirtAddr::new(M2), M2).unwrap().collect();
     assert_eq!(pages.len(), 510);
     assert!(
         pages
@@ -254,7 +247,7 @@ fn unmapping_part_of_a_1g_page_splits_twice() {
     assert_eq!(sim.frames_in_use(), before + 2, "one PD and one PT");
     let mut sizes = [0u32; 2];
     for m in pt.mappings(VirtAddr::new(G1), G1).unwrap() {
-        match m.unwrap().size {
+        match m.size {
             PageSize::Size2MiB => sizes[1] += 1,
             PageSize::Size4KiB => sizes[0] += 1,
             s => panic!("unexpected {s}"),
@@ -401,11 +394,11 @@ fn protect_range_changes_only_mapped_pages_and_splits_partial_blocks() {
         pt.translate(VirtAddr::new(M2 - 0x1000)).is_err(),
         "holes stay holes"
     );
-    assert_eq!(pt.translate(VirtAddr::new(M2)).unwrap().mapping.attrs, ro);
+    assert_eq!(pt.translate(VirtAddr::new(M2)).unwrap().mapping().attrs, ro);
     assert_eq!(
         pt.translate(VirtAddr::new(M2 + 0x2000))
             .unwrap()
-            .mapping
+            .mapping()
             .attrs,
         rw()
     );
@@ -421,7 +414,7 @@ fn protect_range_changes_only_mapped_pages_and_splits_partial_blocks() {
     assert_eq!(
         pt.translate(VirtAddr::new(M2 + 0x2000))
             .unwrap()
-            .mapping
+            .mapping()
             .attrs,
         rw()
     );
@@ -623,7 +616,7 @@ fn teardown_returns_every_table_frame() {
         .unwrap();
     pt.finish(p, &mut NoFlush, &mut alloc).unwrap();
     assert!(sim.frames_in_use() > 1);
-    let freed = pt.into_freed_tables().map_err(|(_, e)| e).unwrap();
+    let freed = pt.into_freed_tables();
     assert_eq!(freed.len(), sim.frames_in_use());
     freed.release(&sim, &mut alloc).unwrap();
     assert_eq!(sim.frames_in_use(), 0);

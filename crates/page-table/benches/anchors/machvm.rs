@@ -67,10 +67,7 @@ impl<F: Row> Drop for Machvm<F> {
         if let Some(pt) = self.pt.take() {
             // SAFETY: the same direct map the table was created with (see `new`).
             let mapper = unsafe { OffsetMapper::new(pt.mapper().offset()) };
-            let freed = pt
-                .into_freed_tables()
-                .map_err(|(_, e)| e)
-                .expect("teardown");
+            let freed = pt.into_freed_tables();
             freed
                 .release(&mapper, &mut self.alloc)
                 .expect("release tables");
@@ -173,7 +170,7 @@ impl<F: Row> Driver for Machvm<F> {
         let t = self.pt().translate(VirtAddr::new(va)).ok()?;
         Some(Lookup {
             pa: t.pa.as_u64(),
-            writable: t.mapping.attrs.prot().contains(VmProt::WRITE),
+            writable: t.mapping().attrs.prot().contains(VmProt::WRITE),
         })
     }
 }
