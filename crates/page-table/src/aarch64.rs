@@ -76,16 +76,19 @@
 //!   writable-dirty, a clean one writable-clean (so without `TCR_EL1.HD`, adding write access
 //!   to a clean page means its first write faults once, as described above).
 //!
+//! # Break-before-make
+//!
+//! Block splits, and `protect_range` changes of the memory type, shareability or global bit
+//! of live entries, go through an invalid entry and an invalidation by the caller's
+//! `FlushHook` before the new entry is written (batched, 64 entries per invalidation).
+//! Permission and access-flag changes are written in place and flushed once by the caller.
+//!
 //! # Not yet supported
 //!
 //! - The contiguous hint (bit 52) is never set by the engine (and is cleared when a block is
 //!   split or a leaf reprotected).
 //! - `FEAT_LPA`/`FEAT_LPA2` (52-bit output or input addresses), stage 2, EL2/EL3 regimes,
 //!   hierarchical permission bits.
-//! - Changes that need break-before-make are only performed for block splits: changing the
-//!   memory type (or going from global to non-global) of a live mapping with
-//!   `protect_range` needs break-before-make by the architecture; unmap and map again
-//!   instead.
 
 use machvm_addr::{PageSize, PhysAddr, VaWidth, VmProt};
 
@@ -471,6 +474,14 @@ unsafe impl<const GRANULE_SHIFT: u32, const VA_BITS: u32> Format
             }
         }
         new
+    }
+
+    #[inline(always)]
+    fn change_needs_break(old: u64, new: u64) -> bool {
+        // Output address, AttrIndx, SH, nG and the contiguous hint are the fields whose
+        // change on a live entry the architecture makes a break-before-make matter.
+        let fields = Self::OA | ATTR_INDX | SH_INNER | NG | CONT;
+        (old ^ new) & fields != 0
     }
 
     fn root_register(root: PhysAddr, asid: u16) -> u64 {

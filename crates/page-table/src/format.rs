@@ -100,6 +100,15 @@ pub unsafe trait Format: Copy + Send + Sync + 'static {
     /// it over into a software bit when write access is removed).
     fn reprotect(raw: u64, level: u8, template: u64) -> u64;
 
+    /// Returns whether replacing the live leaf `old` by `new` (same level) requires
+    /// break-before-make: on aarch64 a change of output address, memory type, shareability,
+    /// global bit or contiguous hint does (Arm ARM D8.16.1); permission and access-flag changes
+    /// do not. Formats without that rule keep the default, `false`.
+    fn change_needs_break(old: u64, new: u64) -> bool {
+        let _ = (old, new);
+        false
+    }
+
     /// Returns the accessed/dirty state of the leaf `raw`.
     fn access_state(raw: u64) -> AccessState;
 

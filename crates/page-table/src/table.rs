@@ -166,6 +166,11 @@ pub struct PageTable<F: Format, M: PhysMapper> {
     root: PhysAddr,
     region: Region,
     mapper: M,
+    /// The last level-0 table a single-page `map`/`unmap` reached, keyed by the walk address
+    /// bits above it: successive single-page operations in one 2 MiB (4K granule) span skip
+    /// the walk. Only `&mut self` operations read or write it; it is cleared whenever a table
+    /// may be unlinked, so it never names a freed frame.
+    leaf_cache: Option<(u64, PhysAddr)>,
     format: PhantomData<F>,
 }
 
@@ -210,6 +215,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             root: PhysAddr::zero(),
             region,
             mapper,
+            leaf_cache: None,
             format: PhantomData,
         };
         let mut reserve = pt.reserve(1, alloc)?;
@@ -253,6 +259,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             root,
             region,
             mapper,
+            leaf_cache: None,
             format: PhantomData,
         })
     }
@@ -545,6 +552,21 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         }
         let (w, _) = self.walk_range(va, size.bytes())?;
         let template = F::leaf_template(attrs, level)?;
+        let mut pending = PendingFlush::new(F::GRANULE);
+        pending.sync = true;
+
+        let key = w >> Geo::<F>::shift(1);
+        match self.leaf_cache {
+            Some((cached, table)) if level == 0 && cached == key => {
+                let slot = &self.table(table)[Geo::<F>::index(w, 0)];
+                if F::classify(slot.load(Ordering::Relaxed), 0) != Entry::Invalid {
+                    return Err(PageTableError::AlreadyMapped { va: va.as_u64() });
+                }
+                slot.store(template | pa.as_u64(), Ordering::Release);
+                return Ok(pending);
+            }
+            _ => {}
+        }
 
         let mut table = self.root;
         let mut l = Geo::<F>::ROOT;
@@ -566,6 +588,9 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 return Err(PageTableError::AlreadyMapped { va: va.as_u64() });
             }
             slot.store(template | pa.as_u64(), Ordering::Release);
+            if level == 0 {
+                self.leaf_cache = Some((key, table));
+            }
         } else {
             // Tables for levels l-1 ..= level are missing: build the chain unreachable, then
             // publish it with one store.
@@ -585,9 +610,10 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 cl -= 1;
             }
             slot.store(F::table_entry(top), Ordering::Release);
+            if level == 0 {
+                self.leaf_cache = Some((key, cur));
+            }
         }
-        let mut pending = PendingFlush::new(F::GRANULE);
-        pending.sync = true;
         Ok(pending)
     }
 
@@ -902,24 +928,38 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, PendingFlush), PageTableError> {
         let (w, _) = self.walk_range(va, 1)?;
         let not_mapped = PageTableError::NotMapped { va: va.as_u64() };
-        let mut level = Geo::<F>::ROOT;
-        let mut t = self.table(self.root);
-        let size = loop {
-            match F::classify(t[Geo::<F>::index(w, level)].load(Ordering::Acquire), level) {
-                Entry::Table(next) if level > 0 => {
-                    t = self.table(next);
-                    level -= 1;
+        let key = w >> Geo::<F>::shift(1);
+        let (table, level, size) = match self.leaf_cache {
+            Some((cached, table)) if cached == key => (table, 0, F::GRANULE),
+            _ => {
+                let mut level = Geo::<F>::ROOT;
+                let mut table = self.root;
+                let size = loop {
+                    let raw = self.table(table)[Geo::<F>::index(w, level)].load(Ordering::Acquire);
+                    match F::classify(raw, level) {
+                        Entry::Table(next) if level > 0 => {
+                            table = next;
+                            level -= 1;
+                        }
+                        Entry::Leaf(_) => break F::leaf_size(level).ok_or(not_mapped)?,
+                        _ => return Err(not_mapped),
+                    }
+                };
+                if level == 0 {
+                    self.leaf_cache = Some((key, table));
                 }
-                Entry::Leaf(_) => break F::leaf_size(level).ok_or(not_mapped)?,
-                _ => return Err(not_mapped),
+                (table, level, size)
             }
         };
         if w & (size.bytes() - 1) != 0 {
             return Err(not_mapped);
         }
+        let t = self.table(table);
         let idx = Geo::<F>::index(w, level);
         let raw = t[idx].swap(0, Ordering::Relaxed);
         let Entry::Leaf(pa) = F::classify(raw, level) else {
+            // Nothing was there (a cached leaf table with an invalid slot): put it back.
+            t[idx].store(raw, Ordering::Relaxed);
             return Err(not_mapped);
         };
         let mapping = Mapping {
@@ -932,6 +972,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let mut pending = PendingFlush::new(F::GRANULE);
         pending.add_range(va.as_u64(), size.bytes(), 1, size);
         if level < Geo::<F>::ROOT && self.is_empty_except(t, level, idx, idx + 1) {
+            self.leaf_cache = None;
             self.unlink_empty(w, level, &mut pending);
         }
         Ok((mapping, pending))
@@ -1032,6 +1073,8 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let root = Geo::<F>::ROOT;
         let needed = self.plan_edit(root, self.root, ws, we)?;
         let mut reserve = self.reserve(needed, alloc)?;
+        // Tables may be unlinked below.
+        self.leaf_cache = None;
         let mut pending = PendingFlush::new(F::GRANULE);
         let mut op = Unmap { visitor };
         let result = self.commit_edit(
@@ -1312,9 +1355,12 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let i0 = Geo::<F>::index(ws, level);
         if level == 0 {
             let n = ((we - ws) >> Geo::<F>::GRANULE_SHIFT) as usize;
-            let changed = op.leaves::<F>(&t[i0..i0 + n], 0, |k| {
-                self.to_va(ws + ((k as u64) << Geo::<F>::GRANULE_SHIFT))
-            });
+            let changed = op.leaves::<F, H>(
+                &t[i0..i0 + n],
+                0,
+                |k| self.to_va(ws + ((k as u64) << Geo::<F>::GRANULE_SHIFT)),
+                hook,
+            );
             if changed != 0 {
                 pending.add_range(self.to_va(ws), we - ws, changed, F::GRANULE);
             }
@@ -1333,7 +1379,8 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 Entry::Invalid => {}
                 Entry::Leaf(_) if whole => {
                     kept |= !O::REMOVES;
-                    let changed = op.leaves::<F>(slice::from_ref(slot), level, |_| self.to_va(w));
+                    let changed =
+                        op.leaves::<F, H>(slice::from_ref(slot), level, |_| self.to_va(w), hook);
                     if changed != 0 {
                         let size = F::leaf_size(level).unwrap_or(F::GRANULE);
                         pending.add_range(self.to_va(w), span, 1, size);
@@ -1381,11 +1428,12 @@ trait EditOp {
     const VISITS: bool;
     /// Applies the op to `slots` (leaves of `level`; slot `k` maps `va_of(k)`); returns how
     /// many valid entries changed.
-    fn leaves<F: Format>(
+    fn leaves<F: Format, H: FlushHook + ?Sized>(
         &mut self,
         slots: &[AtomicU64],
         level: u8,
         va_of: impl Fn(usize) -> u64,
+        hook: &mut H,
     ) -> u64;
 }
 
@@ -1398,11 +1446,12 @@ impl<V: UnmapVisitor + ?Sized> EditOp for Unmap<'_, V> {
     const VISITS: bool = V::VISIT;
 
     #[inline(always)]
-    fn leaves<F: Format>(
+    fn leaves<F: Format, H: FlushHook + ?Sized>(
         &mut self,
         slots: &[AtomicU64],
         level: u8,
         va_of: impl Fn(usize) -> u64,
+        _hook: &mut H,
     ) -> u64 {
         let mut changed = 0;
         for (k, slot) in slots.iter().enumerate() {
@@ -1444,15 +1493,35 @@ impl EditOp for Protect {
     const VISITS: bool = true;
 
     #[inline(always)]
-    fn leaves<F: Format>(
+    fn leaves<F: Format, H: FlushHook + ?Sized>(
         &mut self,
         slots: &[AtomicU64],
         level: u8,
-        _va_of: impl Fn(usize) -> u64,
+        va_of: impl Fn(usize) -> u64,
+        hook: &mut H,
     ) -> u64 {
         let template = self.templates[usize::from(level)];
         let mut changed = 0;
-        for slot in slots {
+        // Entries whose change needs break-before-make, broken in batches: one
+        // invalidation covers a whole batch.
+        const BATCH: usize = 64;
+        let mut broken = [(0usize, 0u64); BATCH];
+        let mut n_broken = 0;
+        for (k, slot) in slots.iter().enumerate() {
+            let raw = slot.load(Ordering::Relaxed);
+            if !matches!(F::classify(raw, level), Entry::Leaf(_)) {
+                continue;
+            }
+            if F::NEEDS_BBM && F::change_needs_break(raw, F::reprotect(raw, level, template)) {
+                // Break: the swap also collects accessed/dirty bits set up to this point.
+                broken[n_broken] = (k, slot.swap(0, Ordering::Relaxed));
+                n_broken += 1;
+                if n_broken == BATCH {
+                    changed += Self::make::<F, H>(slots, level, &broken, template, &va_of, hook);
+                    n_broken = 0;
+                }
+                continue;
+            }
             // Compare-and-swap so an accessed/dirty bit set by hardware meanwhile is kept.
             let result =
                 slot.fetch_update(
@@ -1468,7 +1537,43 @@ impl EditOp for Protect {
                 );
             changed += u64::from(result.is_ok());
         }
+        if n_broken != 0 {
+            changed +=
+                Self::make::<F, H>(slots, level, &broken[..n_broken], template, &va_of, hook);
+        }
         changed
+    }
+}
+
+impl Protect {
+    /// Completes break-before-make for `broken` (slot index, old entry) of `slots`: invalidates
+    /// the span they cover, then writes their new entries.
+    #[cold]
+    fn make<F: Format, H: FlushHook + ?Sized>(
+        slots: &[AtomicU64],
+        level: u8,
+        broken: &[(usize, u64)],
+        template: u64,
+        va_of: &impl Fn(usize) -> u64,
+        hook: &mut H,
+    ) -> u64 {
+        let (Some(&(first, _)), Some(&(last, _)), Some(size)) =
+            (broken.first(), broken.last(), F::leaf_size(level))
+        else {
+            return 0;
+        };
+        let start = va_of(first);
+        hook.invalidate(&FlushRange {
+            start: VirtAddr::new_truncate(start, VaWidth::WIDEST),
+            len: va_of(last).wrapping_sub(start) + size.bytes(),
+            stride: size,
+            entries: broken.len() as u64,
+            leaf_only: true,
+        });
+        for &(k, old) in broken {
+            slots[k].store(F::reprotect(old, level, template), Ordering::Release);
+        }
+        broken.len() as u64
     }
 }
 
