@@ -1070,19 +1070,30 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     {
         Self::check_len(va, len)?;
         let (ws, we) = self.walk_range(va, len)?;
+        // Tables may be unlinked.
+        self.leaf_cache = None;
+        self.edit(ws, we, &mut Unmap { visitor }, hook, alloc)
+    }
+
+    /// Plans, reserves and commits `op` over the walk range `[ws, we)`.
+    fn edit<O: EditOp + ?Sized, H: FlushHook + ?Sized, A: FrameAllocator + ?Sized>(
+        &mut self,
+        ws: u64,
+        we: u64,
+        op: &mut O,
+        hook: &mut H,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
         let root = Geo::<F>::ROOT;
         let needed = self.plan_edit(root, self.root, ws, we)?;
         let mut reserve = self.reserve(needed, alloc)?;
-        // Tables may be unlinked below.
-        self.leaf_cache = None;
         let mut pending = PendingFlush::new(F::GRANULE);
-        let mut op = Unmap { visitor };
         let result = self.commit_edit(
             root,
             self.root,
             ws,
             we,
-            &mut op,
+            op,
             &mut pending,
             hook,
             &mut reserve,
@@ -1125,26 +1136,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 templates[usize::from(level)] = F::leaf_template(attrs, level)?;
             }
         }
-        let root = Geo::<F>::ROOT;
-        let needed = self.plan_edit(root, self.root, ws, we)?;
-        let mut reserve = self.reserve(needed, alloc)?;
-        let mut pending = PendingFlush::new(F::GRANULE);
-        let mut op = Protect { templates };
-        let result = self.commit_edit(
-            root,
-            self.root,
-            ws,
-            we,
-            &mut op,
-            &mut pending,
-            hook,
-            &mut reserve,
-        );
-        if reserve.count != 0 {
-            self.release(reserve, alloc);
-        }
-        result?;
-        Ok(pending)
+        self.edit(ws, we, &mut Protect { templates }, hook, alloc)
     }
 
     /// Reports the accessed/dirty state of every page or block intersecting `[va, va + len)`
