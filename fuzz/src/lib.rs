@@ -1,6 +1,8 @@
 //! Decoding and checking logic for the machvm fuzz targets; the targets in `fuzz_targets/` only
-//! forward to [`addr_ops::run`] and [`sim_frames::run`]. Both panic only on a real mismatch
-//! between `machvm-addr` and a reference model.
+//! forward to [`addr_ops::run`], [`sim_frames::run`] and [`page_table_ops::run`]. Each panics
+//! only on a real mismatch between a machvm crate and a reference model.
+
+pub mod page_table_ops;
 
 pub mod addr_ops {
     //! Address and page-range operations checked against `u128` reference arithmetic.
@@ -341,7 +343,7 @@ pub mod sim_frames {
             m.deallocations += 1;
             m.freed.push((start, req));
         } else {
-            let want = if start % req.size().bytes() != 0 {
+            let want = if !start.is_multiple_of(req.size().bytes()) {
                 AddrError::Misaligned {
                     addr: start,
                     align: req.size().bytes(),

@@ -5,6 +5,6 @@
 #[doc(inline)]
 pub use machvm_addr as addr;
 #[doc(inline)]
-pub use machvm_sync as sync;
-#[doc(inline)]
 pub use machvm_page_table as page_table;
+#[doc(inline)]
+pub use machvm_sync as sync;

@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 extern crate std;
 
 pub mod aarch64;
@@ -10,6 +10,8 @@ mod error;
 mod flush;
 mod format;
 mod table;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod x86_64;
 
 pub use aarch64::{
