@@ -34,7 +34,7 @@ use anchors::machvm::{Machvm, map_1g};
 use anchors::page_table_multiarch::PageTableMultiarch;
 use anchors::x86_64::X86_64;
 use anchors::{Driver, PAGE, PAGES, PhysMem, RANGE, TABLES_64M_4K, TARGET_PA, VA_BASE};
-use machvm_page_table::{X86Pml4, X86Pml5};
+use machvm_page_table::{A64Granule4K48, X86Pml4, X86Pml5};
 
 /// Lookups per `translate_random` iteration.
 const LOOKUPS: u64 = 1 << 20;
@@ -295,6 +295,7 @@ fn map_range_4k(c: &mut Criterion) {
         map_range_4k_row::<Aarch64Paging>(),
         map_range_4k_row::<PageTableMultiarch>(),
         map_range_4k_row::<Machvm<X86Pml5>>(),
+        map_range_4k_row::<Machvm<A64Granule4K48>>(),
     ];
     bench_case(c, "map_range_4k", PAGES, impls);
 }
@@ -307,6 +308,7 @@ fn map_4k_single(c: &mut Criterion) {
         map_4k_single_row::<Aarch64Paging>(),
         map_4k_single_row::<PageTableMultiarch>(),
         map_4k_single_row::<Machvm<X86Pml5>>(),
+        map_4k_single_row::<Machvm<A64Granule4K48>>(),
     ];
     bench_case(c, "map_4k_single", PAGES, impls);
 }
@@ -320,6 +322,7 @@ fn translate_random(c: &mut Criterion) {
         translate_random_row::<Aarch64Paging>(),
         translate_random_row::<PageTableMultiarch>(),
         translate_random_row::<Machvm<X86Pml5>>(),
+        translate_random_row::<Machvm<A64Granule4K48>>(),
     ];
     bench_case(c, "translate_random", LOOKUPS, impls);
 }
@@ -333,6 +336,7 @@ fn unmap_range_4k(c: &mut Criterion) {
         unmap_range_4k_row::<Aarch64Paging>(),
         unmap_range_4k_row::<PageTableMultiarch>(),
         unmap_range_4k_row::<Machvm<X86Pml5>>(),
+        unmap_range_4k_row::<Machvm<A64Granule4K48>>(),
     ];
     bench_case(c, "unmap_range_4k", PAGES, impls);
 }
@@ -345,6 +349,7 @@ fn unmap_4k_single(c: &mut Criterion) {
         unmap_4k_single_row::<Aarch64Paging>(),
         unmap_4k_single_row::<PageTableMultiarch>(),
         unmap_4k_single_row::<Machvm<X86Pml5>>(),
+        unmap_4k_single_row::<Machvm<A64Granule4K48>>(),
     ];
     bench_case(c, "unmap_4k_single", PAGES, impls);
 }
@@ -358,6 +363,7 @@ fn protect_range_64m(c: &mut Criterion) {
         protect_range_64m_row::<Aarch64Paging>(),
         protect_range_64m_row::<PageTableMultiarch>(),
         protect_range_64m_row::<Machvm<X86Pml5>>(),
+        protect_range_64m_row::<Machvm<A64Granule4K48>>(),
     ];
     bench_case(c, "protect_range_64m", PAGES, impls);
 }

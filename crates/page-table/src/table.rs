@@ -928,29 +928,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, PendingFlush), PageTableError> {
         let (w, _) = self.walk_range(va, 1)?;
         let not_mapped = PageTableError::NotMapped { va: va.as_u64() };
-        let key = w >> Geo::<F>::shift(1);
-        let (table, level, size) = match self.leaf_cache {
-            Some((cached, table)) if cached == key => (table, 0, F::GRANULE),
-            _ => {
-                let mut level = Geo::<F>::ROOT;
-                let mut table = self.root;
-                let size = loop {
-                    let raw = self.table(table)[Geo::<F>::index(w, level)].load(Ordering::Acquire);
-                    match F::classify(raw, level) {
-                        Entry::Table(next) if level > 0 => {
-                            table = next;
-                            level -= 1;
-                        }
-                        Entry::Leaf(_) => break F::leaf_size(level).ok_or(not_mapped)?,
-                        _ => return Err(not_mapped),
-                    }
-                };
-                if level == 0 {
-                    self.leaf_cache = Some((key, table));
-                }
-                (table, level, size)
-            }
-        };
+        let (table, level, size) = self.find_leaf(w).ok_or(not_mapped)?;
         if w & (size.bytes() - 1) != 0 {
             return Err(not_mapped);
         }
@@ -969,13 +947,50 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             attrs: F::leaf_attrs(raw, level),
             access: F::access_state(raw),
         };
+        Ok((mapping, self.cleared_leaf(w, table, level, size)))
+    }
+
+    /// Finds the table holding the leaf that maps walk address `w` (through the leaf cache
+    /// when it covers `w`), with the leaf's level and size; `None` if nothing maps `w`.
+    #[inline(always)]
+    fn find_leaf(&mut self, w: u64) -> Option<(PhysAddr, u8, PageSize)> {
+        let key = w >> Geo::<F>::shift(1);
+        match self.leaf_cache {
+            Some((cached, table)) if cached == key => return Some((table, 0, F::GRANULE)),
+            _ => {}
+        }
+        let mut level = Geo::<F>::ROOT;
+        let mut table = self.root;
+        loop {
+            let raw = self.table(table)[Geo::<F>::index(w, level)].load(Ordering::Acquire);
+            match F::classify(raw, level) {
+                Entry::Table(next) if level > 0 => {
+                    table = next;
+                    level -= 1;
+                }
+                Entry::Leaf(_) => {
+                    if level == 0 {
+                        self.leaf_cache = Some((key, table));
+                    }
+                    return F::leaf_size(level).map(|size| (table, level, size));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Returns the flush owed for the leaf of `size` at walk address `w` that was just cleared
+    /// in `table` (at `level`), unlinking the tables that became empty.
+    #[inline(always)]
+    fn cleared_leaf(&mut self, w: u64, table: PhysAddr, level: u8, size: PageSize) -> PendingFlush {
         let mut pending = PendingFlush::new(F::GRANULE);
-        pending.add_range(va.as_u64(), size.bytes(), 1, size);
-        if level < Geo::<F>::ROOT && self.is_empty_except(t, level, idx, idx + 1) {
+        pending.add_range(self.to_va(w), size.bytes(), 1, size);
+        let idx = Geo::<F>::index(w, level);
+        if level < Geo::<F>::ROOT && self.is_empty_except(self.table(table), level, idx, idx + 1) {
             self.leaf_cache = None;
             self.unlink_empty(w, level, &mut pending);
         }
-        Ok((mapping, pending))
+        pending
     }
 
     /// Unlinks the empty table at `level` on the walk of `w` and every ancestor that becomes
@@ -1070,6 +1085,18 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     {
         Self::check_len(va, len)?;
         let (ws, we) = self.walk_range(va, len)?;
+        if !V::VISIT && len == Self::GRANULE {
+            // One page of a leaf table (the common single-page call): no plan, no split.
+            if let Some((table, 0, size)) = self.find_leaf(ws) {
+                let slot = &self.table(table)[Geo::<F>::index(ws, 0)];
+                if F::classify(slot.load(Ordering::Relaxed), 0) == Entry::Invalid {
+                    return Ok(PendingFlush::new(F::GRANULE));
+                }
+                // Nobody asked for the old value: a plain store (see `Unmap::leaves`).
+                slot.store(0, Ordering::Relaxed);
+                return Ok(self.cleared_leaf(ws, table, 0, size));
+            }
+        }
         // Tables may be unlinked.
         self.leaf_cache = None;
         self.edit(ws, we, &mut Unmap { visitor }, hook, alloc)

@@ -8,7 +8,9 @@
 use core::marker::PhantomData;
 
 use machvm_addr::{OffsetMapper, PageSize, PhysAddr, SimFrameAllocator, VirtAddr, VmProt};
-use machvm_page_table::{Format, NoFlush, PageAttrs, PageTable, Region, X86Pml4, X86Pml5};
+use machvm_page_table::{
+    A64Granule4K48, Format, NoFlush, PageAttrs, PageTable, Region, X86Pml4, X86Pml5,
+};
 
 use super::{Driver, Lookup, PAGE, PhysMem};
 
@@ -29,6 +31,13 @@ impl Row for X86Pml4 {
 impl Row for X86Pml5 {
     const ROW: &'static str = "machvm-x86_64-5level";
     const REGION: Region = Region::Both;
+}
+
+/// aarch64, 4 KiB granule, 48-bit TTBR0 region: the geometry `aarch64-paging` uses here, so its
+/// row compares like for like (same four levels, same table count).
+impl Row for A64Granule4K48 {
+    const ROW: &'static str = "machvm-aarch64-4k-48bit";
+    const REGION: Region = Region::Lower;
 }
 
 /// Read-write user data, not executable (the anchors map the same).
