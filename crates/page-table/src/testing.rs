@@ -81,10 +81,10 @@ impl Model {
     /// Returns the start of some interval overlapping `[start, start + len)`, if any.
     pub fn overlaps(&self, start: u64, len: u64) -> Option<u64> {
         let end = start + len;
-        if let Some((&s, &(l, ..))) = self.map.range(..start).next_back()
-            && s + l > start
-        {
-            return Some(start);
+        if let Some((&s, &(l, ..))) = self.map.range(..start).next_back() {
+            if s + l > start {
+                return Some(start);
+            }
         }
         self.map.range(start..end).next().map(|(&s, _)| s)
     }
@@ -101,11 +101,11 @@ impl Model {
 
     /// Cuts the interval containing `at` (if any) so that `at` is a boundary.
     fn cut(&mut self, at: u64) {
-        if let Some((&s, &(l, pa, a, x))) = self.map.range(..at).next_back()
-            && s + l > at
-        {
-            self.map.insert(s, (at - s, pa, a, x));
-            self.map.insert(at, (s + l - at, pa + (at - s), a, x));
+        if let Some((&s, &(l, pa, a, x))) = self.map.range(..at).next_back() {
+            if s + l > at {
+                self.map.insert(s, (at - s, pa, a, x));
+                self.map.insert(at, (s + l - at, pa + (at - s), a, x));
+            }
         }
     }
 
@@ -216,14 +216,15 @@ impl Model {
 pub fn merge(it: impl IntoIterator<Item = Run>) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
     for r in it {
-        if let Some(last) = out.last_mut()
-            && last.off + last.len == r.off
-            && last.pa + last.len == r.pa
-            && last.attrs == r.attrs
-            && last.access == r.access
-        {
-            last.len += r.len;
-            continue;
+        if let Some(last) = out.last_mut() {
+            if last.off + last.len == r.off
+                && last.pa + last.len == r.pa
+                && last.attrs == r.attrs
+                && last.access == r.access
+            {
+                last.len += r.len;
+                continue;
+            }
         }
         out.push(r);
     }
@@ -476,9 +477,10 @@ impl Op {
     /// Decodes operations from `bytes` until they run out (at most `max`).
     pub fn decode_all(mut bytes: &[u8], max: usize) -> Vec<Op> {
         let mut ops = Vec::new();
-        while ops.len() < max
-            && let Some(op) = Op::decode(&mut bytes)
-        {
+        while ops.len() < max {
+            let Some(op) = Op::decode(&mut bytes) else {
+                break;
+            };
             ops.push(op);
         }
         ops
