@@ -1425,7 +1425,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                     if self.commit_edit(level - 1, child, w, end, op, pending, hook, reserve)? {
                         slot.store(0, Ordering::Relaxed);
                         self.push_freed(&mut pending.freed, child);
-                        pending.add_range(self.to_va(w), span, 0, F::GRANULE);
+                        pending.add_range(self.to_va(w & !(span - 1)), span, 0, F::GRANULE);
                         pending.leaf_only = false;
                     } else {
                         kept = true;

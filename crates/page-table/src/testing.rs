@@ -78,6 +78,23 @@ pub struct Model {
 }
 
 impl Model {
+    /// Returns the parts of `[start, start + len)` that are mapped, as `(start, len, attrs)`.
+    pub fn parts(&self, start: u64, len: u64) -> Vec<(u64, u64, PageAttrs)> {
+        let end = start + len;
+        let first = self
+            .map
+            .range(..start)
+            .next_back()
+            .map_or(start, |(&s, _)| s);
+        self.map
+            .range(first..end)
+            .filter_map(|(&s, &(l, _, a, _))| {
+                let (lo, hi) = (s.max(start), (s + l).min(end));
+                (lo < hi).then(|| (lo, hi - lo, a))
+            })
+            .collect()
+    }
+
     /// Returns the start of some interval overlapping `[start, start + len)`, if any.
     pub fn overlaps(&self, start: u64, len: u64) -> Option<u64> {
         let end = start + len;
@@ -656,6 +673,28 @@ impl<'a, F: Format> Harness<'a, F> {
         let sim = self.sim;
         let mut alloc = sim.frame_allocator();
         let mut hook = CountingFlush::default();
+        // Mapped parts whose translation the op changes: its flush must cover them.
+        let must_flush = match *op {
+            Op::UnmapRange {
+                unit, idx, count, ..
+            } => {
+                let (start, len) = Self::range_of(unit, idx, count);
+                self.model.parts(start, len)
+            }
+            Op::Protect {
+                unit,
+                idx,
+                count,
+                attrs,
+            } => {
+                let (start, len) = Self::range_of(unit, idx, count);
+                let a = attrs_of(attrs);
+                let mut parts = self.model.parts(start, len);
+                parts.retain(|p| p.2 != a);
+                parts
+            }
+            _ => Vec::new(),
+        };
         let result = match *op {
             Op::FailNext { after } => {
                 sim.fail_after(Some(after));
@@ -854,6 +893,18 @@ impl<'a, F: Format> Harness<'a, F> {
         }
         match result {
             Ok(pending) => {
+                let flushed = pending.range();
+                for (off, len, _) in must_flush {
+                    let (va, last) = (self.va(off).as_u64(), self.va(off + len - 1).as_u64());
+                    let covered = flushed.is_some_and(|r| {
+                        let start = r.start.as_u64();
+                        va >= start && last - start < r.len
+                    });
+                    assert!(
+                        covered,
+                        "{op:?}: {va:#x}+{len:#x} changed, flush {flushed:?}"
+                    );
+                }
                 self.pt
                     .finish(pending, &mut NoFlush, &mut alloc)
                     .expect("finishing the flush");

@@ -621,3 +621,42 @@ fn teardown_returns_every_table_frame() {
     freed.release(&sim, &mut alloc).unwrap();
     assert_eq!(sim.frames_in_use(), 0);
 }
+
+#[test]
+fn pending_flushes_merge_into_one_flush() {
+    let sim = setup();
+    let mut alloc = sim.frame_allocator();
+    let mut pt = table(&sim);
+    for base in [G1, 3 * G1] {
+        let p = pt
+            .map_range(
+                VirtAddr::new(base),
+                PhysAddr::new(0),
+                M2,
+                &rw(),
+                PageSize::Size4KiB,
+                &mut alloc,
+            )
+            .unwrap();
+        pt.finish(p, &mut NoFlush, &mut alloc).unwrap();
+    }
+    let frames = sim.frames_in_use();
+    let mut all = pt
+        .unmap_range(VirtAddr::new(G1), M2, &mut NoFlush, &mut alloc)
+        .unwrap();
+    let second = pt
+        .unmap_range(VirtAddr::new(3 * G1), M2, &mut NoFlush, &mut alloc)
+        .unwrap();
+    let (a, b) = (all.freed_tables().len(), second.freed_tables().len());
+    pt.merge_pending(&mut all, second);
+    let r = all.range().unwrap();
+    // One range covering both unmaps, and the whole span of every table that emptied (the
+    // last one is the 512 GiB PDPT).
+    assert_eq!((r.start.as_u64(), r.len), (0, 512 * G1));
+    assert!(!r.leaf_only);
+    assert_eq!(all.freed_tables().len(), a + b);
+    let mut hook = CountingFlush::default();
+    pt.finish(all, &mut hook, &mut alloc).unwrap();
+    assert_eq!(hook.invalidations, 1);
+    assert_eq!(sim.frames_in_use(), frames - a - b);
+}
