@@ -127,6 +127,16 @@ impl UnmapVisitor for NoVisit {
     fn unmapped(&mut self, _mapping: &Mapping) {}
 }
 
+/// A leaf found by a walk: the table holding it, its entry and what the entry maps.
+#[derive(Clone, Copy)]
+struct Leaf {
+    table: PhysAddr,
+    frame: PhysAddr,
+    raw: u64,
+    level: u8,
+    size: PageSize,
+}
+
 /// Table frames allocated and zeroed ahead of a commit, chained through their first entry.
 struct Reserve {
     head: Option<PhysAddr>,
@@ -830,67 +840,63 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     #[inline]
     pub fn translate(&self, va: VirtAddr) -> Result<Translation, PageTableError> {
         let (w, _) = self.walk_range(va, 1)?;
+        let leaf = self
+            .walk_leaf(w)
+            .map_err(|_| PageTableError::NotMapped { va: va.as_u64() })?;
+        let mask = leaf.size.bytes() - 1;
+        Ok(Translation {
+            pa: PhysAddr::new_truncate(leaf.frame.as_u64() + (w & mask)),
+            size: leaf.size,
+            page: VirtAddr::new_truncate(va.as_u64() & !mask, VaWidth::WIDEST),
+            raw: leaf.raw,
+            level: leaf.level,
+            decode: F::leaf_attrs,
+            access: F::access_state,
+        })
+    }
+
+    /// Walks to the leaf that maps walk address `w`; if there is none, returns the level at
+    /// which the walk stopped (so callers can skip the whole invalid span). The one walk of
+    /// the engine's lookups.
+    #[inline(always)]
+    fn walk_leaf(&self, w: u64) -> Result<Leaf, u8> {
         let mut level = Geo::<F>::ROOT;
-        let mut t = self.table(self.root);
+        let mut table = self.root;
         loop {
-            let raw = t[Geo::<F>::index(w, level)].load(Ordering::Acquire);
+            let raw = self.table(table)[Geo::<F>::index(w, level)].load(Ordering::Acquire);
             match F::classify(raw, level) {
                 Entry::Table(next) if level > 0 => {
-                    t = self.table(next);
+                    table = next;
                     level -= 1;
                 }
                 Entry::Leaf(frame) => {
-                    let Some(size) = F::leaf_size(level) else {
-                        break;
+                    return match F::leaf_size(level) {
+                        Some(size) => Ok(Leaf {
+                            table,
+                            frame,
+                            raw,
+                            level,
+                            size,
+                        }),
+                        None => Err(level),
                     };
-                    let mask = size.bytes() - 1;
-                    return Ok(Translation {
-                        pa: PhysAddr::new_truncate(frame.as_u64() + (w & mask)),
-                        size,
-                        page: VirtAddr::new_truncate(va.as_u64() & !mask, VaWidth::WIDEST),
-                        raw,
-                        level,
-                        decode: F::leaf_attrs,
-                        access: F::access_state,
-                    });
-                }
-                _ => break,
-            }
-        }
-        Err(PageTableError::NotMapped { va: va.as_u64() })
-    }
-
-    /// Finds the leaf mapping walk address `w`, or, if none, the level at which the walk
-    /// stopped (so callers can skip the whole invalid span).
-    #[inline(always)]
-    fn leaf_at(&self, w: u64) -> Result<Mapping, u8> {
-        let mut level = Geo::<F>::ROOT;
-        let mut t = self.table(self.root);
-        loop {
-            let raw = t[Geo::<F>::index(w, level)].load(Ordering::Acquire);
-            match F::classify(raw, level) {
-                Entry::Table(next) if level > 0 => {
-                    t = self.table(next);
-                    level -= 1;
-                }
-                Entry::Leaf(pa) => {
-                    let Some(size) = F::leaf_size(level) else {
-                        return Err(level);
-                    };
-                    return Ok(Mapping {
-                        va: VirtAddr::new_truncate(
-                            self.to_va(w & !(size.bytes() - 1)),
-                            VaWidth::WIDEST,
-                        ),
-                        pa,
-                        size,
-                        attrs: F::leaf_attrs(raw, level),
-                        access: F::access_state(raw),
-                    });
                 }
                 _ => return Err(level),
             }
         }
+    }
+
+    /// Returns the leaf mapping walk address `w` (see [`walk_leaf`](Self::walk_leaf)).
+    #[inline(always)]
+    fn leaf_at(&self, w: u64) -> Result<Mapping, u8> {
+        let leaf = self.walk_leaf(w)?;
+        Ok(Mapping {
+            va: VirtAddr::new_truncate(self.to_va(w & !(leaf.size.bytes() - 1)), VaWidth::WIDEST),
+            pa: leaf.frame,
+            size: leaf.size,
+            attrs: F::leaf_attrs(leaf.raw, leaf.level),
+            access: F::access_state(leaf.raw),
+        })
     }
 
     /// Returns an iterator over the leaf mappings that intersect `[va, va + len)`, in address
@@ -959,24 +965,11 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             Some((cached, table)) if cached == key => return Some((table, 0, F::GRANULE)),
             _ => {}
         }
-        let mut level = Geo::<F>::ROOT;
-        let mut table = self.root;
-        loop {
-            let raw = self.table(table)[Geo::<F>::index(w, level)].load(Ordering::Acquire);
-            match F::classify(raw, level) {
-                Entry::Table(next) if level > 0 => {
-                    table = next;
-                    level -= 1;
-                }
-                Entry::Leaf(_) => {
-                    if level == 0 {
-                        self.leaf_cache = Some((key, table));
-                    }
-                    return F::leaf_size(level).map(|size| (table, level, size));
-                }
-                _ => return None,
-            }
+        let leaf = self.walk_leaf(w).ok()?;
+        if leaf.level == 0 {
+            self.leaf_cache = Some((key, leaf.table));
         }
+        Some((leaf.table, leaf.level, leaf.size))
     }
 
     /// Returns the flush owed for the leaf of `size` at walk address `w` that was just cleared
@@ -1187,8 +1180,11 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let mut pending = PendingFlush::new(F::GRANULE);
         let mut w = ws;
         while w < we {
-            match self.leaf_slot(w) {
-                Ok((slot, level, size)) => {
+            match self.walk_leaf(w) {
+                Ok(Leaf {
+                    table, level, size, ..
+                }) => {
+                    let slot = &self.table(table)[Geo::<F>::index(w, level)];
                     let mut seen = 0;
                     let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |raw| {
                         seen = raw;
@@ -1215,30 +1211,6 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             }
         }
         Ok(pending)
-    }
-
-    /// Finds the entry of the leaf mapping `w` (with its level and size), or the level at which
-    /// the walk stopped.
-    #[inline(always)]
-    fn leaf_slot(&self, w: u64) -> Result<(&AtomicU64, u8, PageSize), u8> {
-        let mut level = Geo::<F>::ROOT;
-        let mut t = self.table(self.root);
-        loop {
-            let slot = &t[Geo::<F>::index(w, level)];
-            match F::classify(slot.load(Ordering::Acquire), level) {
-                Entry::Table(next) if level > 0 => {
-                    t = self.table(next);
-                    level -= 1;
-                }
-                Entry::Leaf(_) => {
-                    return match F::leaf_size(level) {
-                        Some(size) => Ok((slot, level, size)),
-                        None => Err(level),
-                    };
-                }
-                _ => return Err(level),
-            }
-        }
     }
 
     // ------------------------------------------------------------------------------------
