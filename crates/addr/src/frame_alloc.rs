@@ -100,7 +100,8 @@ impl FrameRequest {
 /// - starts at a multiple of `request.align()` and covers `request.bytes()` bytes of physical
 ///   memory that exists and that nothing else uses;
 /// - is not returned again, in whole or in part, until it is passed to
-///   [`deallocate`](Self::deallocate).
+///   [`deallocate`](Self::deallocate);
+/// - is filled with zeros whenever [`zeroes_frames`](Self::zeroes_frames) returns `true`.
 ///
 /// Callers (page-table code, zone allocators) rely on this to write to the frames without
 /// further checks.
@@ -165,6 +166,15 @@ pub unsafe trait FrameAllocator {
         request: FrameRequest,
     ) -> Result<(), AddrError>;
 
+    /// Returns whether every frame [`allocate`](Self::allocate) hands out is filled with
+    /// zeros, so callers that need zeroed frames (page tables) can skip clearing them.
+    ///
+    /// The default is `false`; an implementation that returns `true` promises it as part of
+    /// the trait's safety contract.
+    fn zeroes_frames(&self) -> bool {
+        false
+    }
+
     /// Allocates one frame of the typed size `S`.
     ///
     /// # Errors
@@ -207,6 +217,10 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &mut A {
     ) -> Result<(), AddrError> {
         // SAFETY: forwarded; our caller upholds `deallocate`'s contract.
         unsafe { (**self).deallocate(start, request) }
+    }
+
+    fn zeroes_frames(&self) -> bool {
+        (**self).zeroes_frames()
     }
 }
 

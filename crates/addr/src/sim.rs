@@ -530,6 +530,10 @@ unsafe impl FrameAllocator for SimFrameAllocator<'_> {
         // SAFETY: forwarded; our caller upholds the contract.
         unsafe { self.sim.deallocate(start, request) }
     }
+
+    fn zeroes_frames(&self) -> bool {
+        self.sim.zero_on_alloc
+    }
 }
 
 // SAFETY: as for `SimFrameAllocator`.
@@ -545,6 +549,10 @@ unsafe impl FrameAllocator for &SimPhysMemory {
     ) -> Result<(), AddrError> {
         // SAFETY: forwarded; our caller upholds the contract.
         unsafe { SimPhysMemory::deallocate(self, start, request) }
+    }
+
+    fn zeroes_frames(&self) -> bool {
+        self.zero_on_alloc
     }
 }
 

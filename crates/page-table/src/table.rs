@@ -408,9 +408,11 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                     return Err(PageTableError::Mapper(e));
                 }
             };
-            // SAFETY: the frame is freshly allocated, so nothing else accesses it, and the
-            // mapper made `TABLE_BYTES` bytes at `ptr` valid for writes.
-            unsafe { ptr::write_bytes(ptr.as_ptr(), 0, Geo::<F>::TABLE_BYTES) };
+            if !alloc.zeroes_frames() {
+                // SAFETY: the frame is freshly allocated, so nothing else accesses it, and the
+                // mapper made `TABLE_BYTES` bytes at `ptr` valid for writes.
+                unsafe { ptr::write_bytes(ptr.as_ptr(), 0, Geo::<F>::TABLE_BYTES) };
+            }
             if let Some(next) = reserve.head {
                 self.table(frame)[0].store(next.as_u64(), Ordering::Relaxed);
             }

@@ -660,3 +660,31 @@ fn pending_flushes_merge_into_one_flush() {
     assert_eq!(hook.invalidations, 1);
     assert_eq!(sim.frames_in_use(), frames - a - b);
 }
+
+#[test]
+fn tables_from_an_allocator_that_does_not_zero_are_cleared() {
+    let sim = SimPhysMemory::builder()
+        .size_bytes(64 << 10)
+        .zero_on_alloc(false)
+        .build()
+        .unwrap();
+    // Leave garbage (bit 0 set: "present" on both architectures) in every frame.
+    for pa in (0..64 << 10).step_by(8) {
+        sim.write_u64(PhysAddr::new(pa), u64::MAX).unwrap();
+    }
+    let mut alloc = sim.frame_allocator();
+    assert!(!machvm_addr::FrameAllocator::zeroes_frames(&alloc));
+    let mut pt = table(&sim);
+    let p = pt
+        .map(
+            VirtAddr::new(G1),
+            PhysAddr::new(0x5000),
+            PageSize::Size4KiB,
+            &rw(),
+            &mut alloc,
+        )
+        .unwrap();
+    pt.finish(p, &mut NoFlush, &mut alloc).unwrap();
+    let all: Vec<_> = pt.mappings(VirtAddr::new(0), 4 * G1).unwrap().collect();
+    assert_eq!(all.len(), 1, "only the page we mapped: {all:?}");
+}
