@@ -7,9 +7,14 @@
 //!   works on plain `u64` arithmetic; [`PageTable::to_va`] converts back for reports.
 //! - **Plan, reserve, commit.** Operations that may create tables (`map_range`, splits in
 //!   `unmap_range` and `protect_range`) first walk the range without changing anything: they
-//!   detect conflicts, check that every table is reachable through the mapper and count the
-//!   tables they will need. They then allocate and zero all of them, and only then change the
-//!   table. A failed allocation therefore leaves the table exactly as it was.
+//!   detect conflicts and count the tables they will need. They then allocate all of them
+//!   (checking each frame with the mapper and zeroing it unless the allocator already did), and
+//!   only then change the table. A failed allocation therefore leaves the table exactly as it
+//!   was.
+//! - **Trusted frames.** Every table frame was accepted by `PhysMapper::phys_to_ptr` once (when
+//!   allocated, or by the caller of `from_root`), so walks use `phys_to_ptr_unchecked`.
+//! - **Leaf-table cache.** Single-page `map`/`unmap` remember the last leaf table they reached;
+//!   the cache is cleared whenever a table may be unlinked.
 //! - **Publication order.** A new subtree is filled while unreachable and linked into its
 //!   parent last with a `Release` store, so another CPU's walker (software with `Acquire`
 //!   loads, or hardware after the [`FlushHook::sync`]) never sees a half-built table.
