@@ -36,7 +36,7 @@ use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
 
 use crate::{
     AccessState, CountingFlush, Format, Mapping, NoFlush, PageAttrs, PageTable, PageTableError,
-    Region,
+    PendingFlush, Region,
 };
 
 /// Size of the virtual window every operation stays in (4 GiB).
@@ -606,6 +606,38 @@ impl<'a, F: Format> Harness<'a, F> {
     }
 
     /// The accessed/dirty state of a new leaf with `attrs`.
+    /// Checks a map operation's result against the model and records a successful mapping
+    /// of `[start, start + len)` to `pa`.
+    fn record_map(
+        &mut self,
+        op: &Op,
+        r: Result<PendingFlush, PageTableError>,
+        start: u64,
+        len: u64,
+        pa: u64,
+        a: PageAttrs,
+    ) -> Result<PendingFlush, PageTableError> {
+        match r {
+            Ok(p) => {
+                assert!(
+                    self.model.overlaps(start, len).is_none(),
+                    "{op:?}: mapped over {start:#x}"
+                );
+                self.model.insert(start, len, pa, a, Self::fresh_access(&a));
+                Ok(p)
+            }
+            Err(e) => {
+                if let PageTableError::AlreadyMapped { .. } = e {
+                    assert!(
+                        self.model.overlaps(start, len).is_some(),
+                        "{op:?}: {e} but nothing is mapped there"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn fresh_access(attrs: &PageAttrs) -> AccessState {
         F::leaf_template(attrs, 0).map_or_else(|_| AccessState::default(), F::access_state)
     }
@@ -727,25 +759,7 @@ impl<'a, F: Format> Harness<'a, F> {
                     largest,
                     &mut alloc,
                 );
-                match r {
-                    Ok(p) => {
-                        assert!(
-                            self.model.overlaps(start, len).is_none(),
-                            "{op:?}: mapped over {start:#x}"
-                        );
-                        self.model.insert(start, len, pa, a, Self::fresh_access(&a));
-                        Ok(p)
-                    }
-                    Err(e) => {
-                        if let PageTableError::AlreadyMapped { .. } = e {
-                            assert!(
-                                self.model.overlaps(start, len).is_some(),
-                                "{op:?}: {e} but nothing is mapped there"
-                            );
-                        }
-                        Err(e)
-                    }
-                }
+                self.record_map(op, r, start, len, pa, a)
             }
             Op::Map {
                 size,
@@ -757,32 +771,14 @@ impl<'a, F: Format> Harness<'a, F> {
                 let len = size.bytes();
                 let start = (idx * len) % WINDOW;
                 let a = attrs_of(attrs);
-                match self.pt.map(
+                let r = self.pt.map(
                     self.va(start),
                     PhysAddr::new(PA_BASE + pa_idx * len),
                     size,
                     &a,
                     &mut alloc,
-                ) {
-                    Ok(p) => {
-                        assert!(
-                            self.model.overlaps(start, len).is_none(),
-                            "{op:?}: mapped over {start:#x}"
-                        );
-                        self.model
-                            .insert(start, len, pa_idx * len, a, Self::fresh_access(&a));
-                        Ok(p)
-                    }
-                    Err(e) => {
-                        if let PageTableError::AlreadyMapped { .. } = e {
-                            assert!(
-                                self.model.overlaps(start, len).is_some(),
-                                "{op:?}: {e} but nothing is mapped there"
-                            );
-                        }
-                        Err(e)
-                    }
-                }
+                );
+                self.record_map(op, r, start, len, pa_idx * len, a)
             }
             Op::UnmapRange {
                 unit,
