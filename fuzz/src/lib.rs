@@ -198,9 +198,8 @@ pub mod addr_ops {
 pub mod sim_frames {
     //! An op sequence on `SimPhysMemory`'s allocator checked against a map of live allocations.
 
-    use std::collections::BTreeMap;
-
     use arbitrary::Arbitrary;
+    use machvm_addr::testing::AllocModel;
     use machvm_addr::{AddrError, FrameRequest, PageSize, PhysAddr, SimPhysMemory};
 
     const BASE: u64 = 0x10_0000;
@@ -223,37 +222,6 @@ pub mod sim_frames {
 
     const SIZES: [PageSize; 3] = [PageSize::Size4KiB, PageSize::Size16KiB, PageSize::Size64KiB];
 
-    #[derive(Default)]
-    struct Model {
-        live: BTreeMap<u64, FrameRequest>,
-        freed: Vec<(u64, FrameRequest)>,
-        in_use: u64,
-        peak: u64,
-        allocations: u64,
-        deallocations: u64,
-        budget: Option<u64>,
-    }
-
-    impl Model {
-        fn overlaps(&self, start: u64, bytes: u64) -> bool {
-            self.live
-                .iter()
-                .any(|(&s, r)| s < start + bytes && start < s + r.bytes())
-        }
-
-        fn first_fit(&self, req: FrameRequest) -> Option<u64> {
-            let align = req.align().bytes();
-            let mut s = BASE.div_ceil(align) * align;
-            while s + req.bytes() <= BASE + SIZE {
-                if !self.overlaps(s, req.bytes()) {
-                    return Some(s);
-                }
-                s += align;
-            }
-            None
-        }
-    }
-
     /// Runs `ops` on a fresh 1 MiB simulation, panicking on the first disagreement.
     pub fn run(ops: &[FrameOp]) {
         let sim = SimPhysMemory::builder()
@@ -261,7 +229,7 @@ pub mod sim_frames {
             .base(PhysAddr::new(BASE))
             .build()
             .expect("valid simulation");
-        let mut m = Model::default();
+        let mut m = AllocModel::new(BASE, SIZE);
         for op in ops {
             match *op {
                 FrameOp::Alloc { size, count, extra } => {
@@ -322,7 +290,7 @@ pub mod sim_frames {
         }
     }
 
-    fn free(sim: &SimPhysMemory, m: &mut Model, start: u64, req: FrameRequest) {
+    fn free(sim: &SimPhysMemory, m: &mut AllocModel, start: u64, req: FrameRequest) {
         let ok = m.live.get(&start).is_some_and(|r| r.bytes() == req.bytes());
         let Ok(pa) = PhysAddr::try_new(start) else {
             return;

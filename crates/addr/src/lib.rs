@@ -18,6 +18,8 @@ mod prot;
 #[cfg(feature = "std")]
 mod sim;
 mod size;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod virt;
 
 pub use error::AddrError;

@@ -190,11 +190,10 @@ proptest! {
 
 // ---- SimPhysMemory allocator model -------------------------------------------------------
 
-#[cfg(feature = "std")]
+#[cfg(feature = "test-util")]
 mod sim_model {
-    use alloc::collections::BTreeMap;
-
     use machvm_addr::FrameRequest;
+    use machvm_addr::testing::AllocModel;
 
     use super::*;
 
@@ -248,40 +247,10 @@ mod sim_model {
         ]
     }
 
-    #[derive(Default)]
-    struct Model {
-        /// start -> (request, bytes)
-        live: BTreeMap<u64, FrameRequest>,
-        freed: Vec<(u64, FrameRequest)>,
-        in_use: u64,
-        peak: u64,
-        allocations: u64,
-        deallocations: u64,
-        budget: Option<u64>,
-    }
-
-    impl Model {
-        fn overlaps(&self, start: u64, bytes: u64) -> bool {
-            self.live
-                .iter()
-                .any(|(&s, r)| s < start + bytes && start < s + r.bytes())
-        }
-
-        /// The first-fit answer: lowest aligned start whose run is free.
-        fn first_fit(&self, req: FrameRequest) -> Option<u64> {
-            let align = req.align().bytes();
-            let mut s = SIM_BASE.div_ceil(align) * align;
-            while s + req.bytes() <= SIM_BASE + SIM_SIZE {
-                if !self.overlaps(s, req.bytes()) {
-                    return Some(s);
-                }
-                s += align;
-            }
-            None
-        }
-    }
-
-    fn check_counters(sim: &machvm_addr::SimPhysMemory, m: &Model) -> Result<(), TestCaseError> {
+    fn check_counters(
+        sim: &machvm_addr::SimPhysMemory,
+        m: &AllocModel,
+    ) -> Result<(), TestCaseError> {
         prop_assert_eq!(sim.frames_in_use(), m.in_use);
         prop_assert_eq!(sim.peak_frames_in_use(), m.peak);
         prop_assert_eq!(sim.allocations(), m.allocations);
@@ -292,7 +261,7 @@ mod sim_model {
 
     fn free_and_check(
         sim: &machvm_addr::SimPhysMemory,
-        m: &mut Model,
+        m: &mut AllocModel,
         start: u64,
         req: FrameRequest,
     ) -> Result<(), TestCaseError> {
@@ -341,7 +310,7 @@ mod sim_model {
                 .base(PhysAddr::new(SIM_BASE))
                 .build()
                 .unwrap();
-            let mut m = Model::default();
+            let mut m = AllocModel::new(SIM_BASE, SIM_SIZE);
             for op in ops {
                 match op {
                     Op::Alloc { size, count, align } => {
