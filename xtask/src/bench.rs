@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::cargo::{Action, Cargo};
 use crate::cli::BenchArgs;
 use crate::util::run_cmd;
-use crate::workspace::{Package, Workspace};
+use crate::workspace::{Package, Workspace, files_under};
 
 const STEP: &str = "bench";
 
@@ -281,31 +281,16 @@ fn render(table: &[Vec<String>]) -> String {
 
 /// Finds `new/benchmark.json` files under `dir` modified at or after `since`.
 fn fresh_results(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.file_name().is_some_and(|n| n == "benchmark.json")
-                && path
-                    .parent()
-                    .and_then(Path::file_name)
-                    .is_some_and(|n| n == "new")
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= since)
-            {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(dir, |path| {
+        path.file_name().is_some_and(|n| n == "benchmark.json")
+            && path
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == "new")
+            && std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
+    })
 }
 
 fn sort_results(results: &mut [BenchResult]) {

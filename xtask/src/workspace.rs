@@ -332,8 +332,9 @@ fn dependency_order<'a>(pkgs: &[&'a Package]) -> Vec<&'a Package> {
     out
 }
 
-/// Returns the paths of all `.rs` files under `dir`, sorted.
-pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+/// Returns the paths of all files under `dir` (recursively) for which `keep` holds, sorted.
+/// Unreadable directories are skipped.
+pub fn files_under(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -344,13 +345,18 @@ pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
             let path = e.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|x| x == "rs") {
+            } else if keep(&path) {
                 out.push(path);
             }
         }
     }
     out.sort();
     out
+}
+
+/// Returns the paths of all `.rs` files under `dir`, sorted.
+pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir, |p| p.extension().is_some_and(|x| x == "rs"))
 }
 
 #[cfg(test)]
