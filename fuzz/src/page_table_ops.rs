@@ -124,6 +124,22 @@ mod tests {
                 pa_idx: 5,
                 attrs: 0,
             },
+            Op::Cursor {
+                size: 0,
+                idx: 500,
+                count: 30,
+                pa_idx: 1,
+                attrs: 1,
+                mode: 0,
+            },
+            Op::Cursor {
+                size: 0,
+                idx: 505,
+                count: 20,
+                pa_idx: 0,
+                attrs: 0,
+                mode: 3,
+            },
             Op::Map {
                 size: 0,
                 idx: 3,

@@ -20,6 +20,7 @@ use crate::virt::{VaWidth, VirtAddr};
 
 /// Returns whether every page start in `first..=last` is canonical: both ends canonical and in
 /// the same half (`first <= last`).
+#[inline]
 const fn virt_span_ok(first: u64, last: u64) -> bool {
     let half = VaWidth::WIDEST.half_size();
     VaWidth::WIDEST.is_canonical(first)
@@ -28,6 +29,7 @@ const fn virt_span_ok(first: u64, last: u64) -> bool {
 }
 
 /// Returns whether every frame start in `first..=last` is a valid physical address.
+#[inline]
 const fn phys_span_ok(_first: u64, last: u64) -> bool {
     last < 1 << PhysAddr::MAX_BITS
 }
@@ -54,6 +56,7 @@ macro_rules! paged {
             /// # Errors
             ///
             /// - [`AddrError::Misaligned`] if `addr` is not a multiple of `S::BYTES`.
+            #[inline]
             pub const fn from_start_address(addr: $Addr) -> Result<Self, AddrError> {
                 if addr.is_aligned(S::BYTES) {
                     Ok(Self { start: addr, size: PhantomData })
@@ -63,27 +66,32 @@ macro_rules! paged {
             }
 
             #[doc = concat!("Returns the ", $name, " that contains `addr` (rounds down).")]
+            #[inline]
             pub const fn containing_address(addr: $Addr) -> Self {
                 Self { start: addr.align_down_to(S::SIZE), size: PhantomData }
             }
 
             /// Builds a unit from a raw start that the caller has checked.
+            #[inline]
             const fn from_raw(raw: u64) -> Self {
                 Self { start: $Addr::from_raw_unchecked(raw), size: PhantomData }
             }
 
             #[doc = concat!("Returns the first address of the ", $name, ".")]
+            #[inline]
             pub const fn start_address(self) -> $Addr {
                 self.start
             }
 
             #[doc = concat!("Returns the size of the ", $name, ".")]
+            #[inline]
             pub const fn size(self) -> PageSize {
                 S::SIZE
             }
 
             #[doc = concat!("Returns the ", $name, " `count` units after this one, or `None` if")]
             /// its start would overflow or not be a valid address.
+            #[inline]
             pub fn checked_add(self, count: u64) -> Option<Self> {
                 let bytes = count.checked_mul(S::BYTES)?;
                 Some(Self { start: self.start.checked_add(bytes)?, size: PhantomData })
@@ -91,6 +99,7 @@ macro_rules! paged {
 
             #[doc = concat!("Returns the ", $name, " `count` units before this one, or `None`")]
             /// if its start would underflow or not be a valid address.
+            #[inline]
             pub fn checked_sub(self, count: u64) -> Option<Self> {
                 let bytes = count.checked_mul(S::BYTES)?;
                 Some(Self { start: self.start.checked_sub(bytes)?, size: PhantomData })
@@ -98,6 +107,7 @@ macro_rules! paged {
         }
 
         impl<S: FixedPageSize> fmt::Debug for $Unit<S> {
+            #[inline]
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, concat!(stringify!($Unit), "[{}]({:#x})"), S::SIZE, self.start.as_u64())
             }
@@ -118,6 +128,7 @@ macro_rules! paged {
             /// - [`AddrError::BackwardsRange`] if `end` is below `start`.
             /// - [`AddrError::Overflow`] if the range would contain an invalid address (a page
             ///   range crossing the non-canonical hole).
+            #[inline]
             pub fn new(start: $Unit<S>, end: $Unit<S>) -> Result<Self, AddrError> {
                 let (s, e) = (start.start.as_u64(), end.start.as_u64());
                 if e < s {
@@ -135,6 +146,7 @@ macro_rules! paged {
             ///
             /// - [`AddrError::BackwardsRange`] if `last` is below `start`.
             /// - [`AddrError::Overflow`] if the range would contain an invalid address.
+            #[inline]
             pub fn new_inclusive(start: $Unit<S>, last: $Unit<S>) -> Result<Self, AddrError> {
                 let (s, l) = (start.start.as_u64(), last.start.as_u64());
                 if l < s {
@@ -149,6 +161,7 @@ macro_rules! paged {
             ///
             /// - [`AddrError::Overflow`] if the range would pass the end of the address space or
             ///   contain an invalid address.
+            #[inline]
             pub fn from_start_and_count(start: $Unit<S>, count: u64) -> Result<Self, AddrError> {
                 if count > 0 {
                     let first = start.start.as_u64();
@@ -170,6 +183,7 @@ macro_rules! paged {
             ///
             /// - [`AddrError::Overflow`] if the byte range passes the end of the address space
             ///   or contains an invalid address.
+            #[inline]
             pub fn covering(start: $Addr, len_bytes: u64) -> Result<Self, AddrError> {
                 let first = $Unit::<S>::containing_address(start);
                 if len_bytes == 0 {
@@ -184,16 +198,19 @@ macro_rules! paged {
             }
 
             #[doc = concat!("Returns an empty range positioned at `start`.")]
+            #[inline]
             pub const fn empty(start: $Unit<S>) -> Self {
                 Self { start, count: 0 }
             }
 
             #[doc = concat!("Returns the first ", $name, " (the position of an empty range).")]
+            #[inline]
             pub const fn start(self) -> $Unit<S> {
                 self.start
             }
 
             #[doc = concat!("Returns the last ", $name, ", or `None` if the range is empty.")]
+            #[inline]
             pub fn last(self) -> Option<$Unit<S>> {
                 let n = self.count.checked_sub(1)?;
                 Some($Unit::from_raw(self.start.start.as_u64() + n * S::BYTES))
@@ -201,27 +218,32 @@ macro_rules! paged {
 
             #[doc = concat!("Returns the ", $name, " just past the range, or `None` if that is not")]
             /// a valid address (the range ends at the top of its address space).
+            #[inline]
             pub fn end(self) -> Option<$Unit<S>> {
                 self.start.checked_add(self.count)
             }
 
             /// Returns whether the range is empty.
+            #[inline]
             pub const fn is_empty(self) -> bool {
                 self.count == 0
             }
 
             #[doc = concat!("Returns the number of ", $name, "s in the range.")]
+            #[inline]
             pub const fn len_pages(self) -> u64 {
                 self.count
             }
 
             /// Returns the length of the range in bytes (always fits: ranges stay inside one
             /// address-space half or below `2^52`).
+            #[inline]
             pub const fn len_bytes(self) -> u64 {
                 self.count * S::BYTES
             }
 
             #[doc = concat!("Returns whether `unit` is one of the range's ", $name, "s.")]
+            #[inline]
             pub fn contains(self, unit: $Unit<S>) -> bool {
                 unit.start
                     .checked_offset_from(self.start.start)
@@ -229,12 +251,14 @@ macro_rules! paged {
             }
 
             #[doc = concat!("Returns an iterator over the range's ", $name, "s.")]
+            #[inline]
             pub const fn iter(self) -> $Iter<S> {
                 $Iter { start: self.start.start.as_u64(), front: 0, back: self.count, size: PhantomData }
             }
         }
 
         impl<S: FixedPageSize> fmt::Debug for $Range<S> {
+            #[inline]
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let start = self.start.start.as_u64();
                 let end = u128::from(start) + u128::from(self.len_bytes());
@@ -246,6 +270,7 @@ macro_rules! paged {
             type Item = $Unit<S>;
             type IntoIter = $Iter<S>;
 
+            #[inline]
             fn into_iter(self) -> $Iter<S> {
                 self.iter()
             }
@@ -265,11 +290,13 @@ macro_rules! paged {
         impl<S: FixedPageSize> $Iter<S> {
             /// Returns unit `index`; `index` is below the range's count, which the range
             /// constructors checked.
+            #[inline]
             fn at(&self, index: u64) -> $Unit<S> {
                 $Unit::from_raw(self.start + index * S::BYTES)
             }
 
             /// Returns how many units remain, as a `usize` (64-bit targets only).
+            #[inline]
             fn remaining(&self) -> usize {
                 (self.back - self.front) as usize
             }
@@ -278,6 +305,7 @@ macro_rules! paged {
         impl<S: FixedPageSize> Iterator for $Iter<S> {
             type Item = $Unit<S>;
 
+            #[inline]
             fn next(&mut self) -> Option<$Unit<S>> {
                 if self.front < self.back {
                     let unit = self.at(self.front);
@@ -288,14 +316,17 @@ macro_rules! paged {
                 }
             }
 
+            #[inline]
             fn size_hint(&self) -> (usize, Option<usize>) {
                 (self.remaining(), Some(self.remaining()))
             }
 
+            #[inline]
             fn count(self) -> usize {
                 self.remaining()
             }
 
+            #[inline]
             fn nth(&mut self, n: usize) -> Option<$Unit<S>> {
                 if (n as u64) < self.back - self.front {
                     self.front += n as u64;
@@ -306,12 +337,14 @@ macro_rules! paged {
                 }
             }
 
+            #[inline]
             fn last(mut self) -> Option<$Unit<S>> {
                 self.next_back()
             }
         }
 
         impl<S: FixedPageSize> DoubleEndedIterator for $Iter<S> {
+            #[inline]
             fn next_back(&mut self) -> Option<$Unit<S>> {
                 if self.front < self.back {
                     self.back -= 1;
@@ -321,6 +354,7 @@ macro_rules! paged {
                 }
             }
 
+            #[inline]
             fn nth_back(&mut self, n: usize) -> Option<$Unit<S>> {
                 if (n as u64) < self.back - self.front {
                     self.back -= n as u64;
@@ -349,6 +383,7 @@ macro_rules! paged {
             /// # Errors
             ///
             /// - [`AddrError::Misaligned`] if `start` is not a multiple of `size`.
+            #[inline]
             pub const fn new(start: $Addr, size: PageSize) -> Result<Self, AddrError> {
                 if size.is_aligned(start.as_u64()) {
                     Ok(Self { start, size })
@@ -358,33 +393,39 @@ macro_rules! paged {
             }
 
             #[doc = concat!("Returns the ", $name, " of `size` that contains `addr` (rounds down).")]
+            #[inline]
             pub const fn containing_address(addr: $Addr, size: PageSize) -> Self {
                 Self { start: addr.align_down_to(size), size }
             }
 
             #[doc = concat!("Returns the first address of the ", $name, ".")]
+            #[inline]
             pub const fn start_address(self) -> $Addr {
                 self.start
             }
 
             #[doc = concat!("Returns the size of the ", $name, ".")]
+            #[inline]
             pub const fn size(self) -> PageSize {
                 self.size
             }
 
             #[doc = concat!("Returns the typed ", $name, " if its size is `S`, else `None`.")]
+            #[inline]
             pub fn try_into_fixed<S: FixedPageSize>(self) -> Option<$Unit<S>> {
                 (self.size == S::SIZE).then_some($Unit { start: self.start, size: PhantomData })
             }
         }
 
         impl<S: FixedPageSize> From<$Unit<S>> for $Dyn {
+            #[inline]
             fn from(unit: $Unit<S>) -> Self {
                 Self { start: unit.start, size: S::SIZE }
             }
         }
 
         impl fmt::Debug for $Dyn {
+            #[inline]
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, concat!(stringify!($Dyn), "[{}]({:#x})"), self.size, self.start.as_u64())
             }

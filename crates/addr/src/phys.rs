@@ -51,6 +51,7 @@ impl PhysAddr {
     ///
     /// Panics if `raw` is `2^52` or above.
     #[track_caller]
+    #[inline]
     pub const fn new(raw: u64) -> Self {
         match Self::try_new(raw) {
             Ok(addr) => addr,
@@ -63,6 +64,7 @@ impl PhysAddr {
     /// # Errors
     ///
     /// - [`AddrError::PhysTooWide`] if `raw >= 2^52`.
+    #[inline]
     pub const fn try_new(raw: u64) -> Result<Self, AddrError> {
         if raw < Self::LIMIT {
             Ok(Self(raw))
@@ -72,27 +74,32 @@ impl PhysAddr {
     }
 
     /// Returns `raw` with the bits at and above bit 52 cleared.
+    #[inline]
     pub const fn new_truncate(raw: u64) -> Self {
         Self(raw & (Self::LIMIT - 1))
     }
 
     /// Returns the address from a trusted raw value; callers inside the crate guarantee the
     /// invariant.
+    #[inline]
     pub(crate) const fn from_raw_unchecked(raw: u64) -> Self {
         Self(raw)
     }
 
     /// Returns physical address zero.
+    #[inline]
     pub const fn zero() -> Self {
         Self(0)
     }
 
     /// Returns the address as a `u64`.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
     /// Returns whether the address is zero.
+    #[inline]
     pub const fn is_null(self) -> bool {
         self.0 == 0
     }
@@ -102,6 +109,7 @@ impl PhysAddr {
     /// # Errors
     ///
     /// - [`AddrError::BadAlignment`] if `align` is not a power of two.
+    #[inline]
     pub const fn align_down(self, align: u64) -> Result<Self, AddrError> {
         if !align.is_power_of_two() {
             return Err(AddrError::BadAlignment { align });
@@ -124,6 +132,7 @@ impl PhysAddr {
     ///
     /// - [`AddrError::BadAlignment`] if `align` is not a power of two.
     /// - [`AddrError::Overflow`] if the result would be `2^52` or above.
+    #[inline]
     pub const fn align_up(self, align: u64) -> Result<Self, AddrError> {
         if !align.is_power_of_two() {
             return Err(AddrError::BadAlignment { align });
@@ -141,16 +150,19 @@ impl PhysAddr {
 
     /// Returns whether the address is a multiple of `align`; `false` if `align` is not a power
     /// of two.
+    #[inline]
     pub const fn is_aligned(self, align: u64) -> bool {
         align.is_power_of_two() && self.0 & (align - 1) == 0
     }
 
     /// Returns the address rounded down to a `size` boundary.
+    #[inline]
     pub const fn align_down_to(self, size: PageSize) -> Self {
         Self(self.0 & !size.mask())
     }
 
     /// Returns the address rounded up to a `size` boundary, or `None` if that reaches `2^52`.
+    #[inline]
     pub const fn align_up_to(self, size: PageSize) -> Option<Self> {
         match self.align_up(size.bytes()) {
             Ok(addr) => Some(addr),
@@ -159,11 +171,13 @@ impl PhysAddr {
     }
 
     /// Returns the offset of the address inside its `size` frame.
+    #[inline]
     pub const fn page_offset(self, size: PageSize) -> u64 {
         self.0 & size.mask()
     }
 
     /// Returns `self + bytes`, or `None` if the sum is `2^52` or above.
+    #[inline]
     pub const fn checked_add(self, bytes: u64) -> Option<Self> {
         match self.0.checked_add(bytes) {
             Some(raw) if raw < Self::LIMIT => Some(Self(raw)),
@@ -172,6 +186,7 @@ impl PhysAddr {
     }
 
     /// Returns `self - bytes`, or `None` if that is below zero.
+    #[inline]
     pub const fn checked_sub(self, bytes: u64) -> Option<Self> {
         match self.0.checked_sub(bytes) {
             Some(raw) => Some(Self(raw)),
@@ -180,6 +195,7 @@ impl PhysAddr {
     }
 
     /// Returns `self - other` in bytes, or `None` if `other` is above `self`.
+    #[inline]
     pub const fn checked_offset_from(self, other: Self) -> Option<u64> {
         self.0.checked_sub(other.0)
     }
@@ -188,36 +204,42 @@ impl PhysAddr {
 impl TryFrom<u64> for PhysAddr {
     type Error = AddrError;
 
+    #[inline]
     fn try_from(raw: u64) -> Result<Self, AddrError> {
         Self::try_new(raw)
     }
 }
 
 impl From<PhysAddr> for u64 {
+    #[inline]
     fn from(addr: PhysAddr) -> Self {
         addr.0
     }
 }
 
 impl fmt::Debug for PhysAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PhysAddr({:#x})", self.0)
     }
 }
 
 impl fmt::Display for PhysAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.0)
     }
 }
 
 impl fmt::LowerHex for PhysAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::LowerHex::fmt(&self.0, f)
     }
 }
 
 impl fmt::UpperHex for PhysAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::UpperHex::fmt(&self.0, f)
     }

@@ -42,17 +42,20 @@ impl VmProt {
     pub const ALL: Self = Self::READ.union(Self::WRITE).union(Self::EXECUTE);
 
     /// Returns whether every right in `self` is also in `other`.
+    #[inline]
     pub const fn is_subset_of(self, other: Self) -> bool {
         other.contains(self)
     }
 
     /// Returns whether `self` grants every right in `access`.
+    #[inline]
     pub const fn permits(self, access: Self) -> bool {
         self.contains(access)
     }
 }
 
 impl fmt::Display for VmProt {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let letter = |flag: Self, c: char| if self.contains(flag) { c } else { '-' };
         write!(
@@ -66,6 +69,7 @@ impl fmt::Display for VmProt {
 }
 
 impl fmt::Debug for VmProt {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "VmProt({self}")?;
         let unknown = self.bits() & !Self::all().bits();
@@ -111,6 +115,7 @@ impl ProtPair {
     /// # Errors
     ///
     /// - [`AddrError::ProtectionExceedsMax`] if `current` has a right `maximum` lacks.
+    #[inline]
     pub const fn new(current: VmProt, maximum: VmProt) -> Result<Self, AddrError> {
         if current.is_subset_of(maximum) {
             Ok(Self { current, maximum })
@@ -123,11 +128,13 @@ impl ProtPair {
     }
 
     /// Returns the current protection.
+    #[inline]
     pub const fn current(self) -> VmProt {
         self.current
     }
 
     /// Returns the maximum protection.
+    #[inline]
     pub const fn maximum(self) -> VmProt {
         self.maximum
     }
@@ -138,6 +145,7 @@ impl ProtPair {
     ///
     /// - [`AddrError::ProtectionExceedsMax`] if `new` has a right the maximum lacks; the pair
     ///   is unchanged.
+    #[inline]
     pub fn set_current(&mut self, new: VmProt) -> Result<(), AddrError> {
         *self = Self::new(new, self.maximum)?;
         Ok(())
@@ -150,6 +158,7 @@ impl ProtPair {
     ///
     /// - [`AddrError::MaxProtectionRaised`] if `new` has a right the old maximum lacks; the
     ///   pair is unchanged.
+    #[inline]
     pub fn set_maximum(&mut self, new: VmProt) -> Result<(), AddrError> {
         if !new.is_subset_of(self.maximum) {
             return Err(AddrError::MaxProtectionRaised {
@@ -164,6 +173,7 @@ impl ProtPair {
 }
 
 impl Default for ProtPair {
+    #[inline]
     fn default() -> Self {
         Self::DEFAULT
     }

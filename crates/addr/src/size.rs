@@ -51,11 +51,13 @@ impl PageSize {
     ];
 
     /// Returns the size in bytes.
+    #[inline]
     pub const fn bytes(self) -> u64 {
         1 << self.shift()
     }
 
     /// Returns log2 of the size in bytes.
+    #[inline]
     pub const fn shift(self) -> u32 {
         match self {
             Self::Size4KiB => 12,
@@ -69,11 +71,13 @@ impl PageSize {
     }
 
     /// Returns `bytes() - 1`, the mask of the offset inside a page.
+    #[inline]
     pub const fn mask(self) -> u64 {
         self.bytes() - 1
     }
 
     /// Returns the page size of exactly `bytes` bytes, if there is one.
+    #[inline]
     pub const fn from_bytes(bytes: u64) -> Option<Self> {
         let mut i = 0;
         while i < Self::ALL.len() {
@@ -86,12 +90,14 @@ impl PageSize {
     }
 
     /// Returns whether `value` is a multiple of this size.
+    #[inline]
     pub const fn is_aligned(self, value: u64) -> bool {
         value & self.mask() == 0
     }
 }
 
 impl fmt::Display for PageSize {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (n, unit) = match self.shift() {
             s @ 10..20 => (1u64 << (s - 10), "KiB"),

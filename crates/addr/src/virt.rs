@@ -66,6 +66,7 @@ impl VaWidth {
     ///
     /// - [`AddrError::BadWidth`] if `bits` is outside
     ///   [`MIN_BITS`](Self::MIN_BITS)`..=`[`MAX_BITS`](Self::MAX_BITS).
+    #[inline]
     pub const fn new(bits: u8) -> Result<Self, AddrError> {
         if bits >= Self::MIN_BITS && bits <= Self::MAX_BITS {
             Ok(Self(bits))
@@ -75,11 +76,13 @@ impl VaWidth {
     }
 
     /// Returns the number of bits in each half.
+    #[inline]
     pub const fn bits(self) -> u8 {
         self.0
     }
 
     /// Returns the size of each half in bytes (`2^bits`).
+    #[inline]
     pub const fn half_size(self) -> u64 {
         1 << self.0
     }
@@ -100,6 +103,7 @@ impl VaWidth {
 }
 
 impl fmt::Display for VaWidth {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-bit halves", self.0)
     }
@@ -152,6 +156,7 @@ impl VirtAddr {
     ///
     /// Panics if `raw` is not canonical for [`VaWidth::WIDEST`].
     #[track_caller]
+    #[inline]
     pub const fn new(raw: u64) -> Self {
         match Self::try_new(raw) {
             Ok(addr) => addr,
@@ -173,6 +178,7 @@ impl VirtAddr {
     /// # Errors
     ///
     /// - [`AddrError::NotCanonical`] if `raw` lies in the non-canonical hole.
+    #[inline]
     pub const fn try_new(raw: u64) -> Result<Self, AddrError> {
         Self::try_new_in(raw, VaWidth::WIDEST)
     }
@@ -191,6 +197,7 @@ impl VirtAddr {
     /// # Errors
     ///
     /// - [`AddrError::NotCanonical`] if `raw` is not canonical for `width`.
+    #[inline]
     pub const fn try_new_in(raw: u64, width: VaWidth) -> Result<Self, AddrError> {
         if width.is_canonical(raw) {
             Ok(Self(raw))
@@ -209,22 +216,26 @@ impl VirtAddr {
     /// let a = VirtAddr::new_truncate(0x0000_8000_0000_1000, VaWidth::X86_64_4LEVEL);
     /// assert_eq!(a.as_u64(), 0xffff_8000_0000_1000);
     /// ```
+    #[inline]
     pub const fn new_truncate(raw: u64, width: VaWidth) -> Self {
         Self(width.sign_extend(raw))
     }
 
     /// Returns the address from a trusted raw value; callers inside the crate guarantee
     /// canonicality.
+    #[inline]
     pub(crate) const fn from_raw_unchecked(raw: u64) -> Self {
         Self(raw)
     }
 
     /// Returns the null address.
+    #[inline]
     pub const fn zero() -> Self {
         Self(0)
     }
 
     /// Returns the address as a `u64`.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
@@ -248,37 +259,44 @@ impl VirtAddr {
     /// # Errors
     ///
     /// - [`AddrError::NotCanonical`] if the pointer's address is not canonical.
+    #[inline]
     pub fn try_from_ptr<T: ?Sized>(ptr: *const T) -> Result<Self, AddrError> {
         Self::try_new(ptr.cast::<u8>().expose_provenance() as u64)
     }
 
     /// Returns a raw pointer to the address (with exposed provenance).
+    #[inline]
     pub fn as_ptr<T>(self) -> *const T {
         core::ptr::with_exposed_provenance(self.0 as usize)
     }
 
     /// Returns a raw mutable pointer to the address (with exposed provenance).
+    #[inline]
     pub fn as_mut_ptr<T>(self) -> *mut T {
         core::ptr::with_exposed_provenance_mut(self.0 as usize)
     }
 
     /// Returns whether the address is canonical for `width` (every `VirtAddr` is canonical for
     /// [`VaWidth::WIDEST`]).
+    #[inline]
     pub const fn is_canonical_in(self, width: VaWidth) -> bool {
         width.is_canonical(self.0)
     }
 
     /// Returns whether the address is in the lower half `[0, 2^bits)` of `width`.
+    #[inline]
     pub const fn is_lower_half(self, width: VaWidth) -> bool {
         self.0 < width.half_size()
     }
 
     /// Returns whether the address is in the upper half `[2^64 - 2^bits, 2^64)` of `width`.
+    #[inline]
     pub const fn is_upper_half(self, width: VaWidth) -> bool {
         self.0 >= width.half_size().wrapping_neg()
     }
 
     /// Returns whether the address is zero.
+    #[inline]
     pub const fn is_null(self) -> bool {
         self.0 == 0
     }
@@ -298,6 +316,7 @@ impl VirtAddr {
     /// - [`AddrError::BadAlignment`] if `align` is not a power of two.
     /// - [`AddrError::Overflow`] if the result falls into the non-canonical hole (only for
     ///   upper-half addresses and alignments above `2^56`).
+    #[inline]
     pub const fn align_down(self, align: u64) -> Result<Self, AddrError> {
         if !align.is_power_of_two() {
             return Err(AddrError::BadAlignment { align });
@@ -341,6 +360,7 @@ impl VirtAddr {
     }
 
     #[cold]
+    #[inline]
     const fn align_up_error(align: u64) -> AddrError {
         if align.is_power_of_two() {
             AddrError::Overflow
@@ -351,18 +371,21 @@ impl VirtAddr {
 
     /// Returns whether the address is a multiple of `align`; `false` if `align` is not a power
     /// of two.
+    #[inline]
     pub const fn is_aligned(self, align: u64) -> bool {
         align.is_power_of_two() && self.0 & (align - 1) == 0
     }
 
     /// Returns the address rounded down to a `size` boundary (never fails: page sizes are far
     /// below the half size).
+    #[inline]
     pub const fn align_down_to(self, size: PageSize) -> Self {
         Self(self.0 & !size.mask())
     }
 
     /// Returns the address rounded up to a `size` boundary, or `None` if that would overflow
     /// (see [`align_up`](Self::align_up)).
+    #[inline]
     pub const fn align_up_to(self, size: PageSize) -> Option<Self> {
         match self.align_up(size.bytes()) {
             Ok(addr) => Some(addr),
@@ -371,6 +394,7 @@ impl VirtAddr {
     }
 
     /// Returns the offset of the address inside its `size` page.
+    #[inline]
     pub const fn page_offset(self, size: PageSize) -> u64 {
         self.0 & size.mask()
     }
@@ -385,6 +409,7 @@ impl VirtAddr {
     /// assert_eq!(VirtAddr::new(0x1000).checked_add(0x1000), Some(VirtAddr::new(0x2000)));
     /// assert_eq!(VirtAddr::new(0x00ff_ffff_ffff_ffff).checked_add(1), None);
     /// ```
+    #[inline]
     pub const fn checked_add(self, bytes: u64) -> Option<Self> {
         match self.0.checked_add(bytes) {
             Some(raw) if VaWidth::WIDEST.is_canonical(raw) => Some(Self(raw)),
@@ -393,6 +418,7 @@ impl VirtAddr {
     }
 
     /// Returns `self - bytes`, or `None` if the difference is below zero or not canonical.
+    #[inline]
     pub const fn checked_sub(self, bytes: u64) -> Option<Self> {
         match self.0.checked_sub(bytes) {
             Some(raw) if VaWidth::WIDEST.is_canonical(raw) => Some(Self(raw)),
@@ -401,6 +427,7 @@ impl VirtAddr {
     }
 
     /// Returns `self - other` in bytes, or `None` if `other` is above `self`.
+    #[inline]
     pub const fn checked_offset_from(self, other: Self) -> Option<u64> {
         self.0.checked_sub(other.0)
     }
@@ -409,36 +436,42 @@ impl VirtAddr {
 impl TryFrom<u64> for VirtAddr {
     type Error = AddrError;
 
+    #[inline]
     fn try_from(raw: u64) -> Result<Self, AddrError> {
         Self::try_new(raw)
     }
 }
 
 impl From<VirtAddr> for u64 {
+    #[inline]
     fn from(addr: VirtAddr) -> Self {
         addr.0
     }
 }
 
 impl fmt::Debug for VirtAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "VirtAddr({:#x})", self.0)
     }
 }
 
 impl fmt::Display for VirtAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.0)
     }
 }
 
 impl fmt::LowerHex for VirtAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::LowerHex::fmt(&self.0, f)
     }
 }
 
 impl fmt::UpperHex for VirtAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::UpperHex::fmt(&self.0, f)
     }

@@ -6,6 +6,7 @@ extern crate std;
 
 pub mod aarch64;
 mod attrs;
+mod cursor;
 mod error;
 mod flush;
 mod format;
@@ -19,6 +20,7 @@ pub use aarch64::{
     A64Granule64K48, Aarch64,
 };
 pub use attrs::{MemType, PageAttrs, Region, SwFlags};
+pub use cursor::Cursor;
 pub use error::{AttrProblem, PageTableError};
 pub use flush::{CountingFlush, FlushHook, FlushRange, FreedTables, NoFlush, PendingFlush};
 pub use format::{AccessState, Entry, Format};

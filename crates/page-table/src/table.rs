@@ -134,12 +134,12 @@ impl UnmapVisitor for NoVisit {
 
 /// A leaf found by a walk: the table holding it, its entry and what the entry maps.
 #[derive(Clone, Copy)]
-struct Leaf {
-    table: PhysAddr,
-    frame: PhysAddr,
-    raw: u64,
-    level: u8,
-    size: PageSize,
+pub(crate) struct Leaf {
+    pub(crate) table: PhysAddr,
+    pub(crate) frame: PhysAddr,
+    pub(crate) raw: u64,
+    pub(crate) level: u8,
+    pub(crate) size: PageSize,
 }
 
 /// Table frames allocated and zeroed ahead of a commit, chained through their first entry.
@@ -185,7 +185,7 @@ pub struct PageTable<F: Format, M: PhysMapper> {
     /// bits above it: successive single-page operations in one 2 MiB (4K granule) span skip
     /// the walk. Only `&mut self` operations read or write it; it is cleared whenever a table
     /// may be unlinked, so it never names a freed frame.
-    leaf_cache: Option<(u64, PhysAddr)>,
+    pub(crate) leaf_cache: Option<(u64, PhysAddr)>,
     format: PhantomData<F>,
 }
 
@@ -306,7 +306,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
 
     /// Converts a walk address back to the virtual address it stands for.
     #[inline(always)]
-    fn to_va(&self, w: u64) -> u64 {
+    pub(crate) fn to_va(&self, w: u64) -> u64 {
         match self.region {
             Region::Lower => w,
             Region::Upper => w | !Self::W_MASK,
@@ -320,7 +320,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// Checks that `[va, va + len)` (`len > 0`) lies in this table's region and returns the
     /// walk addresses of its start and end.
     #[inline(always)]
-    fn walk_range(&self, va: VirtAddr, len: u64) -> Result<(u64, u64), PageTableError> {
+    pub(crate) fn walk_range(&self, va: VirtAddr, len: u64) -> Result<(u64, u64), PageTableError> {
         let raw = va.as_u64();
         let half = F::VA_WIDTH.half_size();
         let lower = raw < half;
@@ -372,7 +372,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// allocates are checked in [`reserve`](Self::reserve), the root and the tables of a
     /// [`from_root`](Self::from_root) table are the caller's promise.
     #[inline(always)]
-    fn table(&self, pa: PhysAddr) -> &[AtomicU64] {
+    pub(crate) fn table(&self, pa: PhysAddr) -> &[AtomicU64] {
         // SAFETY: see above: `phys_to_ptr(pa, TABLE_BYTES)` returned `Ok` before for every
         // table frame.
         let ptr = unsafe { self.mapper.phys_to_ptr_unchecked(pa, Geo::<F>::TABLE_BYTES) };
@@ -559,6 +559,34 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         attrs: &PageAttrs,
         alloc: &mut A,
     ) -> Result<PendingFlush, PageTableError> {
+        let (w, level, entry) = self.check_map(va, pa, size, attrs)?;
+        let mut pending = PendingFlush::new(F::GRANULE);
+        pending.sync = true;
+        let key = w >> Geo::<F>::shift(1);
+        match self.leaf_cache {
+            Some((cached, table)) if level == 0 && cached == key => {
+                self.store_new_leaf(table, w, entry)?;
+                return Ok(pending);
+            }
+            _ => {}
+        }
+        let table = self.install_leaf(w, level, entry, alloc)?;
+        if level == 0 {
+            self.leaf_cache = Some((key, table));
+        }
+        Ok(pending)
+    }
+
+    /// Checks the arguments of a single-page map and returns the walk address, the leaf
+    /// level and the entry to write.
+    #[inline(always)]
+    pub(crate) fn check_map(
+        &self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: PageSize,
+        attrs: &PageAttrs,
+    ) -> Result<(u64, u8, u64), PageTableError> {
         let level = Self::level_of(size)?;
         self.check_phys(pa, size.bytes(), size)?;
         if !va.is_aligned(size.bytes()) {
@@ -569,22 +597,37 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         }
         let (w, _) = self.walk_range(va, size.bytes())?;
         let template = F::leaf_template(attrs, level)?;
-        let mut pending = PendingFlush::new(F::GRANULE);
-        pending.sync = true;
+        Ok((w, level, template | pa.as_u64()))
+    }
 
-        let key = w >> Geo::<F>::shift(1);
-        match self.leaf_cache {
-            Some((cached, table)) if level == 0 && cached == key => {
-                let slot = &self.table(table)[Geo::<F>::index(w, 0)];
-                if F::classify(slot.load(Ordering::Relaxed), 0) != Entry::Invalid {
-                    return Err(PageTableError::AlreadyMapped { va: va.as_u64() });
-                }
-                slot.store(template | pa.as_u64(), Ordering::Release);
-                return Ok(pending);
-            }
-            _ => {}
+    /// Writes the new level-0 leaf `entry` for walk address `w` into the leaf table `table`,
+    /// unless the slot is taken.
+    #[inline(always)]
+    pub(crate) fn store_new_leaf(
+        &self,
+        table: PhysAddr,
+        w: u64,
+        entry: u64,
+    ) -> Result<(), PageTableError> {
+        let slot = &self.table(table)[Geo::<F>::index(w, 0)];
+        if F::classify(slot.load(Ordering::Relaxed), 0) != Entry::Invalid {
+            return Err(PageTableError::AlreadyMapped { va: self.to_va(w) });
         }
+        slot.store(entry, Ordering::Release);
+        Ok(())
+    }
 
+    /// Writes the leaf `entry` at `level` for walk address `w`, creating the tables that are
+    /// missing on the way, and returns the table that holds it. A failed allocation changes
+    /// nothing.
+    #[inline(always)]
+    pub(crate) fn install_leaf<A: FrameAllocator + ?Sized>(
+        &self,
+        w: u64,
+        level: u8,
+        entry: u64,
+        alloc: &mut A,
+    ) -> Result<PhysAddr, PageTableError> {
         let mut table = self.root;
         let mut l = Geo::<F>::ROOT;
         let mut t = self.table(table);
@@ -595,43 +638,37 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                     l -= 1;
                     t = self.table(table);
                 }
-                Entry::Leaf(_) => return Err(PageTableError::AlreadyMapped { va: va.as_u64() }),
+                Entry::Leaf(_) => return Err(PageTableError::AlreadyMapped { va: self.to_va(w) }),
                 Entry::Invalid => break,
             }
         }
         let slot = &t[Geo::<F>::index(w, l)];
         if l == level {
             if F::classify(slot.load(Ordering::Relaxed), level) != Entry::Invalid {
-                return Err(PageTableError::AlreadyMapped { va: va.as_u64() });
+                return Err(PageTableError::AlreadyMapped { va: self.to_va(w) });
             }
-            slot.store(template | pa.as_u64(), Ordering::Release);
-            if level == 0 {
-                self.leaf_cache = Some((key, table));
-            }
-        } else {
-            // Tables for levels l-1 ..= level are missing: build the chain unreachable, then
-            // publish it with one store.
-            let mut reserve = self.reserve(u64::from(l - level), alloc)?;
-            let top = self.take(&mut reserve)?;
-            let mut cur = top;
-            let mut cl = l - 1;
-            loop {
-                let ct = self.table(cur);
-                if cl == level {
-                    ct[Geo::<F>::index(w, cl)].store(template | pa.as_u64(), Ordering::Relaxed);
-                    break;
-                }
-                let next = self.take(&mut reserve)?;
-                ct[Geo::<F>::index(w, cl)].store(F::table_entry(next), Ordering::Relaxed);
-                cur = next;
-                cl -= 1;
-            }
-            slot.store(F::table_entry(top), Ordering::Release);
-            if level == 0 {
-                self.leaf_cache = Some((key, cur));
-            }
+            slot.store(entry, Ordering::Release);
+            return Ok(table);
         }
-        Ok(pending)
+        // Tables for levels l-1 ..= level are missing: build the chain unreachable, then
+        // publish it with one store.
+        let mut reserve = self.reserve(u64::from(l - level), alloc)?;
+        let top = self.take(&mut reserve)?;
+        let mut cur = top;
+        let mut cl = l - 1;
+        loop {
+            let ct = self.table(cur);
+            if cl == level {
+                ct[Geo::<F>::index(w, cl)].store(entry, Ordering::Relaxed);
+                break;
+            }
+            let next = self.take(&mut reserve)?;
+            ct[Geo::<F>::index(w, cl)].store(F::table_entry(next), Ordering::Relaxed);
+            cur = next;
+            cl -= 1;
+        }
+        slot.store(F::table_entry(top), Ordering::Release);
+        Ok(cur)
     }
 
     /// Maps the typed page `page` to `frame` (see [`map`](Self::map)).
@@ -866,7 +903,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// which the walk stopped (so callers can skip the whole invalid span). The one walk of
     /// the engine's lookups.
     #[inline(always)]
-    fn walk_leaf(&self, w: u64) -> Result<Leaf, u8> {
+    pub(crate) fn walk_leaf(&self, w: u64) -> Result<Leaf, u8> {
         let mut level = Geo::<F>::ROOT;
         let mut table = self.root;
         loop {
@@ -942,6 +979,28 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let (w, _) = self.walk_range(va, 1)?;
         let not_mapped = PageTableError::NotMapped { va: va.as_u64() };
         let (table, level, size) = self.find_leaf(w).ok_or(not_mapped)?;
+        let mapping = self.take_leaf(table, w, level, size)?;
+        let mut pending = PendingFlush::new(F::GRANULE);
+        self.cleared_leaf(w, table, level, size, &mut pending);
+        Ok((mapping, pending))
+    }
+
+    /// Clears the leaf of `size` at `level` in `table` that starts at walk address `w` (with a
+    /// swap, so its accessed/dirty state is exact) and returns what it mapped.
+    ///
+    /// # Errors
+    ///
+    /// [`PageTableError::NotMapped`] if `w` is not the start of a leaf there (nothing changes).
+    #[inline(always)]
+    pub(crate) fn take_leaf(
+        &self,
+        table: PhysAddr,
+        w: u64,
+        level: u8,
+        size: PageSize,
+    ) -> Result<Mapping, PageTableError> {
+        let va = self.to_va(w);
+        let not_mapped = PageTableError::NotMapped { va };
         if w & (size.bytes() - 1) != 0 {
             return Err(not_mapped);
         }
@@ -953,14 +1012,37 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             t[idx].store(raw, Ordering::Relaxed);
             return Err(not_mapped);
         };
-        let mapping = Mapping {
-            va,
+        Ok(Mapping {
+            va: VirtAddr::new_truncate(va, VaWidth::WIDEST),
             pa,
             size,
             attrs: F::leaf_attrs(raw, level),
             access: F::access_state(raw),
-        };
-        Ok((mapping, self.cleared_leaf(w, table, level, size)))
+        })
+    }
+
+    /// Clears the leaf like [`take_leaf`](Self::take_leaf), but with a load and a plain store:
+    /// accessed/dirty bits set between the two are lost. Returns the frame it mapped.
+    ///
+    /// # Errors
+    ///
+    /// [`PageTableError::NotMapped`] if `w` is not the start of a leaf there (nothing changes).
+    #[inline(always)]
+    pub(crate) fn discard_leaf(
+        &self,
+        table: PhysAddr,
+        w: u64,
+        level: u8,
+        size: PageSize,
+    ) -> Result<PhysAddr, PageTableError> {
+        let slot = &self.table(table)[Geo::<F>::index(w, level)];
+        match F::classify(slot.load(Ordering::Relaxed), level) {
+            Entry::Leaf(pa) if w & (size.bytes() - 1) == 0 => {
+                slot.store(0, Ordering::Relaxed);
+                Ok(pa)
+            }
+            _ => Err(PageTableError::NotMapped { va: self.to_va(w) }),
+        }
     }
 
     /// Finds the table holding the leaf that maps walk address `w` (through the leaf cache
@@ -979,25 +1061,30 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         Some((leaf.table, leaf.level, leaf.size))
     }
 
-    /// Returns the flush owed for the leaf of `size` at walk address `w` that was just cleared
-    /// in `table` (at `level`), unlinking the tables that became empty.
+    /// Records in `pending` the flush owed for the leaf of `size` at walk address `w` that was
+    /// just cleared in `table` (at `level`), unlinking the tables that became empty.
     #[inline(always)]
-    fn cleared_leaf(&mut self, w: u64, table: PhysAddr, level: u8, size: PageSize) -> PendingFlush {
-        let mut pending = PendingFlush::new(F::GRANULE);
+    pub(crate) fn cleared_leaf(
+        &mut self,
+        w: u64,
+        table: PhysAddr,
+        level: u8,
+        size: PageSize,
+        pending: &mut PendingFlush,
+    ) {
         pending.add_range(self.to_va(w), size.bytes(), 1, size);
         let idx = Geo::<F>::index(w, level);
         if level < Geo::<F>::ROOT && self.is_empty_except(self.table(table), level, idx, idx + 1) {
             self.leaf_cache = None;
-            self.unlink_empty(w, level, &mut pending);
+            self.unlink_empty(w, level, pending);
         }
-        pending
     }
 
-    /// Unlinks the empty table at `level` on the walk of `w` and every ancestor that becomes
-    /// empty with it (never the root), chaining them into `pending`. Walks again from the
-    /// root: this happens once per table, not once per page.
+    /// Unlinks the table at `level` on the walk of `w`, which the caller found empty, and
+    /// every ancestor that becomes empty with it (never the root), chaining them into
+    /// `pending`. Walks again from the root: this happens once per table, not once per page.
     #[cold]
-    fn unlink_empty(&self, w: u64, level: u8, pending: &mut PendingFlush) {
+    pub(crate) fn unlink_empty(&self, w: u64, level: u8, pending: &mut PendingFlush) {
         let mut path = [PhysAddr::zero(); 8];
         let mut table = self.root;
         let mut l = Geo::<F>::ROOT;
@@ -1019,7 +1106,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         while l < Geo::<F>::ROOT {
             let child = path[usize::from(l)];
             let i = Geo::<F>::index(w, l);
-            if !self.is_empty_except(self.table(child), l, i, i) {
+            if l != level && !self.is_empty_except(self.table(child), l, i, i) {
                 break;
             }
             let parent = self.table(path[usize::from(l + 1)]);
@@ -1035,10 +1122,18 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// Scans upward from `i1` first: when pages are unmapped in ascending order the next entry
     /// is usually the one that is still mapped.
     #[inline]
-    fn is_empty_except(&self, t: &[AtomicU64], level: u8, i0: usize, i1: usize) -> bool {
+    pub(crate) fn is_empty_except(&self, t: &[AtomicU64], level: u8, i0: usize, i1: usize) -> bool {
         let n = Geo::<F>::entries(level);
-        let occupied = |e: &AtomicU64| e.load(Ordering::Relaxed) != 0;
-        !(t[i1..n].iter().any(occupied) || t[..i0].iter().any(occupied))
+        // OR 8 entries at a time: one branch per cache line instead of one per entry.
+        let occupied = |part: &[AtomicU64]| {
+            let mut chunks = part.chunks_exact(8);
+            chunks.any(|c| c.iter().fold(0, |acc, e| acc | e.load(Ordering::Relaxed)) != 0)
+                || chunks
+                    .remainder()
+                    .iter()
+                    .any(|e| e.load(Ordering::Relaxed) != 0)
+        };
+        !(occupied(&t[i1..n]) || occupied(&t[..i0]))
     }
 
     /// Unmaps every page in `[va, va + len)`; holes are skipped.
@@ -1094,7 +1189,9 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 }
                 // Nobody asked for the old value: a plain store (see `Unmap::leaves`).
                 slot.store(0, Ordering::Relaxed);
-                return Ok(self.cleared_leaf(ws, table, 0, size));
+                let mut pending = PendingFlush::new(F::GRANULE);
+                self.cleared_leaf(ws, table, 0, size, &mut pending);
+                return Ok(pending);
             }
         }
         // Tables may be unlinked.

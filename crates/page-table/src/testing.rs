@@ -328,6 +328,22 @@ pub enum Op {
         /// Offset in the window (below [`WINDOW`]).
         offset: u64,
     },
+    /// A [`Cursor`](crate::Cursor) batch of `count` single-leaf operations on consecutive
+    /// leaves of `size` from `idx` (ascending or descending), each checked on its own.
+    Cursor {
+        /// Level of the leaves.
+        size: u8,
+        /// Index of the first leaf in the window.
+        idx: u64,
+        /// Number of operations.
+        count: u64,
+        /// Physical index of the first leaf, in leaves (maps).
+        pa_idx: u64,
+        /// Attribute choice (maps).
+        attrs: u8,
+        /// Bit 0: descending; bits 1..: 0 `map`, 1 `unmap`, 2 `unmap_discard`.
+        mode: u8,
+    },
     /// Makes the allocator fail after `after` more allocations, for the next operation that
     /// changes the table.
     FailNext {
@@ -408,6 +424,14 @@ impl Op {
             14 => Op::FailNext {
                 after: u64::from(byte(bytes)? % 3),
             },
+            15 if tag & 0x20 != 0 => Op::Cursor {
+                size: byte(bytes)? % 3,
+                idx: word(bytes)? % 700,
+                count: 1 + u64::from(byte(bytes)? % 39),
+                pa_idx: u64::from(byte(bytes)? % 8),
+                attrs: byte(bytes)? % 4,
+                mode: byte(bytes)? % 6,
+            },
             _ => Op::Harvest {
                 unit: level_of_byte(byte(bytes)?),
                 idx: word(bytes)? % 600,
@@ -476,6 +500,18 @@ impl Op {
                 out.push(12);
                 word(out, offset);
                 word(out, offset >> 16);
+            }
+            Op::Cursor {
+                size,
+                idx,
+                count: c,
+                pa_idx,
+                attrs,
+                mode,
+            } => {
+                out.extend_from_slice(&[0x2f, size]);
+                word(out, idx);
+                out.extend_from_slice(&[count(c), pa_idx as u8, attrs, mode]);
             }
             Op::FailNext { after } => out.extend_from_slice(&[14, after as u8]),
             Op::Harvest {
@@ -706,7 +742,7 @@ impl<'a, F: Format> Harness<'a, F> {
         let mut alloc = sim.frame_allocator();
         let mut hook = CountingFlush::default();
         // Mapped parts whose translation the op changes: its flush must cover them.
-        let must_flush = match *op {
+        let mut must_flush = match *op {
             Op::UnmapRange {
                 unit, idx, count, ..
             } => {
@@ -836,6 +872,18 @@ impl<'a, F: Format> Harness<'a, F> {
                     Err(e) => Err(e),
                 }
             }
+            Op::Cursor {
+                size,
+                idx,
+                count,
+                pa_idx,
+                attrs,
+                mode,
+            } => {
+                let r = self.apply_cursor(op, size, idx, count, pa_idx, attrs, mode);
+                must_flush = r.1;
+                Ok(r.0)
+            }
             Op::Protect {
                 unit,
                 idx,
@@ -908,6 +956,103 @@ impl<'a, F: Format> Harness<'a, F> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Runs an [`Op::Cursor`] batch and checks every operation of it against the model;
+    /// returns the batch's flush and the parts it unmapped.
+    #[allow(clippy::too_many_arguments)] // the fields of `Op::Cursor`
+    fn apply_cursor(
+        &mut self,
+        op: &Op,
+        size: u8,
+        idx: u64,
+        count: u64,
+        pa_idx: u64,
+        attrs: u8,
+        mode: u8,
+    ) -> (PendingFlush, Vec<(u64, u64, PageAttrs)>) {
+        enum Done {
+            Map(Result<(), PageTableError>),
+            Unmap(Option<Mapping>, Result<Mapping, PageTableError>),
+            Discard(Option<Mapping>, Result<(PhysAddr, PageSize), PageTableError>),
+        }
+        let size = Self::size_of(size);
+        let len = size.bytes();
+        let a = attrs_of(attrs);
+        let steps: Vec<(u64, VirtAddr, PhysAddr)> = (0..count)
+            .map(|k| {
+                let j = if mode & 1 == 1 { count - 1 - k } else { k };
+                let start = ((idx + j) * len) % WINDOW;
+                (start, self.va(start), PhysAddr::new(PA_BASE + (pa_idx + j) * len))
+            })
+            .collect();
+        let sim = self.sim;
+        let mut alloc = sim.frame_allocator();
+        let (done, pending) = self.pt.cursor(&mut alloc, |c| {
+            let leaf = |c: &crate::Cursor<'_, F, _, _>, va| c.translate(va).ok().map(|t| t.mapping());
+            steps
+                .iter()
+                .map(|&(_, va, pa)| match mode >> 1 {
+                    0 => Done::Map(c.map(va, pa, size, &a)),
+                    1 => Done::Unmap(leaf(c, va), c.unmap(va)),
+                    _ => Done::Discard(leaf(c, va), c.unmap_discard(va)),
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut removed = Vec::new();
+        for (&(start, va, pa), done) in steps.iter().zip(done) {
+            let gone = match done {
+                Done::Map(r) => {
+                    let r = r.map(|()| PendingFlush::new(F::GRANULE));
+                    let pa = pa.as_u64() - PA_BASE;
+                    match self.record_map(op, r, start, len, pa, a) {
+                        Ok(_) | Err(PageTableError::AlreadyMapped { .. }) => {}
+                        Err(PageTableError::FrameAllocation(_)) if self.fail_armed => {}
+                        Err(e) => panic!("{op:?}: map at {start:#x}: unexpected {e}"),
+                    }
+                    None
+                }
+                Done::Unmap(leaf, r) => match r {
+                    Ok(m) => {
+                        assert_eq!(leaf, Some(m), "{op:?}: unmap reported another leaf");
+                        self.check_reported("cursor unmap", &[m], start, m.size.bytes(), true);
+                        Some(m.size.bytes())
+                    }
+                    Err(e) => {
+                        Self::check_not_mapped(op, e, leaf, va);
+                        None
+                    }
+                },
+                Done::Discard(leaf, r) => match r {
+                    Ok((pa, size)) => {
+                        let leaf = leaf.expect("unmap_discard succeeded where translate failed");
+                        assert_eq!((leaf.va, leaf.pa, leaf.size), (va, pa, size), "{op:?}");
+                        Some(size.bytes())
+                    }
+                    Err(e) => {
+                        Self::check_not_mapped(op, e, leaf, va);
+                        None
+                    }
+                },
+            };
+            if let Some(size) = gone {
+                removed.extend(self.model.parts(start, size));
+                self.model.remove(start, size);
+            }
+        }
+        (pending, removed)
+    }
+
+    /// Checks an unmap failure: `NotMapped`, and no leaf started at `va`.
+    fn check_not_mapped(op: &Op, e: PageTableError, leaf: Option<Mapping>, va: VirtAddr) {
+        assert!(
+            matches!(e, PageTableError::NotMapped { .. }),
+            "{op:?}: unmap at {va:?}: unexpected {e}"
+        );
+        assert!(
+            leaf.is_none_or(|l| l.va != va),
+            "{op:?}: NotMapped but a leaf starts at {va:?}"
+        );
     }
 
     fn check_translate(&self, offset: u64) {
@@ -1091,6 +1236,14 @@ mod tests {
             },
             Op::Translate { offset: WINDOW - 8 },
             Op::FailNext { after: 2 },
+            Op::Cursor {
+                size: 1,
+                idx: 699,
+                count: 39,
+                pa_idx: 7,
+                attrs: 3,
+                mode: 5,
+            },
         ];
         let mut bytes = Vec::new();
         for op in &ops {

@@ -42,6 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (unit(), 0..600u64, 1..40u64, 0..4u8).prop_map(|(unit, idx, count, clear)| Op::Harvest { unit, idx, count, clear }),
         2 => (0..WINDOW).prop_map(|offset| Op::Translate { offset: offset & !7 }),
         1 => (0..3u64).prop_map(|after| Op::FailNext { after }),
+        2 => (unit(), 0..700u64, 1..40u64, 0..8u64, 0..4u8, 0..6u8).prop_map(
+            |(size, idx, count, pa_idx, attrs, mode)| Op::Cursor { size, idx, count, pa_idx, attrs, mode }),
     ]
 }
 

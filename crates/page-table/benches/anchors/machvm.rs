@@ -124,22 +124,23 @@ impl<F: Row> Driver for Machvm<F> {
         pt.finish(done, &mut NoFlush, alloc).expect("finish");
     }
 
+    /// One `Cursor::map` call per page, all in one batch (one flush for the run).
     fn map_single(&mut self, va: u64, pa: u64, pages: u64) {
         let step = Self::GRANULE;
         let (pt, alloc) = self.pt_mut();
         let attrs = rw();
-        for i in 0..pages * PAGE / step {
-            let done = pt
-                .map(
+        let (result, done) = pt.cursor(alloc, |c| {
+            (0..pages * PAGE / step).try_for_each(|i| {
+                c.map(
                     VirtAddr::new(va + i * step),
                     PhysAddr::new(pa + i * step),
                     F::GRANULE,
                     &attrs,
-                    alloc,
                 )
-                .expect("machvm map");
-            pt.finish(done, &mut NoFlush, alloc).expect("finish");
-        }
+            })
+        });
+        result.expect("machvm map");
+        pt.finish(done, &mut NoFlush, alloc).expect("finish");
     }
 
     #[inline]
@@ -155,15 +156,16 @@ impl<F: Row> Driver for Machvm<F> {
         pt.finish(done, &mut NoFlush, alloc).expect("finish");
     }
 
+    /// One `Cursor::unmap_discard` call per page (it returns the frame, as the anchors'
+    /// `unmap` do), all in one batch (one flush for the run).
     fn unmap_single(&mut self, va: u64, pages: u64) {
         let step = Self::GRANULE;
         let (pt, alloc) = self.pt_mut();
-        for i in 0..pages * PAGE / step {
-            let (_, done) = pt
-                .unmap(VirtAddr::new(va + i * step))
-                .expect("machvm unmap");
-            pt.finish(done, &mut NoFlush, alloc).expect("finish");
-        }
+        let (result, done) = pt.cursor(alloc, |c| {
+            (0..pages * PAGE / step).try_for_each(|i| c.unmap_discard(VirtAddr::new(va + i * step)).map(drop))
+        });
+        result.expect("machvm unmap");
+        pt.finish(done, &mut NoFlush, alloc).expect("finish");
     }
 
     fn protect_range(&mut self, va: u64, pages: u64) {
