@@ -91,6 +91,7 @@ mod tests {
                 pa_idx: 1,
                 attrs: 1,
                 largest: 1,
+                contiguous: true,
             },
             Op::Translate { offset: 0x20_1008 },
             Op::Harvest {
@@ -153,6 +154,7 @@ mod tests {
                 pa_idx: 0,
                 attrs: 3,
                 largest: 2,
+                contiguous: false,
             },
             Op::UnmapLeaf { unit: 2, idx: 2 },
             Op::UnmapLeaf { unit: 0, idx: 3 },

@@ -85,8 +85,8 @@
 //!
 //! # Not yet supported
 //!
-//! - The contiguous hint (bit 52) is never set by the engine (and is cleared when a block is
-//!   split or a leaf reprotected).
+//! - The contiguous hint on blocks (only level-3 pages get it, from
+//!   `PageTable::map_range_contiguous`).
 //! - `FEAT_LPA`/`FEAT_LPA2` (52-bit output or input addresses), stage 2, EL2/EL3 regimes,
 //!   hierarchical permission bits.
 
@@ -122,7 +122,7 @@ const NG: u64 = 1 << 11;
 /// Dirty bit modifier (bit 51, `FEAT_HAFDBS`): the page is writable; `AP[2]` records whether
 /// it is dirty.
 const DBM: u64 = 1 << 51;
-/// Contiguous hint (bit 52); never set by this crate.
+/// Contiguous hint (bit 52): set on level-3 pages by `map_range_contiguous`.
 const CONT: u64 = 1 << 52;
 /// Privileged execute-never (bit 53).
 const PXN: u64 = 1 << 53;
@@ -302,6 +302,13 @@ unsafe impl<const GRANULE_SHIFT: u32, const VA_BITS: u32> Format
     const BOTH_HALVES: bool = false;
     const NEEDS_BBM: bool = true;
     const PHYS_LIMIT: u64 = 1 << OA_BITS;
+    // D8.6.1: 16 pages (64 KiB) with the 4K granule, 128 (2 MiB) with 16K, 32 (2 MiB) with 64K.
+    const CONTIGUOUS_PAGES: usize = match GRANULE_SHIFT {
+        12 => 16,
+        14 => 128,
+        _ => 32,
+    };
+    const CONTIGUOUS_BIT: u64 = CONT;
 
     #[inline(always)]
     fn leaf_size(level: u8) -> Option<PageSize> {

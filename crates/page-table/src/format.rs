@@ -30,6 +30,9 @@ pub struct AccessState {
     pub dirty: bool,
 }
 
+/// The largest contiguous group a format may declare ([`Format::CONTIGUOUS_PAGES`]).
+pub const MAX_CONTIGUOUS_PAGES: usize = 128;
+
 /// A translation format: geometry, entry encodings and attribute translation.
 ///
 /// The engine (`PageTable`) is generic over this trait; there is no per-architecture copy of
@@ -49,7 +52,10 @@ pub struct AccessState {
 ///   [`clear_access`](Self::clear_access) keep the address bits as given (templates have them
 ///   zero);
 /// - the geometry constants describe tables the hardware walks the same way (so a table frame
-///   of `GRANULE` bytes holds every entry index the engine computes).
+///   of `GRANULE` bytes holds every entry index the engine computes);
+/// - `CONTIGUOUS_PAGES` is 0 or a power of two of at most [`MAX_CONTIGUOUS_PAGES`] that divides
+///   the entries of a level-0 table, and `CONTIGUOUS_BIT` is not an address bit (`classify`
+///   ignores it; `split_template` and `reprotect` drop it).
 pub unsafe trait Format: Copy + Send + Sync + 'static {
     /// A short name such as `"x86_64-4level"` (used in benchmark rows and Debug output).
     const NAME: &'static str;
@@ -69,6 +75,14 @@ pub unsafe trait Format: Copy + Send + Sync + 'static {
     const NEEDS_BBM: bool;
     /// Exclusive upper bound of encodable output addresses.
     const PHYS_LIMIT: u64;
+    /// Level-0 entries in a contiguous group (0 if the format has no contiguous hint): an
+    /// aligned group of this many pages that maps one aligned physical run with the same
+    /// attributes may carry [`CONTIGUOUS_BIT`](Self::CONTIGUOUS_BIT) in every entry, so the
+    /// TLB can cache the group as one entry (Arm ARM D8.6.1). At most
+    /// [`MAX_CONTIGUOUS_PAGES`].
+    const CONTIGUOUS_PAGES: usize = 0;
+    /// The contiguous-hint bit of a level-0 leaf (0 if none).
+    const CONTIGUOUS_BIT: u64 = 0;
 
     /// Returns the page or block size a leaf at `level` maps, or `None` if the level holds
     /// only tables.
@@ -157,6 +171,12 @@ impl<F: Format> Geo<F> {
     #[inline(always)]
     pub(crate) const fn entry_span(level: u8) -> u64 {
         1u64 << Self::shift(level)
+    }
+
+    /// Whether the leaf `raw` at `level` carries the contiguous hint.
+    #[inline(always)]
+    pub(crate) const fn hinted(raw: u64, level: u8) -> bool {
+        F::CONTIGUOUS_BIT != 0 && level == 0 && raw & F::CONTIGUOUS_BIT != 0
     }
 
     /// Index of `va` in a table at `level`.

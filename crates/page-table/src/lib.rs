@@ -23,6 +23,6 @@ pub use attrs::{MemType, PageAttrs, Region, SwFlags};
 pub use cursor::Cursor;
 pub use error::{AttrProblem, PageTableError};
 pub use flush::{CountingFlush, FlushHook, FlushRange, FreedTables, NoFlush, PendingFlush};
-pub use format::{AccessState, Entry, Format};
+pub use format::{AccessState, Entry, Format, MAX_CONTIGUOUS_PAGES};
 pub use table::{Mapping, Mappings, NoVisit, PageTable, Translation, UnmapVisitor};
 pub use x86_64::{X86Pml4, X86Pml5};

@@ -40,7 +40,7 @@ use machvm_addr::{
 use crate::attrs::{PageAttrs, Region};
 use crate::error::PageTableError;
 use crate::flush::{FlushHook, FlushRange, FreedTables, PendingFlush};
-use crate::format::{AccessState, Entry, Format, Geo};
+use crate::format::{AccessState, Entry, Format, Geo, MAX_CONTIGUOUS_PAGES};
 
 /// One leaf mapping: a page or block.
 #[non_exhaustive]
@@ -54,8 +54,12 @@ pub struct Mapping {
     pub size: PageSize,
     /// Its attributes.
     pub attrs: PageAttrs,
-    /// Its accessed/dirty state (when read).
+    /// Its accessed/dirty state (when read). For a page with the contiguous hint this is the
+    /// state of its whole group (hardware may record an access in any entry of the group).
     pub access: AccessState,
+    /// Whether the entry carries the contiguous hint (aarch64 pages mapped by
+    /// [`PageTable::map_range_contiguous`]).
+    pub contiguous: bool,
 }
 
 /// The result of [`PageTable::translate`].
@@ -72,6 +76,7 @@ pub struct Translation {
     page: VirtAddr,
     raw: u64,
     level: u8,
+    contiguous: bool,
     decode: fn(u64, u8) -> PageAttrs,
     access: fn(u64) -> AccessState,
 }
@@ -85,6 +90,7 @@ impl Translation {
             size: self.size,
             attrs: (self.decode)(self.raw, self.level),
             access: (self.access)(self.raw),
+            contiguous: self.contiguous,
         }
     }
 }
@@ -203,6 +209,8 @@ impl<F: Format, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {
 struct MapCtx {
     templates: [u64; 8],
     largest_level: u8,
+    /// Set the contiguous hint on whole, aligned level-0 groups.
+    contiguous: bool,
 }
 
 impl<F: Format, M: PhysMapper> PageTable<F, M> {
@@ -731,12 +739,73 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         largest: PageSize,
         alloc: &mut A,
     ) -> Result<PendingFlush, PageTableError> {
+        self.map_range_hinted(va, pa, len, attrs, largest, false, alloc)
+    }
+
+    /// Maps like [`map_range`](Self::map_range) and also sets the contiguous hint on every
+    /// aligned group of [`Format::CONTIGUOUS_PAGES`] pages of the range whose physical run is
+    /// aligned the same way (aarch64: 16 pages with the 4K granule, 128 with 16K, 32 with 64K),
+    /// so the TLB can cache each group as one entry. Formats without the hint map exactly like
+    /// `map_range`.
+    ///
+    /// The engine keeps every hinted group whole: [`unmap_range`](Self::unmap_range) of part of
+    /// a group and [`protect_range`](Self::protect_range) of any of it first clear the hint of
+    /// the whole group with break-before-make through their hook (protected pages lose the
+    /// hint; map again to regain it), [`harvest`](Self::harvest) reports and clears the
+    /// accessed/dirty state of whole groups, and single-page [`unmap`](Self::unmap) (which has
+    /// no hook) refuses hinted pages with [`PageTableError::BreakBeforeMake`].
+    ///
+    /// # Errors
+    ///
+    /// As [`map_range`](Self::map_range).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
+    /// use machvm_page_table::{A64Granule16K47, NoFlush, PageAttrs, PageTable, Region};
+    ///
+    /// let sim = SimPhysMemory::builder().size_bytes(1 << 20).build()?;
+    /// let mut alloc = sim.frame_allocator();
+    /// let mut pt = PageTable::<A64Granule16K47, _>::new(Region::Lower, &sim, &mut alloc)?;
+    /// let attrs = PageAttrs::new(VmProt::READ | VmProt::WRITE).user(true);
+    /// // 4 MiB of 16 KiB pages: two hinted groups of 128 pages (2 MiB each).
+    /// let va = VirtAddr::new(0x10_0000_0000);
+    /// let done = pt.map_range_contiguous(va, PhysAddr::new(0x8000_0000), 4 << 20, &attrs, PageSize::Size16KiB, &mut alloc)?;
+    /// pt.finish(done, &mut NoFlush, &mut alloc)?;
+    /// assert!(pt.translate(va)?.mapping().contiguous);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_range_contiguous<A: FrameAllocator + ?Sized>(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        len: u64,
+        attrs: &PageAttrs,
+        largest: PageSize,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
+        self.map_range_hinted(va, pa, len, attrs, largest, true, alloc)
+    }
+
+    #[allow(clippy::too_many_arguments)] // map_range's arguments and the hint choice
+    fn map_range_hinted<A: FrameAllocator + ?Sized>(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        len: u64,
+        attrs: &PageAttrs,
+        largest: PageSize,
+        contiguous: bool,
+        alloc: &mut A,
+    ) -> Result<PendingFlush, PageTableError> {
         Self::check_len(va, len)?;
         self.check_phys(pa, len, F::GRANULE)?;
         let (ws, we) = self.walk_range(va, len)?;
         let mut ctx = MapCtx {
             templates: [0; 8],
             largest_level: 0,
+            contiguous: contiguous && F::CONTIGUOUS_PAGES > 1,
         };
         let mut any = false;
         for level in 0..F::LEVELS {
@@ -838,9 +907,26 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             let template = ctx.templates[0];
             let i0 = Geo::<F>::index(ws, 0);
             let n = ((we - ws) >> Geo::<F>::GRANULE_SHIFT) as usize;
+            // Whole groups inside the run whose physical run is aligned like their addresses
+            // (va and pa advance together, so one check covers every group).
+            let (h0, h1) = if ctx.contiguous {
+                let g = F::CONTIGUOUS_PAGES;
+                let h0 = (i0 + g - 1) & !(g - 1);
+                let h1 = (i0 + n) & !(g - 1);
+                let pa_h0 = pa + (((h0 - i0) as u64) << Geo::<F>::GRANULE_SHIFT);
+                let aligned = pa_h0 & ((g as u64) * Self::GRANULE - 1) == 0;
+                if aligned && h0 < h1 { (h0, h1) } else { (0, 0) }
+            } else {
+                (0, 0)
+            };
             let mut p = template | pa;
-            for e in &t[i0..i0 + n] {
-                e.store(p, Ordering::Relaxed);
+            for (i, e) in t[i0..i0 + n].iter().enumerate() {
+                let hint = if (h0..h1).contains(&(i0 + i)) {
+                    F::CONTIGUOUS_BIT
+                } else {
+                    0
+                };
+                e.store(p | hint, Ordering::Relaxed);
                 p += Self::GRANULE;
             }
             return Ok(());
@@ -894,6 +980,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             page: VirtAddr::new_truncate(va.as_u64() & !mask, VaWidth::WIDEST),
             raw: leaf.raw,
             level: leaf.level,
+            contiguous: Geo::<F>::hinted(leaf.raw, leaf.level),
             decode: F::leaf_attrs,
             access: F::access_state,
         })
@@ -940,6 +1027,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             size: leaf.size,
             attrs: F::leaf_attrs(leaf.raw, leaf.level),
             access: F::access_state(leaf.raw),
+            contiguous: Geo::<F>::hinted(leaf.raw, leaf.level),
         })
     }
 
@@ -1006,6 +1094,10 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         }
         let t = self.table(table);
         let idx = Geo::<F>::index(w, level);
+        if Geo::<F>::hinted(t[idx].load(Ordering::Relaxed), level) {
+            // The rest of the group must lose the hint first, which needs a flush.
+            return Err(PageTableError::BreakBeforeMake { va });
+        }
         let raw = t[idx].swap(0, Ordering::Relaxed);
         let Entry::Leaf(pa) = F::classify(raw, level) else {
             // Nothing was there (a cached leaf table with an invalid slot): put it back.
@@ -1018,6 +1110,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             size,
             attrs: F::leaf_attrs(raw, level),
             access: F::access_state(raw),
+            contiguous: false,
         })
     }
 
@@ -1036,7 +1129,11 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         size: PageSize,
     ) -> Result<PhysAddr, PageTableError> {
         let slot = &self.table(table)[Geo::<F>::index(w, level)];
-        match F::classify(slot.load(Ordering::Relaxed), level) {
+        let raw = slot.load(Ordering::Relaxed);
+        match F::classify(raw, level) {
+            Entry::Leaf(_) if Geo::<F>::hinted(raw, level) && w & (size.bytes() - 1) == 0 => {
+                Err(PageTableError::BreakBeforeMake { va: self.to_va(w) })
+            }
             Entry::Leaf(pa) if w & (size.bytes() - 1) == 0 => {
                 slot.store(0, Ordering::Relaxed);
                 Ok(pa)
@@ -1184,14 +1281,18 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             // One page of a leaf table (the common single-page call): no plan, no split.
             if let Some((table, 0, size)) = self.find_leaf(ws) {
                 let slot = &self.table(table)[Geo::<F>::index(ws, 0)];
-                if F::classify(slot.load(Ordering::Relaxed), 0) == Entry::Invalid {
+                let raw = slot.load(Ordering::Relaxed);
+                if F::classify(raw, 0) == Entry::Invalid {
                     return Ok(PendingFlush::new(F::GRANULE));
                 }
-                // Nobody asked for the old value: a plain store (see `Unmap::leaves`).
-                slot.store(0, Ordering::Relaxed);
-                let mut pending = PendingFlush::new(F::GRANULE);
-                self.cleared_leaf(ws, table, 0, size, &mut pending);
-                return Ok(pending);
+                if !Geo::<F>::hinted(raw, 0) {
+                    // Nobody asked for the old value: a plain store (see `Unmap::leaves`).
+                    slot.store(0, Ordering::Relaxed);
+                    let mut pending = PendingFlush::new(F::GRANULE);
+                    self.cleared_leaf(ws, table, 0, size, &mut pending);
+                    return Ok(pending);
+                }
+                // A page of a contiguous group: the general path unfolds the group first.
             }
         }
         // Tables may be unlinked.
@@ -1285,6 +1386,9 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let mut w = ws;
         while w < we {
             match self.walk_leaf(w) {
+                Ok(leaf) if Geo::<F>::hinted(leaf.raw, leaf.level) => {
+                    w = self.harvest_group(leaf.table, w, we, clear, &mut f, &mut pending);
+                }
                 Ok(Leaf {
                     table, level, size, ..
                 }) => {
@@ -1304,6 +1408,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                             size,
                             attrs: F::leaf_attrs(seen, level),
                             access: F::access_state(seen),
+                            contiguous: false,
                         });
                         if F::clear_access(seen, clear) != seen {
                             pending.add_range(va, size.bytes(), 1, size);
@@ -1315,6 +1420,61 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             }
         }
         Ok(pending)
+    }
+
+    /// Harvests the contiguous group holding the hinted page at walk address `w`: clears the
+    /// state of every entry of the group, reports the pages of the group inside `[w, we)` with
+    /// the group's combined state (the hardware may have recorded an access in any entry) and
+    /// returns the walk address after what it reported.
+    fn harvest_group<Fun: FnMut(&Mapping)>(
+        &self,
+        table: PhysAddr,
+        w: u64,
+        we: u64,
+        clear: AccessState,
+        f: &mut Fun,
+        pending: &mut PendingFlush,
+    ) -> u64 {
+        let g = F::CONTIGUOUS_PAGES;
+        let span = g as u64 * Self::GRANULE;
+        let gw = w & !(span - 1);
+        let gi = Geo::<F>::index(gw, 0);
+        let mut seen = [0u64; MAX_CONTIGUOUS_PAGES];
+        let mut state = AccessState::default();
+        let mut changed = false;
+        for (slot, old) in self.table(table)[gi..gi + g].iter().zip(&mut seen) {
+            let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |raw| {
+                *old = raw;
+                let new = F::clear_access(raw, clear);
+                (new != raw).then_some(new)
+            });
+            changed |= F::clear_access(*old, clear) != *old;
+            let a = F::access_state(*old);
+            state.accessed |= a.accessed;
+            state.dirty |= a.dirty;
+        }
+        let end = (gw + span).min(we);
+        let first = ((w - gw) >> Geo::<F>::GRANULE_SHIFT) as usize;
+        let last = ((end - gw) >> Geo::<F>::GRANULE_SHIFT) as usize;
+        for (k, &raw) in seen.iter().enumerate().take(last).skip(first) {
+            if let Entry::Leaf(pa) = F::classify(raw, 0) {
+                f(&Mapping {
+                    va: VirtAddr::new_truncate(
+                        self.to_va(gw + ((k as u64) << Geo::<F>::GRANULE_SHIFT)),
+                        VaWidth::WIDEST,
+                    ),
+                    pa,
+                    size: F::GRANULE,
+                    attrs: F::leaf_attrs(raw, 0),
+                    access: state,
+                    contiguous: true,
+                });
+            }
+        }
+        if changed {
+            pending.add_range(self.to_va(gw), span, g as u64, F::GRANULE);
+        }
+        end
     }
 
     // ------------------------------------------------------------------------------------
@@ -1432,6 +1592,61 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         Ok(child)
     }
 
+    /// Clears the contiguous hint of the groups of level-0 table `t` that the edit of the `n`
+    /// entries from `i0` (walk address `ws`) touches: the groups it covers partly, and with
+    /// `whole` also those it covers entirely.
+    ///
+    /// Break-before-make for all of them at once: every entry of a hinted group is made
+    /// invalid by clearing bit 0 (its other bits stay, and the hardware no longer updates it),
+    /// one invalidation through `hook` covers the groups, then each entry gets bit 0 back
+    /// without the hint.
+    fn unfold_groups<H: FlushHook + ?Sized>(
+        &self,
+        t: &[AtomicU64],
+        ws: u64,
+        i0: usize,
+        n: usize,
+        whole: bool,
+        hook: &mut H,
+    ) {
+        let g = F::CONTIGUOUS_PAGES;
+        let (first, end) = (i0 & !(g - 1), i0 + n);
+        let last = (end - 1) & !(g - 1);
+        let touched = |gi: usize| {
+            let partial = gi < i0 || gi + g > end;
+            (whole || partial) && Geo::<F>::hinted(t[gi].load(Ordering::Relaxed), 0)
+        };
+        let groups = || {
+            let step = if whole { g } else { (last - first).max(1) };
+            (first..=last).step_by(step).filter(|&gi| touched(gi))
+        };
+        let (mut lo, mut hi, mut entries) = (usize::MAX, 0, 0);
+        for gi in groups() {
+            for e in &t[gi..gi + g] {
+                e.fetch_and(!1, Ordering::Relaxed);
+            }
+            (lo, hi, entries) = (lo.min(gi), gi + g, entries + g);
+        }
+        if entries == 0 {
+            return;
+        }
+        let va_of = |i: usize| self.to_va(ws - ((i0 as u64) << Geo::<F>::GRANULE_SHIFT))
+            .wrapping_add((i as u64) << Geo::<F>::GRANULE_SHIFT);
+        hook.invalidate(&FlushRange {
+            start: VirtAddr::new_truncate(va_of(lo), VaWidth::WIDEST),
+            len: ((hi - lo) as u64) << Geo::<F>::GRANULE_SHIFT,
+            stride: F::GRANULE,
+            entries: entries as u64,
+            leaf_only: true,
+        });
+        for e in &t[lo..hi] {
+            let raw = e.load(Ordering::Relaxed);
+            if raw & 1 == 0 && raw & F::CONTIGUOUS_BIT != 0 {
+                e.store((raw | 1) & !F::CONTIGUOUS_BIT, Ordering::Release);
+            }
+        }
+    }
+
     /// Applies `op` to every leaf in `[ws, we)` of the table at `level`; returns whether the
     /// table has no entry left.
     #[allow(clippy::too_many_arguments)] // the recursion's state
@@ -1450,6 +1665,9 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let i0 = Geo::<F>::index(ws, level);
         if level == 0 {
             let n = ((we - ws) >> Geo::<F>::GRANULE_SHIFT) as usize;
+            if F::CONTIGUOUS_PAGES > 1 {
+                self.unfold_groups(t, ws, i0, n, O::UNFOLDS_WHOLE_GROUPS, hook);
+            }
             let changed = op.leaves::<F, H>(
                 &t[i0..i0 + n],
                 0,
@@ -1521,6 +1739,9 @@ trait EditOp {
     const REMOVES: bool;
     /// Whether each removed entry must be read (no dropping of whole tables).
     const VISITS: bool;
+    /// Whether contiguous groups entirely inside the range lose their hint too (groups the
+    /// range covers partly always do).
+    const UNFOLDS_WHOLE_GROUPS: bool;
     /// Applies the op to `slots` (leaves of `level`; slot `k` maps `va_of(k)`); returns how
     /// many valid entries changed.
     fn leaves<F: Format, H: FlushHook + ?Sized>(
@@ -1539,6 +1760,8 @@ struct Unmap<'v, V: ?Sized> {
 impl<V: UnmapVisitor + ?Sized> EditOp for Unmap<'_, V> {
     const REMOVES: bool = true;
     const VISITS: bool = V::VISIT;
+    // Whole groups are cleared entry by entry and flushed once, like any unmapped run.
+    const UNFOLDS_WHOLE_GROUPS: bool = false;
 
     #[inline(always)]
     fn leaves<F: Format, H: FlushHook + ?Sized>(
@@ -1562,6 +1785,7 @@ impl<V: UnmapVisitor + ?Sized> EditOp for Unmap<'_, V> {
                         size,
                         attrs: F::leaf_attrs(raw, level),
                         access: F::access_state(raw),
+                        contiguous: Geo::<F>::hinted(raw, level),
                     });
                 }
             } else {
@@ -1586,6 +1810,8 @@ struct Protect {
 impl EditOp for Protect {
     const REMOVES: bool = false;
     const VISITS: bool = true;
+    // New attributes are written entry by entry: a hinted group would mix old and new.
+    const UNFOLDS_WHOLE_GROUPS: bool = true;
 
     #[inline(always)]
     fn leaves<F: Format, H: FlushHook + ?Sized>(

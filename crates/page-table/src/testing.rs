@@ -271,6 +271,8 @@ pub enum Op {
         attrs: u8,
         /// Level of the largest leaf allowed.
         largest: u8,
+        /// Whether to use `map_range_contiguous`.
+        contiguous: bool,
     },
     /// `map` of one page or block.
     Map {
@@ -391,6 +393,7 @@ impl Op {
                 pa_idx: u64::from(byte(bytes)? % 8),
                 attrs: byte(bytes)? % 4,
                 largest: byte(bytes)? % 3,
+                contiguous: tag & 0x10 != 0,
             },
             4 | 5 => Op::Map {
                 size: byte(bytes)? % 3,
@@ -457,8 +460,9 @@ impl Op {
                 pa_idx,
                 attrs,
                 largest,
+                contiguous,
             } => {
-                out.extend_from_slice(&[0, byte_of_level(unit)]);
+                out.extend_from_slice(&[u8::from(contiguous) << 4, byte_of_level(unit)]);
                 word(out, idx);
                 out.extend_from_slice(&[count(c), pa_idx as u8, attrs, largest]);
             }
@@ -780,6 +784,7 @@ impl<'a, F: Format> Harness<'a, F> {
                 pa_idx,
                 attrs,
                 largest,
+                contiguous,
             } => {
                 let (start, len) = Self::range_of(unit, idx, count);
                 // Keep runs of small pages short so every check stays fast.
@@ -787,14 +792,13 @@ impl<'a, F: Format> Harness<'a, F> {
                 let pa = pa_idx * Self::size_of(unit).bytes();
                 let largest = Self::size_of(largest);
                 let a = attrs_of(attrs);
-                let r = self.pt.map_range(
-                    self.va(start),
-                    PhysAddr::new(PA_BASE + pa),
-                    len,
-                    &a,
-                    largest,
-                    &mut alloc,
-                );
+                let (va, pa_addr) = (self.va(start), PhysAddr::new(PA_BASE + pa));
+                let r = if contiguous {
+                    self.pt
+                        .map_range_contiguous(va, pa_addr, len, &a, largest, &mut alloc)
+                } else {
+                    self.pt.map_range(va, pa_addr, len, &a, largest, &mut alloc)
+                };
                 self.record_map(op, r, start, len, pa, a)
             }
             Op::Map {
@@ -862,11 +866,8 @@ impl<'a, F: Format> Harness<'a, F> {
                         self.model.remove(start, m.size.bytes());
                         Ok(p)
                     }
-                    Err(PageTableError::NotMapped { .. }) => {
-                        assert!(
-                            leaf.is_none_or(|l| l.va != self.va(start)),
-                            "{op:?}: NotMapped but a leaf starts there"
-                        );
+                    Err(e @ (PageTableError::NotMapped { .. } | PageTableError::BreakBeforeMake { .. })) => {
+                        Self::check_not_mapped(op, e, leaf, self.va(start));
                         return Ok(());
                     }
                     Err(e) => Err(e),
@@ -923,9 +924,16 @@ impl<'a, F: Format> Harness<'a, F> {
                         "{op:?}: flush range {:?} after reporting {seen:?}",
                         p.range()
                     );
-                    // Whole leaves are cleared, also their parts outside the range.
-                    for (off, size) in leaves {
-                        self.model.clear_access(off, size, clear);
+                    // Whole leaves are cleared, also their parts outside the range, and whole
+                    // contiguous groups.
+                    let group = (F::CONTIGUOUS_PAGES as u64) * F::GRANULE.bytes();
+                    for ((off, size), m) in leaves.into_iter().zip(&seen) {
+                        if m.contiguous {
+                            let start = self.off(m.va) & !(group - 1);
+                            self.model.clear_access(start, group, clear);
+                        } else {
+                            self.model.clear_access(off, size, clear);
+                        }
                     }
                 }
                 r
@@ -1043,16 +1051,20 @@ impl<'a, F: Format> Harness<'a, F> {
         (pending, removed)
     }
 
-    /// Checks an unmap failure: `NotMapped`, and no leaf started at `va`.
+    /// Checks a single-page unmap failure: `NotMapped` where no leaf starts at `va`, or
+    /// `BreakBeforeMake` for a page with the contiguous hint.
     fn check_not_mapped(op: &Op, e: PageTableError, leaf: Option<Mapping>, va: VirtAddr) {
-        assert!(
-            matches!(e, PageTableError::NotMapped { .. }),
-            "{op:?}: unmap at {va:?}: unexpected {e}"
-        );
-        assert!(
-            leaf.is_none_or(|l| l.va != va),
-            "{op:?}: NotMapped but a leaf starts at {va:?}"
-        );
+        match e {
+            PageTableError::NotMapped { .. } => assert!(
+                leaf.is_none_or(|l| l.va != va),
+                "{op:?}: NotMapped but a leaf starts at {va:?}"
+            ),
+            PageTableError::BreakBeforeMake { .. } => assert!(
+                leaf.is_some_and(|l| l.va == va && l.contiguous),
+                "{op:?}: BreakBeforeMake at {va:?} for {leaf:?}"
+            ),
+            _ => panic!("{op:?}: unmap at {va:?}: unexpected {e}"),
+        }
     }
 
     fn check_translate(&self, offset: u64) {
@@ -1085,19 +1097,53 @@ impl<'a, F: Format> Harness<'a, F> {
     ///
     /// If they differ.
     pub fn check(&self) {
-        let runs = merge(
-            self.pt
-                .mappings(self.va(0), WINDOW)
-                .expect("the window is in the table's region")
-                .map(|m| Run {
-                    off: self.off(m.va),
-                    len: m.size.bytes(),
-                    pa: m.pa.as_u64().wrapping_sub(PA_BASE),
-                    attrs: m.attrs,
-                    access: m.access,
-                }),
-        );
+        let mappings: Vec<Mapping> = self
+            .pt
+            .mappings(self.va(0), WINDOW)
+            .expect("the window is in the table's region")
+            .collect();
+        Self::check_groups(&mappings);
+        let runs = merge(mappings.iter().map(|m| Run {
+            off: self.off(m.va),
+            len: m.size.bytes(),
+            pa: m.pa.as_u64().wrapping_sub(PA_BASE),
+            attrs: m.attrs,
+            access: m.access,
+        }));
         assert_eq!(runs, self.model.runs(), "table and model differ");
+    }
+
+    /// Checks the contiguous-hint invariant on `mappings` (in address order): hinted pages
+    /// come in whole aligned groups of [`Format::CONTIGUOUS_PAGES`] pages mapping one aligned
+    /// physical run with the same attributes.
+    fn check_groups(mappings: &[Mapping]) {
+        let g = F::CONTIGUOUS_PAGES;
+        let gran = F::GRANULE.bytes();
+        let mut i = 0;
+        while i < mappings.len() {
+            let m = &mappings[i];
+            if !m.contiguous {
+                i += 1;
+                continue;
+            }
+            let span = g as u64 * gran;
+            assert!(g > 1, "{m:?}: hint on a format without one");
+            assert_eq!(m.va.as_u64() % span, 0, "{m:?}: group does not start aligned");
+            assert_eq!(m.pa.as_u64() % span, 0, "{m:?}: group's frame not aligned");
+            let group = mappings.get(i..i + g).expect("a hinted group runs past the window");
+            for (k, p) in group.iter().enumerate() {
+                let step = k as u64 * gran;
+                assert!(
+                    p.contiguous
+                        && p.size == F::GRANULE
+                        && p.va.as_u64() == m.va.as_u64() + step
+                        && p.pa.as_u64() == m.pa.as_u64() + step
+                        && p.attrs == m.attrs,
+                    "page {k} of the group at {m:?} breaks it: {p:?}"
+                );
+            }
+            i += g;
+        }
     }
 
     /// Unmaps the whole window, checks that only the root frame is left, then frees the table
@@ -1202,6 +1248,7 @@ mod tests {
                 pa_idx: 7,
                 attrs: 3,
                 largest: 2,
+                contiguous: true,
             },
             Op::Map {
                 size: 2,
@@ -1269,6 +1316,7 @@ mod tests {
                 pa_idx: 1,
                 attrs: 1,
                 largest: 1,
+                contiguous: false,
             },
             Op::Harvest {
                 unit: 0,

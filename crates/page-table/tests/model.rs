@@ -33,8 +33,8 @@ fn unit() -> impl Strategy<Value = u8> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (unit(), 0..600u64, 1..40u64, 0..8u64, 0..4u8, 0..3u8).prop_map(
-            |(unit, idx, count, pa_idx, attrs, largest)| Op::MapRange { unit, idx, count, pa_idx, attrs, largest }),
+        4 => (unit(), 0..600u64, 1..40u64, 0..8u64, 0..4u8, 0..3u8, any::<bool>()).prop_map(
+            |(unit, idx, count, pa_idx, attrs, largest, contiguous)| Op::MapRange { unit, idx, count, pa_idx, attrs, largest, contiguous }),
         2 => (0..3u8, 0..700u64, 0..8u64, 0..4u8).prop_map(|(size, idx, pa_idx, attrs)| Op::Map { size, idx, pa_idx, attrs }),
         3 => (unit(), 0..600u64, 1..40u64, any::<bool>()).prop_map(|(unit, idx, count, visit)| Op::UnmapRange { unit, idx, count, visit }),
         1 => (unit(), 0..600u64).prop_map(|(unit, idx)| Op::UnmapLeaf { unit, idx }),
