@@ -13,7 +13,7 @@ use crate::attrs::PageAttrs;
 use crate::error::PageTableError;
 use crate::flush::PendingFlush;
 use crate::format::{Format, Geo};
-use crate::table::{Mapping, PageTable, Translation};
+use crate::table::{Bounds, Mapping, PageTable, Translation};
 
 /// `leaf_key` when the cursor holds no leaf table (walk addresses are below 2^57, so no key
 /// reaches it).
@@ -68,6 +68,8 @@ pub struct Cursor<'a, F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> {
     /// Scalar state of the fast path. Slow paths get it by value and return it, so no call
     /// sees its address and the compiler keeps it in registers across a caller's loop.
     held: Held,
+    /// The table's region bounds, copied so that the checks need no load from the table.
+    bounds: Bounds,
 }
 
 /// The leaf table a cursor holds and the granule pages it cleared in it.
@@ -84,8 +86,11 @@ struct Held {
     last: u64,
     /// Number of such pages.
     entries: u64,
-    /// Whether entries of `table` were cleared since the cursor reached it (it may be empty).
-    cleared: bool,
+    /// `entries` when the cursor reached `table`: if it grew, `table` may have become empty.
+    /// (A count rather than a flag keeps the fast path to one increment.)
+    entries_at_take: u64,
+    /// Pages the fast path mapped (they owe the walker a sync).
+    mapped: u64,
 }
 
 impl Held {
@@ -95,7 +100,8 @@ impl Held {
         start: u64::MAX,
         last: 0,
         entries: 0,
-        cleared: false,
+        entries_at_take: 0,
+        mapped: 0,
     };
 
     /// Records that the granule page at `va` was cleared in the held table.
@@ -104,7 +110,14 @@ impl Held {
         self.start = self.start.min(va);
         self.last = self.last.max(va + (granule - 1));
         self.entries += 1;
-        self.cleared = true;
+    }
+
+    /// Makes `table` (for walk addresses with `key`) the held table.
+    #[inline(always)]
+    fn take(&mut self, key: u64, table: PhysAddr) {
+        self.key = key;
+        self.table = table;
+        self.entries_at_take = self.entries;
     }
 }
 
@@ -135,15 +148,20 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         batch: impl FnOnce(&mut Cursor<'_, F, M, A>) -> R,
     ) -> (R, PendingFlush) {
         let mut pending = PendingFlush::new(F::GRANULE);
+        let bounds = self.bounds;
         let mut cursor = Cursor {
             pt: self,
             alloc,
             pending: &mut pending,
             held: Held::NONE,
+            bounds,
         };
         let result = batch(&mut cursor);
         let held = cursor.held;
         Cursor::<F, M, A>::leave(cursor.pt, cursor.pending, held);
+        if held.mapped != 0 {
+            pending.sync = true;
+        }
         if held.entries != 0 {
             pending.add_range(
                 held.start,
@@ -170,19 +188,31 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> Cursor<'_, F, M, A> {
         size: PageSize,
         attrs: &PageAttrs,
     ) -> Result<(), PageTableError> {
-        let (w, level, entry) = self.pt.check_map(va, pa, size, attrs)?;
+        let (w, level, entry) = PageTable::<F, M>::check_map(self.bounds, va, pa, size, attrs)?;
         let key = w >> Geo::<F>::shift(1);
         if level == 0 && key == self.held.key {
             self.pt.store_new_leaf(self.held.table, w, entry)?;
-            self.pending.sync = true;
+            self.held.mapped += 1;
             return Ok(());
         }
-        self.held = Self::map_slow(self.pt, self.alloc, self.pending, self.held, w, level, entry)?;
-        Ok(())
+        let (held, result) = Self::map_slow(
+            self.pt,
+            self.alloc,
+            self.pending,
+            self.held,
+            w,
+            level,
+            entry,
+        );
+        self.held = held;
+        result
     }
 
     /// The rest of [`map`](Self::map): a level-0 page outside the held table (which the
     /// cursor lets go of and replaces), or a block.
+    ///
+    /// The state comes back beside the result, not inside it: a `Result<Held, _>` would make
+    /// the compiler split `Held`'s fields around the error's bytes in the caller's loop.
     #[inline(never)]
     fn map_slow(
         pt: &mut PageTable<F, M>,
@@ -192,17 +222,20 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> Cursor<'_, F, M, A> {
         w: u64,
         level: u8,
         entry: u64,
-    ) -> Result<Held, PageTableError> {
+    ) -> (Held, Result<(), PageTableError>) {
         if level == 0 {
             held = Self::leave(pt, pending, held);
         }
-        let table = pt.install_leaf(w, level, entry, alloc)?;
-        pending.sync = true;
-        if level == 0 {
-            held.key = w >> Geo::<F>::shift(1);
-            held.table = table;
+        match pt.install_leaf(w, level, entry, alloc) {
+            Ok(table) => {
+                pending.sync = true;
+                if level == 0 {
+                    held.take(w >> Geo::<F>::shift(1), table);
+                }
+                (held, Ok(()))
+            }
+            Err(e) => (held, Err(e)),
         }
-        Ok(held)
     }
 
     /// Unmaps the page or block that starts at `va` and returns it, as [`PageTable::unmap`]
@@ -213,15 +246,17 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> Cursor<'_, F, M, A> {
     /// As [`PageTable::unmap`]; a failed call changes nothing.
     #[inline]
     pub fn unmap(&mut self, va: VirtAddr) -> Result<Mapping, PageTableError> {
-        let (w, _) = self.pt.walk_range(va, 1)?;
+        let (w, _) = PageTable::<F, M>::walk_range_in(self.bounds, va, 1)?;
         if w >> Geo::<F>::shift(1) == self.held.key {
-            let mapping = self.pt.take_leaf(self.held.table, w, 0, F::GRANULE)?;
-            self.held.cleared_page(mapping.va.as_u64(), F::GRANULE.bytes());
+            let mapping = self
+                .pt
+                .take_leaf(self.held.table, w, va.as_u64(), 0, F::GRANULE)?;
+            self.held.cleared_page(va.as_u64(), F::GRANULE.bytes());
             return Ok(mapping);
         }
-        let (mapping, held) = Self::unmap_slow(self.pt, self.pending, self.held, w)?;
+        let (held, result) = Self::unmap_slow(self.pt, self.pending, self.held, w, va.as_u64());
         self.held = held;
-        Ok(mapping)
+        result
     }
 
     /// Unmaps the page or block that starts at `va` and returns the frame it mapped and its
@@ -238,15 +273,17 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> Cursor<'_, F, M, A> {
     /// As [`PageTable::unmap`]; a failed call changes nothing.
     #[inline]
     pub fn unmap_discard(&mut self, va: VirtAddr) -> Result<(PhysAddr, PageSize), PageTableError> {
-        let (w, _) = self.pt.walk_range(va, 1)?;
+        let (w, _) = PageTable::<F, M>::walk_range_in(self.bounds, va, 1)?;
         if w >> Geo::<F>::shift(1) == self.held.key {
-            let pa = self.pt.discard_leaf(self.held.table, w, 0, F::GRANULE)?;
-            self.held.cleared_page(self.pt.to_va(w), F::GRANULE.bytes());
+            let pa = self
+                .pt
+                .discard_leaf(self.held.table, w, va.as_u64(), 0, F::GRANULE)?;
+            self.held.cleared_page(va.as_u64(), F::GRANULE.bytes());
             return Ok((pa, F::GRANULE));
         }
-        let (mapping, held) = Self::unmap_slow(self.pt, self.pending, self.held, w)?;
+        let (held, result) = Self::unmap_slow(self.pt, self.pending, self.held, w, va.as_u64());
         self.held = held;
-        Ok((mapping.pa, mapping.size))
+        result.map(|m| (m.pa, m.size))
     }
 
     /// The rest of an unmap: a leaf outside the held table (which the cursor lets go of), found
@@ -257,20 +294,23 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> Cursor<'_, F, M, A> {
         pending: &mut PendingFlush,
         held: Held,
         w: u64,
-    ) -> Result<(Mapping, Held), PageTableError> {
+        va: u64,
+    ) -> (Held, Result<Mapping, PageTableError>) {
         let mut held = Self::leave(pt, pending, held);
-        let leaf = pt.walk_leaf(w).map_err(|_| PageTableError::NotMapped {
-            va: pt.to_va(w),
-        })?;
-        let mapping = pt.take_leaf(leaf.table, w, leaf.level, leaf.size)?;
+        let Ok(leaf) = pt.walk_leaf(w) else {
+            return (held, Err(PageTableError::NotMapped { va }));
+        };
+        let mapping = match pt.take_leaf(leaf.table, w, va, leaf.level, leaf.size) {
+            Ok(mapping) => mapping,
+            Err(e) => return (held, Err(e)),
+        };
         if leaf.level == 0 {
-            held.key = w >> Geo::<F>::shift(1);
-            held.table = leaf.table;
-            held.cleared_page(mapping.va.as_u64(), leaf.size.bytes());
+            held.take(w >> Geo::<F>::shift(1), leaf.table);
+            held.cleared_page(va, leaf.size.bytes());
         } else {
             pt.cleared_leaf(w, leaf.table, leaf.level, leaf.size, pending);
         }
-        Ok((mapping, held))
+        (held, Ok(mapping))
     }
 
     /// Translates `va`, as [`PageTable::translate`] (it sees the batch's changes so far).
@@ -287,13 +327,13 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> Cursor<'_, F, M, A> {
     /// empty with it) into `pending` if unmapping left it empty; keeps the accumulated range.
     #[inline(never)]
     fn leave(pt: &mut PageTable<F, M>, pending: &mut PendingFlush, mut held: Held) -> Held {
-        if held.cleared && pt.is_empty_except(pt.table(held.table), 0, 0, 0) {
+        if held.entries != held.entries_at_take && pt.is_empty_except(pt.table(held.table), 0, 0, 0)
+        {
             // Tables are unlinked: the table's own single-page cache may name one.
             pt.leaf_cache = None;
             pt.unlink_empty(held.key << Geo::<F>::shift(1), 0, pending);
         }
         held.key = NO_LEAF;
-        held.cleared = false;
         held
     }
 }
@@ -312,7 +352,10 @@ mod tests {
 
     #[test]
     fn cursor_maps_and_unmaps_across_leaf_tables() {
-        let sim = SimPhysMemory::builder().size_bytes(1 << 20).build().unwrap();
+        let sim = SimPhysMemory::builder()
+            .size_bytes(1 << 20)
+            .build()
+            .unwrap();
         let mut alloc = sim.frame_allocator();
         let mut pt = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc).unwrap();
         let before = sim.frames_in_use();
@@ -334,7 +377,9 @@ mod tests {
         let mut hook = CountingFlush::default();
         pt.finish(pending, &mut hook, &mut alloc).unwrap();
         assert_eq!(sim.frames_in_use() - before, 2 + 4);
-        let t = pt.translate(VirtAddr::new(start + 700 * 0x1000 + 5)).unwrap();
+        let t = pt
+            .translate(VirtAddr::new(start + 700 * 0x1000 + 5))
+            .unwrap();
         assert_eq!(t.pa, PhysAddr::new(0x1000_0000 + 700 * 0x1000 + 5));
 
         // Mapping again fails and changes nothing; the cursor reports it.
@@ -346,12 +391,7 @@ mod tests {
                 &rw(),
             )
         });
-        assert_eq!(
-            r,
-            Err(PageTableError::AlreadyMapped {
-                va: start + 0x1000
-            })
-        );
+        assert_eq!(r, Err(PageTableError::AlreadyMapped { va: start + 0x1000 }));
         assert!(pending.is_empty());
         pt.finish(pending, &mut hook, &mut alloc).unwrap();
 
@@ -377,7 +417,10 @@ mod tests {
 
     #[test]
     fn cursor_unmap_errors_change_nothing() {
-        let sim = SimPhysMemory::builder().size_bytes(1 << 20).build().unwrap();
+        let sim = SimPhysMemory::builder()
+            .size_bytes(1 << 20)
+            .build()
+            .unwrap();
         let mut alloc = sim.frame_allocator();
         let mut pt = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc).unwrap();
         let done = pt
@@ -406,7 +449,10 @@ mod tests {
         assert_eq!(block.size, PageSize::Size2MiB);
         assert_eq!(block.pa, PhysAddr::new(0x40_0000));
         let range = pending.range().unwrap();
-        assert_eq!((range.start.as_u64(), range.len), (BASE + (2 << 20), 2 << 20));
+        assert_eq!(
+            (range.start.as_u64(), range.len),
+            (BASE + (2 << 20), 2 << 20)
+        );
         pt.finish(pending, &mut crate::NoFlush, &mut alloc).unwrap();
         assert_eq!(
             pt.translate(VirtAddr::new(BASE + 0x1234)).unwrap().pa,

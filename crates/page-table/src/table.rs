@@ -192,6 +192,8 @@ pub struct PageTable<F: Format, M: PhysMapper> {
     /// the walk. Only `&mut self` operations read or write it; it is cleared whenever a table
     /// may be unlinked, so it never names a freed frame.
     pub(crate) leaf_cache: Option<(u64, PhysAddr)>,
+    /// The addresses of the region.
+    pub(crate) bounds: Bounds,
     format: PhantomData<F>,
 }
 
@@ -202,6 +204,28 @@ impl<F: Format, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {
             .field("root", &self.root)
             .field("region", &self.region)
             .finish_non_exhaustive()
+    }
+}
+
+/// The addresses a table's region covers, in wrapping order: the canonical upper half
+/// `[2^64 - half, 2^64)` directly precedes the lower half `[0, half)`, so a region is one run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// First address of the region.
+    base: u64,
+    /// Bytes in the region: `va` is inside iff `va - base` (wrapping) is below this.
+    size: u64,
+}
+
+impl Bounds {
+    const fn of<F: Format>(region: Region) -> Self {
+        let half = F::VA_WIDTH.half_size();
+        let (base, size) = match region {
+            Region::Lower => (0, half),
+            Region::Upper => (half.wrapping_neg(), half),
+            Region::Both => (half.wrapping_neg(), 2 * half),
+        };
+        Self { base, size }
     }
 }
 
@@ -239,6 +263,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             region,
             mapper,
             leaf_cache: None,
+            bounds: Bounds::of::<F>(region),
             format: PhantomData,
         };
         let mut reserve = pt.reserve(1, alloc)?;
@@ -283,6 +308,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             region,
             mapper,
             leaf_cache: None,
+            bounds: Bounds::of::<F>(region),
             format: PhantomData,
         })
     }
@@ -325,27 +351,36 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         }
     }
 
-    /// Checks that `[va, va + len)` (`len > 0`) lies in this table's region and returns the
-    /// walk addresses of its start and end.
+    /// Checks that `[va, va + len)` (`len > 0`) lies in this table's region, inside one half
+    /// of the address space, and returns the walk addresses of its start and end.
     #[inline(always)]
     pub(crate) fn walk_range(&self, va: VirtAddr, len: u64) -> Result<(u64, u64), PageTableError> {
+        Self::walk_range_in(self.bounds, va, len)
+    }
+
+    /// [`walk_range`](Self::walk_range) with the region's bounds given (a caller's loop keeps
+    /// them in registers).
+    #[inline(always)]
+    pub(crate) fn walk_range_in(
+        bounds: Bounds,
+        va: VirtAddr,
+        len: u64,
+    ) -> Result<(u64, u64), PageTableError> {
         let raw = va.as_u64();
-        let half = F::VA_WIDTH.half_size();
-        let lower = raw < half;
-        let upper = raw >= half.wrapping_neg();
-        let ok = match self.region {
-            Region::Both => lower || upper,
-            Region::Lower => lower,
-            Region::Upper => upper,
-        };
-        if !ok {
+        let off = raw.wrapping_sub(bounds.base);
+        if off >= bounds.size {
             return Err(PageTableError::OutOfRange { va: raw });
         }
-        let last = raw
-            .checked_add(len - 1)
-            .ok_or(PageTableError::OutOfRange { va: u64::MAX })?;
-        if (lower && last >= half) || (upper && last < raw) {
-            return Err(PageTableError::OutOfRange { va: half });
+        // The last byte must be in the region and in the same half (the halves are
+        // `half`-aligned in `off`). Constant-folds away for one-byte lookups.
+        let half = F::VA_WIDTH.half_size();
+        let last = off.wrapping_add(len - 1);
+        if len > bounds.size || last >= bounds.size || (last ^ off) >= half {
+            // Report the first address past the half.
+            let end = raw.wrapping_add((off | (half - 1)) + 1 - off);
+            return Err(PageTableError::OutOfRange {
+                va: if end == 0 { u64::MAX } else { end },
+            });
         }
         let w = raw & Self::W_MASK;
         Ok((w, w + len))
@@ -567,7 +602,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         attrs: &PageAttrs,
         alloc: &mut A,
     ) -> Result<PendingFlush, PageTableError> {
-        let (w, level, entry) = self.check_map(va, pa, size, attrs)?;
+        let (w, level, entry) = Self::check_map(self.bounds, va, pa, size, attrs)?;
         let mut pending = PendingFlush::new(F::GRANULE);
         pending.sync = true;
         let key = w >> Geo::<F>::shift(1);
@@ -589,21 +624,21 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// level and the entry to write.
     #[inline(always)]
     pub(crate) fn check_map(
-        &self,
+        bounds: Bounds,
         va: VirtAddr,
         pa: PhysAddr,
         size: PageSize,
         attrs: &PageAttrs,
     ) -> Result<(u64, u8, u64), PageTableError> {
         let level = Self::level_of(size)?;
-        self.check_phys(pa, size.bytes(), size)?;
+        Self::check_phys(pa, size.bytes(), size)?;
         if !va.is_aligned(size.bytes()) {
             return Err(PageTableError::Misaligned {
                 addr: va.as_u64(),
                 align: size.bytes(),
             });
         }
-        let (w, _) = self.walk_range(va, size.bytes())?;
+        let (w, _) = Self::walk_range_in(bounds, va, size.bytes())?;
         let template = F::leaf_template(attrs, level)?;
         Ok((w, level, template | pa.as_u64()))
     }
@@ -700,7 +735,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         )
     }
 
-    fn check_phys(&self, pa: PhysAddr, len: u64, align: PageSize) -> Result<(), PageTableError> {
+    fn check_phys(pa: PhysAddr, len: u64, align: PageSize) -> Result<(), PageTableError> {
         if !pa.is_aligned(align.bytes()) {
             return Err(PageTableError::Misaligned {
                 addr: pa.as_u64(),
@@ -800,7 +835,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         alloc: &mut A,
     ) -> Result<PendingFlush, PageTableError> {
         Self::check_len(va, len)?;
-        self.check_phys(pa, len, F::GRANULE)?;
+        Self::check_phys(pa, len, F::GRANULE)?;
         let (ws, we) = self.walk_range(va, len)?;
         let mut ctx = MapCtx {
             templates: [0; 8],
@@ -991,15 +1026,13 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// the engine's lookups.
     #[inline(always)]
     pub(crate) fn walk_leaf(&self, w: u64) -> Result<Leaf, u8> {
-        let mut level = Geo::<F>::ROOT;
         let mut table = self.root;
-        loop {
+        // A loop with a constant trip count: the compiler unrolls it, so every level's shift,
+        // index mask and leaf size are constants.
+        for level in (0..=Geo::<F>::ROOT).rev() {
             let raw = self.table(table)[Geo::<F>::index(w, level)].load(Ordering::Acquire);
             match F::classify(raw, level) {
-                Entry::Table(next) if level > 0 => {
-                    table = next;
-                    level -= 1;
-                }
+                Entry::Table(next) if level > 0 => table = next,
                 Entry::Leaf(frame) => {
                     return match F::leaf_size(level) {
                         Some(size) => Ok(Leaf {
@@ -1015,6 +1048,8 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 _ => return Err(level),
             }
         }
+        // Level 0 holds no table entries (`classify` at level 0 reports leaves or invalid).
+        Err(0)
     }
 
     /// Returns the leaf mapping walk address `w` (see [`walk_leaf`](Self::walk_leaf)).
@@ -1067,14 +1102,15 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let (w, _) = self.walk_range(va, 1)?;
         let not_mapped = PageTableError::NotMapped { va: va.as_u64() };
         let (table, level, size) = self.find_leaf(w).ok_or(not_mapped)?;
-        let mapping = self.take_leaf(table, w, level, size)?;
+        let mapping = self.take_leaf(table, w, va.as_u64(), level, size)?;
         let mut pending = PendingFlush::new(F::GRANULE);
         self.cleared_leaf(w, table, level, size, &mut pending);
         Ok((mapping, pending))
     }
 
-    /// Clears the leaf of `size` at `level` in `table` that starts at walk address `w` (with a
-    /// swap, so its accessed/dirty state is exact) and returns what it mapped.
+    /// Clears the leaf of `size` at `level` in `table` that starts at walk address `w` (virtual
+    /// address `va`) with a swap, so its accessed/dirty state is exact, and returns what it
+    /// mapped.
     ///
     /// # Errors
     ///
@@ -1084,10 +1120,10 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         &self,
         table: PhysAddr,
         w: u64,
+        va: u64,
         level: u8,
         size: PageSize,
     ) -> Result<Mapping, PageTableError> {
-        let va = self.to_va(w);
         let not_mapped = PageTableError::NotMapped { va };
         if w & (size.bytes() - 1) != 0 {
             return Err(not_mapped);
@@ -1125,6 +1161,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         &self,
         table: PhysAddr,
         w: u64,
+        va: u64,
         level: u8,
         size: PageSize,
     ) -> Result<PhysAddr, PageTableError> {
@@ -1132,13 +1169,13 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         let raw = slot.load(Ordering::Relaxed);
         match F::classify(raw, level) {
             Entry::Leaf(_) if Geo::<F>::hinted(raw, level) && w & (size.bytes() - 1) == 0 => {
-                Err(PageTableError::BreakBeforeMake { va: self.to_va(w) })
+                Err(PageTableError::BreakBeforeMake { va })
             }
             Entry::Leaf(pa) if w & (size.bytes() - 1) == 0 => {
                 slot.store(0, Ordering::Relaxed);
                 Ok(pa)
             }
-            _ => Err(PageTableError::NotMapped { va: self.to_va(w) }),
+            _ => Err(PageTableError::NotMapped { va }),
         }
     }
 
@@ -1630,8 +1667,10 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         if entries == 0 {
             return;
         }
-        let va_of = |i: usize| self.to_va(ws - ((i0 as u64) << Geo::<F>::GRANULE_SHIFT))
-            .wrapping_add((i as u64) << Geo::<F>::GRANULE_SHIFT);
+        let va_of = |i: usize| {
+            self.to_va(ws - ((i0 as u64) << Geo::<F>::GRANULE_SHIFT))
+                .wrapping_add((i as u64) << Geo::<F>::GRANULE_SHIFT)
+        };
         hook.invalidate(&FlushRange {
             start: VirtAddr::new_truncate(va_of(lo), VaWidth::WIDEST),
             len: ((hi - lo) as u64) << Geo::<F>::GRANULE_SHIFT,

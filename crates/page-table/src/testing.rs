@@ -866,7 +866,10 @@ impl<'a, F: Format> Harness<'a, F> {
                         self.model.remove(start, m.size.bytes());
                         Ok(p)
                     }
-                    Err(e @ (PageTableError::NotMapped { .. } | PageTableError::BreakBeforeMake { .. })) => {
+                    Err(
+                        e @ (PageTableError::NotMapped { .. }
+                        | PageTableError::BreakBeforeMake { .. }),
+                    ) => {
                         Self::check_not_mapped(op, e, leaf, self.va(start));
                         return Ok(());
                     }
@@ -982,7 +985,10 @@ impl<'a, F: Format> Harness<'a, F> {
         enum Done {
             Map(Result<(), PageTableError>),
             Unmap(Option<Mapping>, Result<Mapping, PageTableError>),
-            Discard(Option<Mapping>, Result<(PhysAddr, PageSize), PageTableError>),
+            Discard(
+                Option<Mapping>,
+                Result<(PhysAddr, PageSize), PageTableError>,
+            ),
         }
         let size = Self::size_of(size);
         let len = size.bytes();
@@ -991,13 +997,18 @@ impl<'a, F: Format> Harness<'a, F> {
             .map(|k| {
                 let j = if mode & 1 == 1 { count - 1 - k } else { k };
                 let start = ((idx + j) * len) % WINDOW;
-                (start, self.va(start), PhysAddr::new(PA_BASE + (pa_idx + j) * len))
+                (
+                    start,
+                    self.va(start),
+                    PhysAddr::new(PA_BASE + (pa_idx + j) * len),
+                )
             })
             .collect();
         let sim = self.sim;
         let mut alloc = sim.frame_allocator();
         let (done, pending) = self.pt.cursor(&mut alloc, |c| {
-            let leaf = |c: &crate::Cursor<'_, F, _, _>, va| c.translate(va).ok().map(|t| t.mapping());
+            let leaf =
+                |c: &crate::Cursor<'_, F, _, _>, va| c.translate(va).ok().map(|t| t.mapping());
             steps
                 .iter()
                 .map(|&(_, va, pa)| match mode >> 1 {
@@ -1128,9 +1139,15 @@ impl<'a, F: Format> Harness<'a, F> {
             }
             let span = g as u64 * gran;
             assert!(g > 1, "{m:?}: hint on a format without one");
-            assert_eq!(m.va.as_u64() % span, 0, "{m:?}: group does not start aligned");
+            assert_eq!(
+                m.va.as_u64() % span,
+                0,
+                "{m:?}: group does not start aligned"
+            );
             assert_eq!(m.pa.as_u64() % span, 0, "{m:?}: group's frame not aligned");
-            let group = mappings.get(i..i + g).expect("a hinted group runs past the window");
+            let group = mappings
+                .get(i..i + g)
+                .expect("a hinted group runs past the window");
             for (k, p) in group.iter().enumerate() {
                 let step = k as u64 * gran;
                 assert!(

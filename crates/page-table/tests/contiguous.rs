@@ -15,7 +15,10 @@ fn rw() -> PageAttrs {
 }
 
 fn sim() -> SimPhysMemory {
-    SimPhysMemory::builder().size_bytes(4 << 20).build().unwrap()
+    SimPhysMemory::builder()
+        .size_bytes(4 << 20)
+        .build()
+        .unwrap()
 }
 
 /// Returns the hint of every page in `[va, va + len)` (`None` for unmapped pages).
@@ -66,9 +69,7 @@ fn only_whole_aligned_groups_get_the_hint() {
         .unwrap();
     pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
     let got = hints(&pt, base, 48 * 0x1000);
-    let want: Vec<Option<bool>> = (0..48)
-        .map(|k| (k >= 8).then_some(k >= 16))
-        .collect();
+    let want: Vec<Option<bool>> = (0..48).map(|k| (k >= 8).then_some(k >= 16)).collect();
     assert_eq!(got, want);
     // The hint is bit 52 of the descriptor, set only on hinted pages.
     assert_ne!(raw_4k(&sim, pt.root(), base + 16 * 0x1000) & CONT, 0);
@@ -87,7 +88,11 @@ fn only_whole_aligned_groups_get_the_hint() {
         )
         .unwrap();
     pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
-    assert!(hints(&pt, va2, 32 * 0x1000).iter().all(|h| *h == Some(false)));
+    assert!(
+        hints(&pt, va2, 32 * 0x1000)
+            .iter()
+            .all(|h| *h == Some(false))
+    );
 }
 
 #[test]
@@ -122,7 +127,12 @@ fn partial_unmap_unfolds_the_group_with_break_before_make() {
     // (one invalidation for both), then the pages go.
     let mut hook = CountingFlush::default();
     let pending = pt
-        .unmap_range(VirtAddr::new(va + 0x3000), 17 * 0x1000, &mut hook, &mut alloc)
+        .unmap_range(
+            VirtAddr::new(va + 0x3000),
+            17 * 0x1000,
+            &mut hook,
+            &mut alloc,
+        )
         .unwrap();
     assert_eq!(hook.invalidations, 1);
     let unfold = hook.last.unwrap();
@@ -149,11 +159,20 @@ fn partial_unmap_unfolds_the_group_with_break_before_make() {
     // A whole group goes without an unfold: only the final flush.
     let before = hook.invalidations;
     let pending = pt
-        .unmap_range(VirtAddr::new(va + 32 * 0x1000), 16 * 0x1000, &mut hook, &mut alloc)
+        .unmap_range(
+            VirtAddr::new(va + 32 * 0x1000),
+            16 * 0x1000,
+            &mut hook,
+            &mut alloc,
+        )
         .unwrap();
     assert_eq!(hook.invalidations, before);
     pt.finish(pending, &mut hook, &mut alloc).unwrap();
-    assert!(hints(&pt, va + 48 * 0x1000, 16 * 0x1000).iter().all(|h| *h == Some(true)));
+    assert!(
+        hints(&pt, va + 48 * 0x1000, 16 * 0x1000)
+            .iter()
+            .all(|h| *h == Some(true))
+    );
 }
 
 #[test]
@@ -174,7 +193,11 @@ fn protect_unfolds_every_group_it_touches() {
         )
         .unwrap();
     pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
-    assert!(hints(&pt, va, 3 * 128 * gran).iter().all(|h| *h == Some(true)));
+    assert!(
+        hints(&pt, va, 3 * 128 * gran)
+            .iter()
+            .all(|h| *h == Some(true))
+    );
 
     // Read-only over the first group and 10 pages of the second: both groups unfold in one
     // invalidation, the third keeps its hint.
@@ -230,9 +253,12 @@ fn harvest_reports_and_clears_whole_groups() {
         accessed: true,
         dirty: false,
     };
-    let p = pt.harvest(VirtAddr::new(va), 16 * 0x1000, all, |_| {}).unwrap();
+    let p = pt
+        .harvest(VirtAddr::new(va), 16 * 0x1000, all, |_| {})
+        .unwrap();
     pt.finish(p, &mut NoFlush, &mut alloc).unwrap();
-    sim.write_u64(PhysAddr::new(leaf_table + 9 * 8), raw | af).unwrap();
+    sim.write_u64(PhysAddr::new(leaf_table + 9 * 8), raw | af)
+        .unwrap();
 
     // Harvesting pages 2..4 sees the access through the group and clears all 16 entries.
     let mut seen = Vec::new();
@@ -264,7 +290,11 @@ fn formats_without_the_hint_map_as_map_range() {
         )
         .unwrap();
     pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
-    assert!(hints(&pt, va, 32 * 0x1000).iter().all(|h| *h == Some(false)));
+    assert!(
+        hints(&pt, va, 32 * 0x1000)
+            .iter()
+            .all(|h| *h == Some(false))
+    );
     let (m, p) = pt.unmap(VirtAddr::new(va + 0x5000)).unwrap();
     assert_eq!(m.pa, PhysAddr::new(0x8000_5000));
     pt.finish(p, &mut NoFlush, &mut alloc).unwrap();

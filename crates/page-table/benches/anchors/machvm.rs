@@ -162,7 +162,8 @@ impl<F: Row> Driver for Machvm<F> {
         let step = Self::GRANULE;
         let (pt, alloc) = self.pt_mut();
         let (result, done) = pt.cursor(alloc, |c| {
-            (0..pages * PAGE / step).try_for_each(|i| c.unmap_discard(VirtAddr::new(va + i * step)).map(drop))
+            (0..pages * PAGE / step)
+                .try_for_each(|i| c.unmap_discard(VirtAddr::new(va + i * step)).map(drop))
         });
         result.expect("machvm unmap");
         pt.finish(done, &mut NoFlush, alloc).expect("finish");
