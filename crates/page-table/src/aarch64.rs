@@ -83,6 +83,13 @@
 //! `FlushHook` before the new entry is written (batched, 64 entries per invalidation).
 //! Permission and access-flag changes are written in place and flushed once by the caller.
 //!
+//! The contiguous hint (bit 52, D8.6.1) is set on level-3 pages by
+//! `PageTable::map_range_contiguous`, on aligned groups of 16 (4K granule), 128 (16K) or 32
+//! (64K) pages whose physical run is aligned alike. Unmapping part of a group or changing the
+//! attributes of any of it clears the hint of the whole group first (break-before-make through
+//! the hook); harvesting reports and clears a group's accessed/dirty state as one, since the
+//! hardware may record an access in any of its entries.
+//!
 //! # Not yet supported
 //!
 //! - The contiguous hint on blocks (only level-3 pages get it, from

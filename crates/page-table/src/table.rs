@@ -14,7 +14,16 @@
 //! - **Trusted frames.** Every table frame was accepted by `PhysMapper::phys_to_ptr` once (when
 //!   allocated, or by the caller of `from_root`), so walks use `phys_to_ptr_unchecked`.
 //! - **Leaf-table cache.** Single-page `map`/`unmap` remember the last leaf table they reached;
-//!   the cache is cleared whenever a table may be unlinked.
+//!   the cache is cleared whenever a table may be unlinked. A [`Cursor`](crate::Cursor) goes
+//!   further: it keeps its state in scalars the compiler holds in registers, accumulates one
+//!   flush for a whole batch, and checks a leaf table for emptiness once, when it moves on.
+//! - **Region bounds.** A region is one run of addresses in wrapping order (the upper half
+//!   precedes the lower half), so "is `va` in the table's region" is one subtraction and one
+//!   compare.
+//! - **Contiguous groups.** Hinted pages (aarch64) always come in whole, aligned groups with
+//!   one physical run and the same attributes: edits that would break a group first clear the
+//!   hint of the whole group with break-before-make (bit 0 cleared in place, one invalidation,
+//!   bit 0 set again), and harvest treats a group as one unit.
 //! - **Publication order.** A new subtree is filled while unreachable and linked into its
 //!   parent last with a `Release` store, so another CPU's walker (software with `Acquire`
 //!   loads, or hardware after the [`FlushHook::sync`]) never sees a half-built table.
