@@ -1,27 +1,31 @@
 //! Page-table operation sequences on every format, checked against the reference model of
 //! `machvm_page_table::testing`.
 //!
-//! Input: one byte choosing the format (`% 5`: `X86Pml4`, `X86Pml5`, `A64Granule4K48`,
-//! `A64Granule16K47`, `A64Granule64K48`) and the window (`/ 5 % 4`: bottom or top of the lower
+//! Input: one byte choosing the format (`% 8`, in the order of [`FORMATS`]) and the window
+//! (`/ 8 % 4`: bottom or top of the lower
 //! half, bottom or top of the upper half; aarch64 tables translate the half the window is
 //! in), then operations decoded by [`Op::decode`], at most [`MAX_OPS`].
 
 use machvm_addr::SimPhysMemory;
 use machvm_page_table::testing::{Op, SIM_BYTES, WINDOW, run_ops_on};
 use machvm_page_table::{
-    A64Granule4K48, A64Granule16K47, A64Granule64K48, Format, Region, X86Pml4, X86Pml5,
+    A64Granule4K39, A64Granule4K48, A64Granule16K47, A64Granule16K48, A64Granule64K42,
+    A64Granule64K48, Format, Region, X86Pml4, X86Pml5,
 };
 
 /// Operations run per input (each is followed by a full check of the window).
 pub const MAX_OPS: usize = 64;
 
 /// The formats the first byte chooses from, in order.
-pub const FORMATS: [&str; 5] = [
+pub const FORMATS: [&str; 8] = [
     X86Pml4::NAME,
     X86Pml5::NAME,
     A64Granule4K48::NAME,
     A64Granule16K47::NAME,
     A64Granule64K48::NAME,
+    A64Granule4K39::NAME,
+    A64Granule16K48::NAME,
+    A64Granule64K42::NAME,
 ];
 
 /// Returns the region and window base for format `F` and window choice `w % 4`.
@@ -64,13 +68,16 @@ pub fn run(data: &[u8]) {
         return;
     };
     let ops = Op::decode_all(rest, MAX_OPS);
-    let w = choice / 5 % 4;
-    match choice % 5 {
+    let w = choice / 8 % 4;
+    match choice % 8 {
         0 => run_on::<X86Pml4>(w, &ops),
         1 => run_on::<X86Pml5>(w, &ops),
         2 => run_on::<A64Granule4K48>(w, &ops),
         3 => run_on::<A64Granule16K47>(w, &ops),
-        _ => run_on::<A64Granule64K48>(w, &ops),
+        4 => run_on::<A64Granule64K48>(w, &ops),
+        5 => run_on::<A64Granule4K39>(w, &ops),
+        6 => run_on::<A64Granule16K48>(w, &ops),
+        _ => run_on::<A64Granule64K42>(w, &ops),
     }
 }
 
@@ -178,7 +185,7 @@ mod tests {
 
     #[test]
     fn mixed_sequence_passes_on_every_format_and_window() {
-        for choice in 0..20 {
+        for choice in 0..32 {
             run(&input(choice, &mixed_ops()));
         }
     }
@@ -194,7 +201,7 @@ mod tests {
         run(&[]);
         run(&[3]);
         let bytes: Vec<u8> = (0..=255).collect();
-        for choice in 0..20 {
+        for choice in 0..32 {
             let mut data = bytes.clone();
             data[0] = choice;
             run(&data);
@@ -203,7 +210,7 @@ mod tests {
 
     #[test]
     fn formats_are_the_five_listed() {
-        assert_eq!(FORMATS.len(), 5);
+        assert_eq!(FORMATS.len(), 8);
         assert_eq!(FORMATS[3], "aarch64-16k-47bit");
     }
 
@@ -217,7 +224,7 @@ mod tests {
         }
         let dir = dir.join("page_table_ops");
         std::fs::create_dir_all(&dir).expect("creating the corpus directory");
-        for choice in 0..20u8 {
+        for choice in 0..32u8 {
             let path = dir.join(format!("seed-mixed-{choice:02}"));
             std::fs::write(path, input(choice, &mixed_ops())).expect("writing a seed");
         }

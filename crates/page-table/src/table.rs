@@ -959,15 +959,20 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 let h1 = (i0 + n) & !(g - 1);
                 let pa_h0 = pa + (((h0 - i0) as u64) << Geo::<F>::GRANULE_SHIFT);
                 let aligned = pa_h0 & ((g as u64) * Self::GRANULE - 1) == 0;
-                if aligned && h0 < h1 { (h0, h1) } else { (i0, i0) }
+                if aligned && h0 < h1 {
+                    (h0, h1)
+                } else {
+                    (i0, i0)
+                }
             } else {
                 (i0, i0)
             };
             // Three runs (before, inside and after the hinted groups), each a plain loop.
             let mut p = template | pa;
-            for (range, hint) in [(i0, h0), (h0, h1), (h1, i0 + n)]
-                .into_iter()
-                .zip([0, F::CONTIGUOUS_BIT, 0])
+            for (range, hint) in
+                [(i0, h0), (h0, h1), (h1, i0 + n)]
+                    .into_iter()
+                    .zip([0, F::CONTIGUOUS_BIT, 0])
             {
                 let (from, to) = range;
                 for e in t.get(from..to).unwrap_or(&[]) {

@@ -21,7 +21,10 @@
 
 use machvm_addr::{PhysAddr, PhysMapper, SimPhysMemory};
 use machvm_page_table::testing::{Op, WINDOW, run_ops};
-use machvm_page_table::{A64Granule4K48, A64Granule16K47, Region, X86Pml4, X86Pml5};
+use machvm_page_table::{
+    A64Granule4K39, A64Granule4K48, A64Granule16K47, A64Granule16K48, A64Granule64K42,
+    A64Granule64K48, Region, X86Pml4, X86Pml5,
+};
 use proptest::prelude::*;
 
 const G1: u64 = 1 << 30;
@@ -93,6 +96,31 @@ proptest! {
     #[cfg_attr(miri, ignore = "op sequences over GiB-sized ranges are too slow under miri; basic.rs covers the unsafe paths")]
     fn a64_16k47_lower_half_matches_model(ops in prop::collection::vec(op(), 1..40)) {
         run_ops::<A64Granule16K47>(Region::Lower, 0x40_0000_0000, &ops);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "op sequences over GiB-sized ranges are too slow under miri; basic.rs covers the unsafe paths")]
+    fn a64_4k39_top_of_lower_half_matches_model(ops in prop::collection::vec(op(), 1..40)) {
+        // The last 4 GiB of the 39-bit region: ranges that run past it must be refused.
+        run_ops::<A64Granule4K39>(Region::Lower, (1 << 39) - WINDOW, &ops);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "op sequences over GiB-sized ranges are too slow under miri; basic.rs covers the unsafe paths")]
+    fn a64_16k48_upper_half_matches_model(ops in prop::collection::vec(op(), 1..40)) {
+        run_ops::<A64Granule16K48>(Region::Upper, WINDOW.wrapping_neg(), &ops);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "op sequences over GiB-sized ranges are too slow under miri; basic.rs covers the unsafe paths")]
+    fn a64_64k42_lower_half_matches_model(ops in prop::collection::vec(op(), 1..40)) {
+        run_ops::<A64Granule64K42>(Region::Lower, 0x100_0000_0000, &ops);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "op sequences over GiB-sized ranges are too slow under miri; basic.rs covers the unsafe paths")]
+    fn a64_64k48_upper_half_matches_model(ops in prop::collection::vec(op(), 1..40)) {
+        run_ops::<A64Granule64K48>(Region::Upper, 0xffff_8000_0000_0000, &ops);
     }
 }
 
