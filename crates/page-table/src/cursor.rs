@@ -15,7 +15,7 @@ use crate::flush::PendingFlush;
 use crate::format::{Format, Geo};
 use crate::table::{Bounds, Mapping, PageTable, Translation};
 
-/// `leaf_key` when the cursor holds no leaf table (walk addresses are below 2^57, so no key
+/// `Held::key` when the cursor holds no leaf table (walk addresses are below 2^57, so no key
 /// reaches it).
 const NO_LEAF: u64 = u64::MAX;
 
