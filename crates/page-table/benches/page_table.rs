@@ -36,6 +36,8 @@ use anchors::x86_64::X86_64;
 use anchors::{Driver, PAGE, PAGES, PhysMem, RANGE, TABLES_64M_4K, TARGET_PA, VA_BASE};
 use machvm_page_table::{A64Granule4K48, X86Pml4, X86Pml5};
 
+/// Untimed iterations each row runs just before it is measured.
+const WARM_UP_ITERS: u64 = 3;
 /// Lookups per `translate_random` iteration.
 const LOOKUPS: u64 = 1 << 20;
 /// 4 KiB-equivalents in the 1 GiB of `map_range_1g`.
@@ -88,6 +90,10 @@ fn bench_case(c: &mut Criterion, case: &str, elements: u64, impls: Vec<Impl>) {
     let mut group = c.benchmark_group(format!("page-table/{case}"));
     group.throughput(Throughput::Elements(elements));
     for mut imp in impls {
+        // Untimed warm-up of this row right before it is measured: with `--quick` criterion
+        // barely warms up, and the first row of a group otherwise pays for the previous
+        // group's state (measured: the first row ran 30 % slower than the same code later).
+        drop((imp.run)(WARM_UP_ITERS));
         group.bench_function(imp.name.as_str(), |b| b.iter_custom(&mut imp.run));
     }
     group.finish();
