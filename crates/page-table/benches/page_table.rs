@@ -93,7 +93,7 @@ fn bench_case(c: &mut Criterion, case: &str, elements: u64, impls: Vec<Impl>) {
         // Untimed warm-up of this row right before it is measured: with `--quick` criterion
         // barely warms up, and the first row of a group otherwise pays for the previous
         // group's state (measured: the first row ran 30 % slower than the same code later).
-        drop((imp.run)(WARM_UP_ITERS));
+        let _warm_up: Duration = (imp.run)(WARM_UP_ITERS);
         group.bench_function(imp.name.as_str(), |b| b.iter_custom(&mut imp.run));
     }
     group.finish();
