@@ -91,8 +91,12 @@ impl FlushHook for CountingFlush {
 #[must_use = "unlinked page-table frames leak unless released"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct FreedTables {
-    pub(crate) head: Option<PhysAddr>,
-    pub(crate) tail: Option<PhysAddr>,
+    /// First frame of the chain (its raw address; meaningless while `count` is 0). Raw
+    /// addresses rather than `Option<PhysAddr>` keep the record, which every operation
+    /// returns, small.
+    pub(crate) head: u64,
+    /// Last frame of the chain (as `head`).
+    pub(crate) tail: u64,
     pub(crate) count: u64,
     pub(crate) granule: PageSize,
 }
@@ -100,11 +104,26 @@ pub struct FreedTables {
 impl FreedTables {
     pub(crate) const fn new(granule: PageSize) -> Self {
         Self {
-            head: None,
-            tail: None,
+            head: 0,
+            tail: 0,
             count: 0,
             granule,
         }
+    }
+
+    /// Appends `other`'s frames; `link` writes the link from this chain's last frame to
+    /// `other`'s first.
+    pub(crate) fn append(&mut self, other: Self, link: impl FnOnce(u64, u64)) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            self.head = other.head;
+        } else {
+            link(self.tail, other.head);
+        }
+        self.tail = other.tail;
+        self.count += other.count;
     }
 
     /// Returns the frames to `alloc`, reading the chain through `mapper`. Call it only after
@@ -123,17 +142,17 @@ impl FreedTables {
         alloc: &mut A,
     ) -> Result<(), PageTableError> {
         let mut result = Ok(());
-        let mut next = self.head;
+        let mut next = PhysAddr::new_truncate(self.head);
         let request = FrameRequest::single(self.granule);
         for _ in 0..self.count {
-            let Some(frame) = next else { break };
+            let frame = next;
             let ptr = mapper
                 .phys_to_ptr(frame, 8)
                 .map_err(PageTableError::Mapper)?;
             // SAFETY: the mapper made 8 bytes at `ptr` valid; `frame` is granule-aligned, so the
             // pointer is 8-byte aligned; table frames are only accessed atomically.
             let link = unsafe { &*ptr.as_ptr().cast::<AtomicU64>() }.load(Ordering::Relaxed);
-            next = Some(PhysAddr::new_truncate(link));
+            next = PhysAddr::new_truncate(link);
             // SAFETY: the frame was unlinked from its table and, by this method's contract,
             // the flush that made every walker forget it has completed.
             if let Err(e) = unsafe { alloc.deallocate(frame, request) } {

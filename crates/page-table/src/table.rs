@@ -509,14 +509,14 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// Chains the unlinked table `frame` into `freed`.
     #[inline]
     fn push_freed(&self, freed: &mut FreedTables, frame: PhysAddr) {
-        if let Some(head) = freed.head {
+        if freed.count == 0 {
+            freed.tail = frame.as_u64();
+        } else {
             // A page-aligned address has bit 0 clear: a walker that still reaches this
             // table before the flush sees an invalid entry here.
-            self.table(frame)[0].store(head.as_u64(), Ordering::Relaxed);
-        } else {
-            freed.tail = Some(frame);
+            self.table(frame)[0].store(freed.head, Ordering::Relaxed);
         }
-        freed.head = Some(frame);
+        freed.head = frame.as_u64();
         freed.count += 1;
     }
 
@@ -548,22 +548,18 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         alloc: &mut A,
     ) -> Result<(), PageTableError> {
         let freed = pending.flush(hook);
+        if freed.is_empty() {
+            return Ok(());
+        }
         self.free_tables(freed, alloc)
     }
 
     /// Appends `other` to `into` (their flush ranges merge into one covering range), so
     /// several operations can share one flush.
     pub fn merge_pending(&self, into: &mut PendingFlush, other: PendingFlush) {
-        if let (Some(tail), Some(head)) = (into.freed.tail, other.freed.head) {
-            self.table(tail)[0].store(head.as_u64(), Ordering::Relaxed);
-        }
-        if into.freed.head.is_none() {
-            into.freed.head = other.freed.head;
-        }
-        if other.freed.tail.is_some() {
-            into.freed.tail = other.freed.tail;
-        }
-        into.freed.count += other.freed.count;
+        into.freed.append(other.freed, |tail, head| {
+            self.table(PhysAddr::new_truncate(tail))[0].store(head, Ordering::Relaxed);
+        });
         if let Some(stride) = other.stride {
             let len = other.last.wrapping_sub(other.start).wrapping_add(1);
             into.add_range(other.start, len, other.entries, stride);
@@ -1224,7 +1220,17 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     ) {
         pending.add_range(self.to_va(w), size.bytes(), 1, size);
         let idx = Geo::<F>::index(w, level);
-        if level < Geo::<F>::ROOT && self.is_empty_except(self.table(table), level, idx, idx + 1) {
+        let t = self.table(table);
+        // A mapped neighbour (the usual case when pages go one by one) settles it without a
+        // scan.
+        let neighbour = |i: Option<usize>| {
+            i.and_then(|i| t.get(i))
+                .is_some_and(|e| e.load(Ordering::Relaxed) != 0)
+        };
+        if neighbour(idx.checked_add(1)) || neighbour(idx.checked_sub(1)) {
+            return;
+        }
+        if level < Geo::<F>::ROOT && self.is_empty_except(t, level, idx, idx + 1) {
             self.leaf_cache = None;
             self.unlink_empty(w, level, pending);
         }
@@ -1274,8 +1280,8 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     #[inline]
     pub(crate) fn is_empty_except(&self, t: &[AtomicU64], level: u8, i0: usize, i1: usize) -> bool {
         let n = Geo::<F>::entries(level);
-        // OR 64 entries (eight cache lines) at a time with plain loads, which the compiler
-        // vectorises: one branch per 512 bytes.
+        // OR entries with plain loads, which the compiler vectorises: one cache line, then 64
+        // entries (eight lines) per branch.
         let occupied = |part: &[AtomicU64]| {
             let words = part.as_ptr().cast::<u64>();
             let read = |i: usize| {
@@ -1288,8 +1294,14 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
                 // depend on them.
                 unsafe { words.add(i).read() }
             };
-            let full = part.len() / 64 * 64;
-            for start in (0..full).step_by(64) {
+            // One cache line first: next to a page just unmapped, a mapped neighbour is the
+            // common case and ends the scan early.
+            let head = part.len().min(8);
+            if (0..head).fold(0, |acc, i| acc | read(i)) != 0 {
+                return true;
+            }
+            let full = head + (part.len() - head) / 64 * 64;
+            for start in (head..full).step_by(64) {
                 if (start..start + 64).fold(0, |acc, i| acc | read(i)) != 0 {
                     return true;
                 }
