@@ -340,7 +340,7 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator + ?Sized> Cursor<'_, F, M, A> {
 
 #[cfg(test)]
 mod tests {
-    use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
+    use machvm_addr::{PageSize, PhysAddr, SimFrameAllocator, SimPhysMemory, VirtAddr, VmProt};
 
     use crate::{CountingFlush, PageAttrs, PageTable, PageTableError, Region, X86Pml4};
 
@@ -350,14 +350,19 @@ mod tests {
         PageAttrs::new(VmProt::READ | VmProt::WRITE)
     }
 
+    fn table(sim: &SimPhysMemory) -> (PageTable<X86Pml4, &SimPhysMemory>, SimFrameAllocator<'_>) {
+        let mut alloc = sim.frame_allocator();
+        let pt = PageTable::new(Region::Both, sim, &mut alloc).unwrap();
+        (pt, alloc)
+    }
+
     #[test]
     fn cursor_maps_and_unmaps_across_leaf_tables() {
         let sim = SimPhysMemory::builder()
             .size_bytes(1 << 20)
             .build()
             .unwrap();
-        let mut alloc = sim.frame_allocator();
-        let mut pt = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc).unwrap();
+        let (mut pt, mut alloc) = table(&sim);
         let before = sim.frames_in_use();
         // 3 leaf tables: 0x1ff.. crosses a 2 MiB boundary twice.
         let pages: u64 = 1024 + 2;
@@ -421,8 +426,7 @@ mod tests {
             .size_bytes(1 << 20)
             .build()
             .unwrap();
-        let mut alloc = sim.frame_allocator();
-        let mut pt = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc).unwrap();
+        let (mut pt, mut alloc) = table(&sim);
         let done = pt
             .map_range(
                 VirtAddr::new(BASE),

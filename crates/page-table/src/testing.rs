@@ -876,17 +876,10 @@ impl<'a, F: Format> Harness<'a, F> {
                     Err(e) => Err(e),
                 }
             }
-            Op::Cursor {
-                size,
-                idx,
-                count,
-                pa_idx,
-                attrs,
-                mode,
-            } => {
-                let r = self.apply_cursor(op, size, idx, count, pa_idx, attrs, mode);
-                must_flush = r.1;
-                Ok(r.0)
+            Op::Cursor { .. } => {
+                let (pending, removed) = self.apply_cursor(op);
+                must_flush = removed;
+                Ok(pending)
             }
             Op::Protect {
                 unit,
@@ -970,18 +963,19 @@ impl<'a, F: Format> Harness<'a, F> {
     }
 
     /// Runs an [`Op::Cursor`] batch and checks every operation of it against the model;
-    /// returns the batch's flush and the parts it unmapped.
-    #[allow(clippy::too_many_arguments)] // the fields of `Op::Cursor`
-    fn apply_cursor(
-        &mut self,
-        op: &Op,
-        size: u8,
-        idx: u64,
-        count: u64,
-        pa_idx: u64,
-        attrs: u8,
-        mode: u8,
-    ) -> (PendingFlush, Vec<(u64, u64, PageAttrs)>) {
+    /// returns the batch's flush and the parts it unmapped (nothing for other ops).
+    fn apply_cursor(&mut self, op: &Op) -> (PendingFlush, Vec<(u64, u64, PageAttrs)>) {
+        let Op::Cursor {
+            size,
+            idx,
+            count,
+            pa_idx,
+            attrs,
+            mode,
+        } = *op
+        else {
+            return (PendingFlush::new(F::GRANULE), Vec::new());
+        };
         enum Done {
             Map(Result<(), PageTableError>),
             Unmap(Option<Mapping>, Result<Mapping, PageTableError>),

@@ -1,7 +1,7 @@
 //! The aarch64 contiguous hint: which pages `map_range_contiguous` hints, and how every other
 //! operation keeps hinted groups whole (Arm ARM D8.6.1).
 
-use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
+use machvm_addr::{PhysAddr, SimFrameAllocator, SimPhysMemory, VirtAddr, VmProt};
 use machvm_page_table::{
     A64Granule4K48, A64Granule16K47, AccessState, CountingFlush, Format, NoFlush, PageAttrs,
     PageTable, PageTableError, Region, X86Pml4,
@@ -19,6 +19,28 @@ fn sim() -> SimPhysMemory {
         .size_bytes(4 << 20)
         .build()
         .unwrap()
+}
+
+/// Maps `len` bytes at `va` -> `pa` with `map_range_contiguous` in granule pages and completes
+/// the flush.
+fn map_hinted<F: Format>(
+    pt: &mut PageTable<F, &SimPhysMemory>,
+    alloc: &mut SimFrameAllocator<'_>,
+    va: u64,
+    pa: u64,
+    len: u64,
+) {
+    let done = pt
+        .map_range_contiguous(
+            VirtAddr::new(va),
+            PhysAddr::new(pa),
+            len,
+            &rw(),
+            F::GRANULE,
+            alloc,
+        )
+        .unwrap();
+    pt.finish(done, &mut NoFlush, alloc).unwrap();
 }
 
 /// Returns the hint of every page in `[va, va + len)` (`None` for unmapped pages).
@@ -57,17 +79,7 @@ fn only_whole_aligned_groups_get_the_hint() {
     // unhinted; the groups 16..32 and 32..48 are whole (the run ends at page 48).
     let base = 0x40_0000_0000u64;
     let va = base + 8 * 0x1000;
-    let done = pt
-        .map_range_contiguous(
-            VirtAddr::new(va),
-            PhysAddr::new(0x8000_8000),
-            40 * 0x1000,
-            &rw(),
-            PageSize::Size4KiB,
-            &mut alloc,
-        )
-        .unwrap();
-    pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
+    map_hinted(&mut pt, &mut alloc, va, 0x8000_8000, 40 * 0x1000);
     let got = hints(&pt, base, 48 * 0x1000);
     let want: Vec<Option<bool>> = (0..48).map(|k| (k >= 8).then_some(k >= 16)).collect();
     assert_eq!(got, want);
@@ -77,17 +89,7 @@ fn only_whole_aligned_groups_get_the_hint() {
 
     // A physical run aligned differently from the virtual one gets no hint at all.
     let va2 = base + (1 << 21);
-    let done = pt
-        .map_range_contiguous(
-            VirtAddr::new(va2),
-            PhysAddr::new(0x9000_1000),
-            32 * 0x1000,
-            &rw(),
-            PageSize::Size4KiB,
-            &mut alloc,
-        )
-        .unwrap();
-    pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
+    map_hinted(&mut pt, &mut alloc, va2, 0x9000_1000, 32 * 0x1000);
     assert!(
         hints(&pt, va2, 32 * 0x1000)
             .iter()
@@ -101,17 +103,7 @@ fn partial_unmap_unfolds_the_group_with_break_before_make() {
     let mut alloc = sim.frame_allocator();
     let mut pt = PageTable::<A64Granule4K48, _>::new(Region::Lower, &sim, &mut alloc).unwrap();
     let va = 0x40_0000_0000u64;
-    let done = pt
-        .map_range_contiguous(
-            VirtAddr::new(va),
-            PhysAddr::new(0x8000_0000),
-            64 * 0x1000,
-            &rw(),
-            PageSize::Size4KiB,
-            &mut alloc,
-        )
-        .unwrap();
-    pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
+    map_hinted(&mut pt, &mut alloc, va, 0x8000_0000, 64 * 0x1000);
 
     // Without a hook, a single page of a group cannot go: the others must lose the hint
     // first. Nothing changes.
@@ -182,17 +174,7 @@ fn protect_unfolds_every_group_it_touches() {
     let mut pt = PageTable::<A64Granule16K47, _>::new(Region::Lower, &sim, &mut alloc).unwrap();
     let va = 0x10_0000_0000u64;
     let gran = 0x4000u64;
-    let done = pt
-        .map_range_contiguous(
-            VirtAddr::new(va),
-            PhysAddr::new(0x8000_0000),
-            3 * 128 * gran,
-            &rw(),
-            PageSize::Size16KiB,
-            &mut alloc,
-        )
-        .unwrap();
-    pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
+    map_hinted(&mut pt, &mut alloc, va, 0x8000_0000, 3 * 128 * gran);
     assert!(
         hints(&pt, va, 3 * 128 * gran)
             .iter()
@@ -224,17 +206,7 @@ fn harvest_reports_and_clears_whole_groups() {
     let mut alloc = sim.frame_allocator();
     let mut pt = PageTable::<A64Granule4K48, _>::new(Region::Lower, &sim, &mut alloc).unwrap();
     let va = 0x40_0000_0000u64;
-    let done = pt
-        .map_range_contiguous(
-            VirtAddr::new(va),
-            PhysAddr::new(0x8000_0000),
-            16 * 0x1000,
-            &rw(),
-            PageSize::Size4KiB,
-            &mut alloc,
-        )
-        .unwrap();
-    pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
+    map_hinted(&mut pt, &mut alloc, va, 0x8000_0000, 16 * 0x1000);
     // The hardware recorded an access in page 9 of the group only (it may pick any entry).
     let pte = va + 9 * 0x1000;
     let raw = raw_4k(&sim, pt.root(), pte);
@@ -279,17 +251,7 @@ fn formats_without_the_hint_map_as_map_range() {
     let mut alloc = sim.frame_allocator();
     let mut pt = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc).unwrap();
     let va = 0x40_0000_0000u64;
-    let done = pt
-        .map_range_contiguous(
-            VirtAddr::new(va),
-            PhysAddr::new(0x8000_0000),
-            32 * 0x1000,
-            &rw(),
-            PageSize::Size4KiB,
-            &mut alloc,
-        )
-        .unwrap();
-    pt.finish(done, &mut NoFlush, &mut alloc).unwrap();
+    map_hinted(&mut pt, &mut alloc, va, 0x8000_0000, 32 * 0x1000);
     assert!(
         hints(&pt, va, 32 * 0x1000)
             .iter()
