@@ -1,0 +1,1561 @@
+//! A software TLB for host tests (`std` feature): [`SoftTlb`] remembers the translations each
+//! simulated CPU used and reports any later use of one that should have been invalidated.
+//!
+//! # Design
+//!
+//! - **One TLB per CPU**, each a set-associative array of `sets × ways` entries behind its own
+//!   host lock, so host threads playing different CPUs do not contend. The lock is a
+//!   `std::sync::Mutex`: it parks instead of spinning, so simulating more CPUs than there are
+//!   host cores stays cheap. An entry of page size `S` lives in set `(va >> S.shift()) % sets`;
+//!   a lookup probes the set of every [`PageSize`]. Replacement inside a set is
+//!   least-recently-used.
+//! - **Tagged like the hardware**: an entry carries the [`Asid`] of the access that filled it
+//!   and a global bit. A non-global entry serves only its ASID, a global one every ASID
+//!   (aarch64 `nG = 0`, `x86_64` PTE.G with PCIDs).
+//! - **Every translation is checked**: [`SoftTlb::translate`] always calls the caller's
+//!   page-table walk, hit or miss. On a hit it compares the cached entry with what the page
+//!   table says *now*; if the entry allows something the page table no longer does (the page is
+//!   unmapped, maps another frame or another page size, lost write, execute or global
+//!   permission), the use is a missed invalidation and `translate` returns
+//!   [`SoftTlbError::Stale`] with the CPU, ASID, address and both translations. Entries whose
+//!   translation is unchanged, or that are *less* permissive than the page table (a permission
+//!   upgrade needs no flush), are fine: TLBs may keep them.
+//! - **Epochs**: one global counter ticks at every fill, invalidation and translation. Each
+//!   entry records the epoch it was filled at ([`Cached::filled_at`]), and each CPU the epoch of
+//!   its last invalidation. `translate` never holds a lock while walking; the epochs decide
+//!   afterwards what the walk can be compared with: only entries filled before the walk began
+//!   are checked for staleness, and a walk that overlapped an invalidation of the same CPU is
+//!   used once but not cached (hardware guarantees that a completed TLBI also removes the
+//!   results of walks that were in flight).
+//! - **Invalidation mirrors the hardware**: per CPU ([`invalidate_page`](SoftTlb::invalidate_page),
+//!   [`invalidate_range`](SoftTlb::invalidate_range), [`invalidate_asid`](SoftTlb::invalidate_asid),
+//!   [`invalidate_all`](SoftTlb::invalidate_all)) and to every CPU (`broadcast_*`). The
+//!   [`TlbOps`] implementations are handles: [`SoftTlbCpu`] (local, like `x86_64` `INVLPG`) and
+//!   [`SoftTlbBroadcast`] (every CPU, like aarch64 `TLBI …IS`). Invalidations take effect
+//!   immediately; `sync`/`complete` are counted, and invalidations issued through a handle
+//!   outside a `sync … complete` bracket are counted in
+//!   [`SoftTlbStats::unsynced_invalidations`].
+//! - **Update windows**: on real machines another CPU may legally use an old translation between
+//!   the page-table write and the end of the shootdown. A concurrent simulation marks that window
+//!   with [`SoftTlb::begin_update`]; stale hits inside it are served from the cached entry (as the
+//!   hardware would) and counted, not reported. Any use after the window closes is reported.
+//!
+//! Not modelled: walk caches and intermediate entries (`leaf_only` is ignored, every
+//! invalidation removes whole translations), deferred completion (a `TLBI` not yet followed by a
+//! `DSB`), TLB conflict aborts, user/privileged permissions and access/dirty bits.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use machvm_addr::{PageSize, PhysAddr, VirtAddr, VmProt};
+use machvm_sync::CpuIndex;
+use machvm_sync::atomic::{AtomicU64, Ordering};
+
+use crate::ops::{Asid, TlbCaps, TlbOps};
+
+/// The kind of memory access a simulated CPU makes.
+#[allow(clippy::exhaustive_enums)] // Read, write and execute are every kind of access there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A load.
+    Read,
+    /// A store.
+    Write,
+    /// An instruction fetch.
+    Execute,
+}
+
+impl Access {
+    /// Returns the protection this access needs ([`VmProt::READ`], [`VmProt::WRITE`] or
+    /// [`VmProt::EXECUTE`]).
+    #[inline]
+    pub const fn prot(self) -> VmProt {
+        match self {
+            Self::Read => VmProt::READ,
+            Self::Write => VmProt::WRITE,
+            Self::Execute => VmProt::EXECUTE,
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Execute => "execute",
+        })
+    }
+}
+
+/// What the page table currently says about a virtual address: the result of a page-table walk
+/// passed to [`SoftTlb::translate`].
+///
+/// Every valid translation is readable; `writable`, `executable` and `global` default to
+/// `false`. Build one with [`new`](Self::new) and the `with_*` methods.
+///
+/// # Examples
+///
+/// ```
+/// use machvm_addr::{PageSize, PhysAddr};
+/// use machvm_tlb::soft::{Access, Walked};
+///
+/// let w = Walked::new(PhysAddr::new(0x20_0000), PageSize::Size2MiB).with_writable(true);
+/// assert!(w.permits(Access::Write));
+/// assert!(!w.permits(Access::Execute));
+/// assert!(!w.global);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Walked {
+    /// Physical address of the start of the page (or block) that contains the address; a
+    /// multiple of `size`.
+    pub pa: PhysAddr,
+    /// Size of the page or block.
+    pub size: PageSize,
+    /// Stores are allowed.
+    pub writable: bool,
+    /// Instruction fetches are allowed.
+    pub executable: bool,
+    /// The translation is global: cached for every ASID (aarch64 `nG = 0`, `x86_64` PTE.G).
+    pub global: bool,
+}
+
+impl Walked {
+    /// Returns a read-only, non-executable, non-global translation to the page at `pa`.
+    #[inline]
+    #[must_use]
+    pub const fn new(pa: PhysAddr, size: PageSize) -> Self {
+        Self {
+            pa,
+            size,
+            writable: false,
+            executable: false,
+            global: false,
+        }
+    }
+
+    /// Returns the translation with `writable` set to `writable`.
+    #[inline]
+    #[must_use]
+    pub const fn with_writable(mut self, writable: bool) -> Self {
+        self.writable = writable;
+        self
+    }
+
+    /// Returns the translation with `executable` set to `executable`.
+    #[inline]
+    #[must_use]
+    pub const fn with_executable(mut self, executable: bool) -> Self {
+        self.executable = executable;
+        self
+    }
+
+    /// Returns the translation with `global` set to `global`.
+    #[inline]
+    #[must_use]
+    pub const fn with_global(mut self, global: bool) -> Self {
+        self.global = global;
+        self
+    }
+
+    /// Returns whether the translation allows `access`.
+    #[inline]
+    pub const fn permits(&self, access: Access) -> bool {
+        match access {
+            Access::Read => true,
+            Access::Write => self.writable,
+            Access::Execute => self.executable,
+        }
+    }
+}
+
+impl fmt::Display for Walked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{size} page at pa {pa:#x} {perms}",
+            size = self.size,
+            pa = self.pa,
+            perms = Perms(self.writable, self.executable, self.global),
+        )
+    }
+}
+
+/// Formats permissions as `r`, `w`/`-`, `x`/`-`, then ` global` if set.
+struct Perms(bool, bool, bool);
+
+impl fmt::Display for Perms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = if self.0 { 'w' } else { '-' };
+        let x = if self.1 { 'x' } else { '-' };
+        write!(f, "r{w}{x}")?;
+        if self.2 {
+            f.write_str(" global")?;
+        }
+        Ok(())
+    }
+}
+
+/// A translation cached in a [`SoftTlb`] entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Cached {
+    /// ASID of the access that filled the entry (for a global entry, any ASID may use it).
+    pub asid: Asid,
+    /// The entry serves every ASID.
+    pub global: bool,
+    /// Virtual address of the start of the page; a multiple of `size`.
+    pub va: VirtAddr,
+    /// Size of the page or block.
+    pub size: PageSize,
+    /// Physical address of the start of the page; a multiple of `size`.
+    pub pa: PhysAddr,
+    /// Stores are allowed.
+    pub writable: bool,
+    /// Instruction fetches are allowed.
+    pub executable: bool,
+    /// Epoch of the [`SoftTlb`] when the entry was filled (see [`SoftTlb::epoch`]).
+    pub filled_at: u64,
+}
+
+impl Cached {
+    /// Returns the entry's translation in the form a page-table walk gives it.
+    #[inline]
+    pub const fn walked(&self) -> Walked {
+        Walked {
+            pa: self.pa,
+            size: self.size,
+            writable: self.writable,
+            executable: self.executable,
+            global: self.global,
+        }
+    }
+
+    /// Returns whether the entry's page contains `va`.
+    #[inline]
+    pub const fn covers(&self, va: VirtAddr) -> bool {
+        va.as_u64() & !self.size.mask() == self.va.as_u64()
+    }
+
+    /// Returns whether an access of address space `asid` to `va` may use this entry: the page
+    /// contains `va` and the entry is global or tagged with `asid`.
+    #[inline]
+    pub fn serves(&self, asid: Asid, va: VirtAddr) -> bool {
+        (self.global || self.asid == asid) && self.covers(va)
+    }
+
+    /// Returns whether the entry allows `access`.
+    #[inline]
+    pub const fn permits(&self, access: Access) -> bool {
+        self.walked().permits(access)
+    }
+
+    /// Returns whether the page table's `current` translation of this entry's address no
+    /// longer allows what the entry allows: not mapped, another frame or page size, or write,
+    /// execute or global permission removed. Using such an entry is a missed invalidation.
+    pub fn is_stale_against(&self, current: Option<&Walked>) -> bool {
+        match current {
+            None => true,
+            Some(w) => {
+                w.size != self.size
+                    || w.pa != self.pa
+                    || (self.writable && !w.writable)
+                    || (self.executable && !w.executable)
+                    || (self.global && !w.global)
+            }
+        }
+    }
+
+    /// Returns the last byte of the page (inclusive, so pages at the top of the address space
+    /// do not overflow).
+    const fn last_byte(&self) -> u64 {
+        self.va.as_u64() | self.size.mask()
+    }
+
+    /// Returns whether the page overlaps the inclusive byte range `first..=last`.
+    const fn overlaps(&self, first: u64, last: u64) -> bool {
+        self.va.as_u64() <= last && self.last_byte() >= first
+    }
+}
+
+impl fmt::Display for Cached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{size} page {va:#x} -> pa {pa:#x} {perms} (asid {asid}, filled at epoch {epoch})",
+            size = self.size,
+            va = self.va,
+            pa = self.pa,
+            perms = Perms(self.writable, self.executable, self.global),
+            asid = self.asid.as_u16(),
+            epoch = self.filled_at,
+        )
+    }
+}
+
+/// Where the translation returned by [`SoftTlb::translate`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// A cached entry that still matches the page table.
+    Hit,
+    /// A miss: the walk's translation was cached.
+    Filled,
+    /// A cached entry lacked a permission the page table now grants (an upgrade needs no
+    /// flush); the entry was refilled from the walk, as hardware re-walks before faulting.
+    Upgraded,
+    /// The walk overlapped an invalidation of this CPU, so its translation was used once and
+    /// not cached.
+    Uncached,
+    /// A stale entry inside an open [`UpdateWindow`]: the old translation was used, as the
+    /// hardware would before the shootdown reaches this CPU.
+    StaleTolerated,
+}
+
+/// A successful translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Translated {
+    /// Physical address the access goes to (page start plus the offset of the address).
+    pub pa: PhysAddr,
+    /// The translation used. For [`Source::Uncached`] it was not stored; its `filled_at` is the
+    /// epoch of the walk.
+    pub entry: Cached,
+    /// Where the translation came from.
+    pub source: Source,
+}
+
+impl Translated {
+    /// Returns whether a cached entry served the access ([`Source::Hit`] or
+    /// [`Source::StaleTolerated`]).
+    #[inline]
+    pub const fn is_hit(&self) -> bool {
+        matches!(self.source, Source::Hit | Source::StaleTolerated)
+    }
+}
+
+/// Why a translation faulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FaultKind {
+    /// The page table does not map the address (translation fault).
+    NotMapped,
+    /// The page table maps the address without the permission the access needs.
+    Permission,
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotMapped => "not mapped",
+            Self::Permission => "permission denied",
+        })
+    }
+}
+
+/// Errors of [`SoftTlb`].
+///
+/// Ordered by kind: caller mistakes (retrying the same call fails again), then faults (the
+/// simulated CPU takes a page fault; retrying after it is handled can succeed), then
+/// [`Stale`](Self::Stale), the bug this model exists to find. A failed call leaves the entries
+/// unchanged (except that a [`Fault`](Self::Fault) caused by permissions still caches the walk,
+/// see [`SoftTlb::translate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SoftTlbError {
+    /// The CPU count is zero or above [`SoftTlb::MAX_CPUS`].
+    BadCpuCount {
+        /// The requested count.
+        cpus: usize,
+    },
+    /// The set count is zero, not a power of two or above [`SoftTlb::MAX_SETS`].
+    BadSetCount {
+        /// The requested count.
+        sets: usize,
+    },
+    /// The way count is zero or above [`SoftTlb::MAX_WAYS`].
+    BadWayCount {
+        /// The requested count.
+        ways: usize,
+    },
+    /// `cpus × sets × ways` is above [`SoftTlb::MAX_ENTRIES`].
+    TooLarge {
+        /// The requested number of entries (saturated at `usize::MAX`).
+        entries: usize,
+    },
+    /// The CPU index is not below the TLB's CPU count.
+    BadCpu {
+        /// The index given.
+        cpu: CpuIndex,
+        /// The TLB's CPU count.
+        cpus: usize,
+    },
+    /// The page-table walk returned a physical address that is not a multiple of its page size.
+    BadWalk {
+        /// The address walked.
+        va: VirtAddr,
+        /// What the walk returned.
+        walked: Walked,
+    },
+    /// The access faults: the page table does not map the address or lacks the permission.
+    /// Retrying after the fault is handled can succeed.
+    Fault {
+        /// The CPU that accessed.
+        cpu: CpuIndex,
+        /// The address space it accessed in.
+        asid: Asid,
+        /// The address accessed.
+        va: VirtAddr,
+        /// The kind of access.
+        access: Access,
+        /// Why it faulted.
+        kind: FaultKind,
+    },
+    /// A missed invalidation: `cpu` used (or, from the `check_*` methods, still holds) a cached
+    /// translation that the page table no longer allows. Retrying gives the same error until
+    /// the entry is invalidated.
+    Stale {
+        /// The CPU holding the entry.
+        cpu: CpuIndex,
+        /// The address space of the access (or check).
+        asid: Asid,
+        /// The address accessed (or checked).
+        va: VirtAddr,
+        /// The cached translation.
+        cached: Cached,
+        /// What the page table says now (`None`: not mapped).
+        current: Option<Walked>,
+    },
+}
+
+impl SoftTlbError {
+    /// Returns whether this is a [`Fault`](Self::Fault).
+    #[inline]
+    pub const fn is_fault(&self) -> bool {
+        matches!(self, Self::Fault { .. })
+    }
+
+    /// Returns whether this is a [`Stale`](Self::Stale) report.
+    #[inline]
+    pub const fn is_stale(&self) -> bool {
+        matches!(self, Self::Stale { .. })
+    }
+}
+
+impl fmt::Display for SoftTlbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadCpuCount { cpus } => write!(
+                f,
+                "soft TLB cpu count {cpus} is not in 1..={}",
+                SoftTlb::MAX_CPUS
+            ),
+            Self::BadSetCount { sets } => write!(
+                f,
+                "soft TLB set count {sets} is not a power of two in 1..={}",
+                SoftTlb::MAX_SETS
+            ),
+            Self::BadWayCount { ways } => write!(
+                f,
+                "soft TLB way count {ways} is not in 1..={}",
+                SoftTlb::MAX_WAYS
+            ),
+            Self::TooLarge { entries } => write!(
+                f,
+                "soft TLB of {entries} entries is above the limit of {}",
+                SoftTlb::MAX_ENTRIES
+            ),
+            Self::BadCpu { cpu, cpus } => {
+                write!(f, "cpu {cpu} is out of range for a soft TLB of {cpus} cpus")
+            }
+            Self::BadWalk { va, walked } => write!(
+                f,
+                "walk of va {va:#x} returned pa {pa:#x}, not aligned to its {size} page",
+                pa = walked.pa,
+                size = walked.size,
+            ),
+            Self::Fault {
+                cpu,
+                asid,
+                va,
+                access,
+                kind,
+            } => write!(
+                f,
+                "{access} fault on cpu {cpu}, asid {asid}, va {va:#x}: {kind}",
+                asid = asid.as_u16(),
+            ),
+            Self::Stale {
+                cpu,
+                asid,
+                va,
+                cached,
+                current,
+            } => {
+                write!(
+                    f,
+                    "stale translation on cpu {cpu}, asid {asid}, va {va:#x}: cached {cached}, \
+                     but the page table has ",
+                    asid = asid.as_u16(),
+                )?;
+                match current {
+                    Some(w) => write!(f, "{w}"),
+                    None => f.write_str("no mapping"),
+                }
+            }
+        }
+    }
+}
+
+impl core::error::Error for SoftTlbError {}
+
+/// Event counts of a [`SoftTlb`] (of one CPU, or summed over all).
+///
+/// Every [`translate`](SoftTlb::translate) that reaches the lookup counts one hit or one miss;
+/// the other counters are independent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct SoftTlbStats {
+    /// Translations served by a cached entry (including permission faults on one and
+    /// tolerated stale uses).
+    pub hits: u64,
+    /// Translations with no usable entry (fills, upgrades, uncached walks, faults on a miss).
+    pub misses: u64,
+    /// Entries written (fills and upgrades).
+    pub fills: u64,
+    /// Valid entries replaced to make room.
+    pub evictions: u64,
+    /// Entries refilled because the page table granted a missing permission.
+    pub upgrades: u64,
+    /// Walks used once and not cached because they overlapped an invalidation.
+    pub uncached_walks: u64,
+    /// Translations that returned [`SoftTlbError::Fault`].
+    pub faults: u64,
+    /// Translations that returned [`SoftTlbError::Stale`].
+    pub stale_reports: u64,
+    /// Stale uses inside an open [`UpdateWindow`] (not reported).
+    pub stale_tolerated: u64,
+    /// Invalidation operations applied to the CPU (a broadcast counts once per CPU).
+    pub invalidations: u64,
+    /// Entries those operations removed.
+    pub entries_invalidated: u64,
+    /// [`TlbOps::sync`] calls through a handle issued by the CPU.
+    pub syncs: u64,
+    /// [`TlbOps::complete`] calls through a handle issued by the CPU.
+    pub completes: u64,
+    /// Invalidations issued through a [`TlbOps`] handle outside a `sync … complete` bracket,
+    /// and `complete` calls with no open `sync`.
+    pub unsynced_invalidations: u64,
+}
+
+impl SoftTlbStats {
+    /// Adds every counter of `other` to `self`.
+    fn add(&mut self, other: &Self) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.fills += other.fills;
+        self.evictions += other.evictions;
+        self.upgrades += other.upgrades;
+        self.uncached_walks += other.uncached_walks;
+        self.faults += other.faults;
+        self.stale_reports += other.stale_reports;
+        self.stale_tolerated += other.stale_tolerated;
+        self.invalidations += other.invalidations;
+        self.entries_invalidated += other.entries_invalidated;
+        self.syncs += other.syncs;
+        self.completes += other.completes;
+        self.unsynced_invalidations += other.unsynced_invalidations;
+    }
+}
+
+/// A host lock that parks waiters (a spinlock would burn whole time slices when simulated CPUs
+/// outnumber host cores) and has no poisoning.
+#[derive(Debug, Default)]
+struct Lock<T>(std::sync::Mutex<T>);
+
+impl<T> Lock<T> {
+    fn new(value: T) -> Self {
+        Self(std::sync::Mutex::new(value))
+    }
+
+    /// Locks, recovering the guard if a panicking thread poisoned the lock: no code of this
+    /// module panics while holding one, and the data is valid after every statement anyway.
+    fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A cached entry and its LRU stamp.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    cached: Cached,
+    /// Epoch of the last translation that used the entry.
+    last_used: u64,
+}
+
+/// The TLB of one CPU.
+#[derive(Debug)]
+struct CpuTlb {
+    /// `sets × ways` slots, set-major: slot `set * ways + way`.
+    slots: Vec<Option<Entry>>,
+    /// Epoch of the last invalidation applied to this CPU (0: none).
+    last_invalidation: u64,
+    /// A `sync` was issued through a handle of this CPU and no `complete` yet.
+    in_flush: bool,
+    stats: SoftTlbStats,
+}
+
+/// An open [`UpdateWindow`].
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    id: u64,
+    asid: Asid,
+    /// First byte of the range.
+    first: u64,
+    /// Last byte of the range (inclusive).
+    last: u64,
+}
+
+/// Which entries an invalidation removes.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// Entries of `asid` (or global) containing `va`.
+    Page(Asid, VirtAddr),
+    /// Entries of `asid` (or global) overlapping the inclusive byte range.
+    Range(Asid, u64, u64),
+    /// Non-global entries of `asid`.
+    Asid(Asid),
+    /// Every entry.
+    All,
+}
+
+impl Target {
+    /// Returns the target for `[start, start + len)`, or `None` if `len` is zero.
+    fn range(asid: Asid, start: VirtAddr, len: u64) -> Option<Self> {
+        let first = start.as_u64();
+        let last = first.saturating_add(len.checked_sub(1)?);
+        Some(Self::Range(asid, first, last))
+    }
+
+    fn hits(self, c: &Cached) -> bool {
+        match self {
+            Self::Page(asid, va) => c.serves(asid, va),
+            Self::Range(asid, first, last) => {
+                (c.global || c.asid == asid) && c.overlaps(first, last)
+            }
+            Self::Asid(asid) => !c.global && c.asid == asid,
+            Self::All => true,
+        }
+    }
+}
+
+/// A per-CPU, ASID-tagged, set-associative software TLB that reports stale translations.
+///
+/// Shared between host threads (`Sync`): each CPU's entries sit behind their own lock. See the
+/// [module documentation](self) for the model and what it leaves out.
+///
+/// # Examples (needs `std`)
+///
+/// ```
+/// use machvm_addr::{PageSize, PhysAddr, VirtAddr};
+/// use machvm_sync::CpuIndex;
+/// use machvm_tlb::Asid;
+/// use machvm_tlb::soft::{Access, SoftTlb, Source, Walked};
+///
+/// let tlb = SoftTlb::new(2, 16, 4)?;
+/// let (cpu, asid, va) = (CpuIndex::new(0), Asid::new(1), VirtAddr::new(0x4000));
+/// let mut page_table = Some(Walked::new(PhysAddr::new(0x9000), PageSize::Size4KiB));
+///
+/// // A miss fills the entry, the next access hits it.
+/// let t = tlb.translate(cpu, asid, va, Access::Read, |_| page_table)?;
+/// assert_eq!((t.pa, t.source), (PhysAddr::new(0x9000), Source::Filled));
+/// assert!(tlb.translate(cpu, asid, va, Access::Read, |_| page_table)?.is_hit());
+///
+/// // Unmapping without invalidating: the next use is reported.
+/// page_table = None;
+/// let err = tlb.translate(cpu, asid, va, Access::Read, |_| page_table).unwrap_err();
+/// assert!(err.is_stale());
+///
+/// // After the invalidation the access faults, as it should.
+/// tlb.invalidate_page(cpu, asid, va)?;
+/// let err = tlb.translate(cpu, asid, va, Access::Read, |_| page_table).unwrap_err();
+/// assert!(err.is_fault());
+/// # Ok::<(), machvm_tlb::soft::SoftTlbError>(())
+/// ```
+pub struct SoftTlb {
+    cpus: Vec<Lock<CpuTlb>>,
+    sets: usize,
+    ways: usize,
+    /// The epoch counter (see [`SoftTlb::epoch`]).
+    clock: AtomicU64,
+    /// Open update windows and the id of the next one.
+    windows: Lock<(Vec<Window>, u64)>,
+}
+
+impl fmt::Debug for SoftTlb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SoftTlb")
+            .field("cpus", &self.cpus.len())
+            .field("sets", &self.sets)
+            .field("ways", &self.ways)
+            .field("epoch", &self.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftTlb {
+    /// The largest CPU count.
+    pub const MAX_CPUS: usize = 1024;
+    /// The largest set count (sets are a power of two).
+    pub const MAX_SETS: usize = 1 << 16;
+    /// The largest associativity.
+    pub const MAX_WAYS: usize = 64;
+    /// The largest total number of entries over all CPUs (`cpus × sets × ways`).
+    pub const MAX_ENTRIES: usize = 1 << 22;
+
+    /// Returns an empty TLB for `cpus` CPUs, each with `sets` sets of `ways` entries.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpuCount`] if `cpus` is 0 or above [`MAX_CPUS`](Self::MAX_CPUS).
+    /// - [`SoftTlbError::BadSetCount`] if `sets` is 0, not a power of two or above
+    ///   [`MAX_SETS`](Self::MAX_SETS).
+    /// - [`SoftTlbError::BadWayCount`] if `ways` is 0 or above [`MAX_WAYS`](Self::MAX_WAYS).
+    /// - [`SoftTlbError::TooLarge`] if `cpus × sets × ways` is above
+    ///   [`MAX_ENTRIES`](Self::MAX_ENTRIES).
+    pub fn new(cpus: usize, sets: usize, ways: usize) -> Result<Self, SoftTlbError> {
+        if cpus == 0 || cpus > Self::MAX_CPUS {
+            return Err(SoftTlbError::BadCpuCount { cpus });
+        }
+        if !sets.is_power_of_two() || sets > Self::MAX_SETS {
+            return Err(SoftTlbError::BadSetCount { sets });
+        }
+        if ways == 0 || ways > Self::MAX_WAYS {
+            return Err(SoftTlbError::BadWayCount { ways });
+        }
+        let per_cpu = sets * ways;
+        let entries = per_cpu.saturating_mul(cpus);
+        if entries > Self::MAX_ENTRIES {
+            return Err(SoftTlbError::TooLarge { entries });
+        }
+        let cpus = (0..cpus)
+            .map(|_| {
+                Lock::new(CpuTlb {
+                    slots: alloc::vec![None; per_cpu],
+                    last_invalidation: 0,
+                    in_flush: false,
+                    stats: SoftTlbStats::default(),
+                })
+            })
+            .collect();
+        Ok(Self {
+            cpus,
+            sets,
+            ways,
+            clock: AtomicU64::new(0),
+            windows: Lock::new((Vec::new(), 0)),
+        })
+    }
+
+    /// Returns the number of CPUs.
+    #[inline]
+    pub fn cpus(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// Returns the number of sets per CPU.
+    #[inline]
+    pub const fn sets(&self) -> usize {
+        self.sets
+    }
+
+    /// Returns the number of ways (entries per set).
+    #[inline]
+    pub const fn ways(&self) -> usize {
+        self.ways
+    }
+
+    /// Returns the current epoch: a counter that advances at every translation, fill and
+    /// invalidation, so [`Cached::filled_at`] values order entries against events.
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        // Acquire pairs with the AcqRel ticks: a caller that sees epoch `e` sees every event
+        // stamped below `e`.
+        self.clock.load(Ordering::Acquire)
+    }
+
+    /// Advances the epoch and returns the new value.
+    fn tick(&self) -> u64 {
+        // AcqRel: the ticks form one release sequence. A translation ticks before walking and an
+        // invalidation ticks after the caller wrote the page table; if the invalidation's tick
+        // is the earlier one, the walk's tick reads from it, so the page-table write happens
+        // before the walk. That is what lets `translate` cache a walk that started after every
+        // invalidation of its CPU.
+        self.clock.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
+    }
+
+    /// Returns the lock of `cpu`'s TLB.
+    fn cpu_tlb(&self, cpu: CpuIndex) -> Result<&Lock<CpuTlb>, SoftTlbError> {
+        self.cpus.get(cpu.as_usize()).ok_or(SoftTlbError::BadCpu {
+            cpu,
+            cpus: self.cpus.len(),
+        })
+    }
+
+    /// Returns the first slot of the set an entry of `size` containing `va` lives in.
+    fn set_base(&self, va: VirtAddr, size: PageSize) -> usize {
+        // Truncating the page number is fine: only its low bits select the set.
+        let page = (va.as_u64() >> size.shift()) as usize;
+        (page & (self.sets - 1)) * self.ways
+    }
+
+    /// Calls `f` with the slot index and entry of every entry of `tlb` that serves `asid` at
+    /// `va`.
+    fn for_each_match(
+        &self,
+        tlb: &CpuTlb,
+        asid: Asid,
+        va: VirtAddr,
+        mut f: impl FnMut(usize, &Entry),
+    ) {
+        for size in PageSize::ALL {
+            let base = self.set_base(va, size);
+            let Some(set) = tlb.slots.get(base..base + self.ways) else {
+                continue;
+            };
+            for (way, slot) in set.iter().enumerate() {
+                if let Some(entry) = slot {
+                    // The size test makes each entry count once when sizes share a set.
+                    if entry.cached.size == size && entry.cached.serves(asid, va) {
+                        f(base + way, entry);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns whether a stale `cached` entry lies inside an open update window.
+    fn tolerated(&self, cached: &Cached) -> bool {
+        let windows = self.windows.lock();
+        windows
+            .0
+            .iter()
+            .any(|w| (cached.global || cached.asid == w.asid) && cached.overlaps(w.first, w.last))
+    }
+
+    /// Stores `cached` in its set, in an empty way or over the least recently used one.
+    fn fill(&self, tlb: &mut CpuTlb, cached: Cached, now: u64) {
+        let base = self.set_base(cached.va, cached.size);
+        let Some(set) = tlb.slots.get_mut(base..base + self.ways) else {
+            return;
+        };
+        let victim = match set.iter().position(Option::is_none) {
+            Some(way) => way,
+            None => {
+                tlb.stats.evictions += 1;
+                set.iter()
+                    .enumerate()
+                    .min_by_key(|(_, slot)| slot.map_or(0, |e| e.last_used))
+                    .map_or(0, |(way, _)| way)
+            }
+        };
+        if let Some(slot) = set.get_mut(victim) {
+            *slot = Some(Entry {
+                cached,
+                last_used: now,
+            });
+            tlb.stats.fills += 1;
+        }
+    }
+
+    /// Translates an access of `cpu` in address space `asid` to `va`, checking any cached
+    /// entry against the page table.
+    ///
+    /// `walk` is the page-table walk of the address space: it returns what the page table maps
+    /// at the address it is given (always `va`) *now*, or `None`. It is called exactly once,
+    /// hit or miss, with no lock held, so it may lock the simulated page table.
+    ///
+    /// - **Hit** (an entry of `asid`, or a global one, contains `va`): every such entry that
+    ///   existed before the walk must still agree with it (see [`Cached::is_stale_against`]),
+    ///   else the result is [`SoftTlbError::Stale`]. The most recently used entry serves the
+    ///   access; if it lacks the permission and the page table now grants it, it is refilled
+    ///   ([`Source::Upgraded`]).
+    /// - **Miss**: the walk's translation is cached (evicting the least recently used entry of
+    ///   its set if full) and used. A walk that overlapped an invalidation of `cpu` is used but
+    ///   not cached ([`Source::Uncached`]).
+    ///
+    /// A walk that maps `va` without the needed permission is still cached (both architectures
+    /// may cache translations that fault on permissions), then the access faults.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    /// - [`SoftTlbError::BadWalk`] if the walk's `pa` is not a multiple of its `size`.
+    /// - [`SoftTlbError::Fault`] with [`FaultKind::NotMapped`] on a miss where the walk
+    ///   returned `None`; with [`FaultKind::Permission`] if the translation used (the cached
+    ///   entry, or the walk on a miss) does not allow `access` and the page table grants no
+    ///   upgrade.
+    /// - [`SoftTlbError::Stale`] if a cached entry serving the access no longer matches the page
+    ///   table and no [`UpdateWindow`] covers it: a missed invalidation.
+    pub fn translate(
+        &self,
+        cpu: CpuIndex,
+        asid: Asid,
+        va: VirtAddr,
+        access: Access,
+        walk: impl FnOnce(VirtAddr) -> Option<Walked>,
+    ) -> Result<Translated, SoftTlbError> {
+        let lock = self.cpu_tlb(cpu)?;
+        let start = self.tick();
+        let current = walk(va);
+        if let Some(w) = &current {
+            if !w.pa.is_aligned(w.size.bytes()) {
+                return Err(SoftTlbError::BadWalk { va, walked: *w });
+            }
+        }
+        let fault = |kind| SoftTlbError::Fault {
+            cpu,
+            asid,
+            va,
+            access,
+            kind,
+        };
+
+        let mut tlb = lock.lock();
+        let raced = tlb.last_invalidation > start;
+        // Pick the most recently used match; check every match that was cached before the walk
+        // started (a later fill may come from a newer page table than the walk saw).
+        let mut chosen: Option<(usize, Entry, bool)> = None;
+        let mut stale: Option<Cached> = None;
+        self.for_each_match(&tlb, asid, va, |idx, entry| {
+            if stale.is_some() {
+                return;
+            }
+            let is_stale =
+                entry.cached.filled_at < start && entry.cached.is_stale_against(current.as_ref());
+            if is_stale && !self.tolerated(&entry.cached) {
+                stale = Some(entry.cached);
+                return;
+            }
+            if chosen.is_none_or(|(_, best, _)| best.last_used < entry.last_used) {
+                chosen = Some((idx, *entry, is_stale));
+            }
+        });
+        if let Some(cached) = stale {
+            tlb.stats.stale_reports += 1;
+            return Err(SoftTlbError::Stale {
+                cpu,
+                asid,
+                va,
+                cached,
+                current,
+            });
+        }
+
+        let Some((idx, entry, is_stale)) = chosen else {
+            // Miss.
+            tlb.stats.misses += 1;
+            let Some(w) = current else {
+                tlb.stats.faults += 1;
+                return Err(fault(FaultKind::NotMapped));
+            };
+            let now = self.tick();
+            let cached = cached_from_walk(asid, va, w, now);
+            let source = if raced {
+                tlb.stats.uncached_walks += 1;
+                Source::Uncached
+            } else {
+                self.fill(&mut tlb, cached, now);
+                Source::Filled
+            };
+            if !w.permits(access) {
+                tlb.stats.faults += 1;
+                return Err(fault(FaultKind::Permission));
+            }
+            return translated(va, cached, source).ok_or(SoftTlbError::BadWalk { va, walked: w });
+        };
+
+        // Hit.
+        if let Some(Some(slot)) = tlb.slots.get_mut(idx) {
+            slot.last_used = start;
+        }
+        if is_stale {
+            tlb.stats.hits += 1;
+            tlb.stats.stale_tolerated += 1;
+            if !entry.cached.permits(access) {
+                tlb.stats.faults += 1;
+                return Err(fault(FaultKind::Permission));
+            }
+            return translated(va, entry.cached, Source::StaleTolerated).ok_or(
+                SoftTlbError::BadWalk {
+                    va,
+                    walked: entry.cached.walked(),
+                },
+            );
+        }
+        if entry.cached.permits(access) {
+            tlb.stats.hits += 1;
+            return translated(va, entry.cached, Source::Hit).ok_or(SoftTlbError::BadWalk {
+                va,
+                walked: entry.cached.walked(),
+            });
+        }
+        match current {
+            Some(w) if w.permits(access) && !entry.cached.is_stale_against(Some(&w)) => {
+                // Permission upgrade: re-walk instead of faulting.
+                tlb.stats.misses += 1;
+                let now = self.tick();
+                let cached = cached_from_walk(asid, va, w, now);
+                let source = if raced {
+                    tlb.stats.uncached_walks += 1;
+                    Source::Uncached
+                } else {
+                    if let Some(slot) = tlb.slots.get_mut(idx) {
+                        *slot = Some(Entry {
+                            cached,
+                            last_used: now,
+                        });
+                    }
+                    tlb.stats.fills += 1;
+                    tlb.stats.upgrades += 1;
+                    Source::Upgraded
+                };
+                translated(va, cached, source).ok_or(SoftTlbError::BadWalk { va, walked: w })
+            }
+            _ => {
+                tlb.stats.hits += 1;
+                tlb.stats.faults += 1;
+                Err(fault(FaultKind::Permission))
+            }
+        }
+    }
+
+    /// Returns the entry `cpu` would use for an access of `asid` to `va` (the most recently used
+    /// one that serves it), without walking, checking or touching the LRU order.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn cached(
+        &self,
+        cpu: CpuIndex,
+        asid: Asid,
+        va: VirtAddr,
+    ) -> Result<Option<Cached>, SoftTlbError> {
+        let tlb = self.cpu_tlb(cpu)?.lock();
+        let mut best: Option<Entry> = None;
+        self.for_each_match(&tlb, asid, va, |_, entry| {
+            if best.is_none_or(|b| b.last_used < entry.last_used) {
+                best = Some(*entry);
+            }
+        });
+        Ok(best.map(|e| e.cached))
+    }
+
+    /// Returns every entry `cpu` holds, in slot order.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn entries(&self, cpu: CpuIndex) -> Result<Vec<Cached>, SoftTlbError> {
+        let tlb = self.cpu_tlb(cpu)?.lock();
+        Ok(tlb.slots.iter().flatten().map(|e| e.cached).collect())
+    }
+
+    /// Checks that no CPU holds an entry serving `asid` at `va` that disagrees with the page
+    /// table's current translation `walk(va)` (called once). Use it after a shootdown: it finds
+    /// stale entries before any CPU uses them.
+    ///
+    /// Unlike [`translate`](Self::translate) it ignores [`UpdateWindow`]s, and it reports
+    /// entries that a correct kernel may still legally hold if it flushes lazily (for example
+    /// entries of an ASID that will be invalidated before reuse).
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadWalk`] if the walk's `pa` is not a multiple of its `size`.
+    /// - [`SoftTlbError::Stale`] for the first CPU (lowest index) holding a stale entry.
+    pub fn check_no_stale(
+        &self,
+        asid: Asid,
+        va: VirtAddr,
+        walk: impl FnOnce(VirtAddr) -> Option<Walked>,
+    ) -> Result<(), SoftTlbError> {
+        let candidates = self.collect(|tlb, out| {
+            self.for_each_match(tlb, asid, va, |idx, e| out.push((idx, e.cached)));
+        });
+        let current = walk(va);
+        if let Some(w) = &current {
+            if !w.pa.is_aligned(w.size.bytes()) {
+                return Err(SoftTlbError::BadWalk { va, walked: *w });
+            }
+        }
+        for (cpu, idx, cached) in candidates {
+            if cached.is_stale_against(current.as_ref()) && self.still_holds(cpu, idx, &cached) {
+                return Err(SoftTlbError::Stale {
+                    cpu,
+                    asid,
+                    va,
+                    cached,
+                    current,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that no CPU holds an entry of `asid` (or a global one) overlapping
+    /// `[start, start + len)` that disagrees with the page table. `walk` is called once per
+    /// such entry, at the entry's first address inside the range.
+    ///
+    /// The same caveats as [`check_no_stale`](Self::check_no_stale) apply.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadWalk`] if a walk's `pa` is not a multiple of its `size`.
+    /// - [`SoftTlbError::Stale`] for the first stale entry found (CPUs in index order).
+    pub fn check_range_no_stale(
+        &self,
+        asid: Asid,
+        start: VirtAddr,
+        len: u64,
+        mut walk: impl FnMut(VirtAddr) -> Option<Walked>,
+    ) -> Result<(), SoftTlbError> {
+        let Some(target) = Target::range(asid, start, len) else {
+            return Ok(());
+        };
+        let candidates = self.collect(|tlb, out| {
+            for (idx, slot) in tlb.slots.iter().enumerate() {
+                if let Some(e) = slot {
+                    if target.hits(&e.cached) {
+                        out.push((idx, e.cached));
+                    }
+                }
+            }
+        });
+        for (cpu, idx, cached) in candidates {
+            let va = if cached.va < start { start } else { cached.va };
+            let current = walk(va);
+            if let Some(w) = &current {
+                if !w.pa.is_aligned(w.size.bytes()) {
+                    return Err(SoftTlbError::BadWalk { va, walked: *w });
+                }
+            }
+            if cached.is_stale_against(current.as_ref()) && self.still_holds(cpu, idx, &cached) {
+                return Err(SoftTlbError::Stale {
+                    cpu,
+                    asid,
+                    va,
+                    cached,
+                    current,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on each CPU's TLB under its lock and returns what it pushed, tagged with the
+    /// CPU.
+    fn collect(
+        &self,
+        mut f: impl FnMut(&CpuTlb, &mut Vec<(usize, Cached)>),
+    ) -> Vec<(CpuIndex, usize, Cached)> {
+        let mut all = Vec::new();
+        let mut found = Vec::new();
+        for (cpu, lock) in self.cpu_indices() {
+            found.clear();
+            f(&lock.lock(), &mut found);
+            all.extend(found.iter().map(|&(idx, c)| (cpu, idx, c)));
+        }
+        all
+    }
+
+    /// Returns whether `cpu` still holds `cached` in slot `idx` (it did before the caller's
+    /// walk, so it held it throughout). Fill epochs are unique, so they identify the entry.
+    fn still_holds(&self, cpu: CpuIndex, idx: usize, cached: &Cached) -> bool {
+        self.cpu_tlb(cpu).is_ok_and(
+            |lock| matches!(lock.lock().slots.get(idx), Some(Some(e)) if e.cached == *cached),
+        )
+    }
+
+    /// Iterates over the CPUs with their index.
+    fn cpu_indices(&self) -> impl Iterator<Item = (CpuIndex, &Lock<CpuTlb>)> {
+        // `new` caps the count at `MAX_CPUS`, so every index fits in a `u32`.
+        self.cpus
+            .iter()
+            .enumerate()
+            .map(|(i, lock)| (CpuIndex::new(i as u32), lock))
+    }
+
+    /// Removes the entries `target` hits from one CPU and returns how many.
+    fn invalidate_on(&self, lock: &Lock<CpuTlb>, target: Option<Target>) -> usize {
+        let mut tlb = lock.lock();
+        let mut removed = 0;
+        if let Some(target) = target {
+            for slot in &mut tlb.slots {
+                if slot.is_some_and(|e| target.hits(&e.cached)) {
+                    *slot = None;
+                    removed += 1;
+                }
+            }
+        }
+        tlb.last_invalidation = self.tick();
+        tlb.stats.invalidations += 1;
+        tlb.stats.entries_invalidated += removed as u64;
+        removed
+    }
+
+    /// Removes the entries `target` hits from every CPU and returns how many.
+    fn invalidate_everywhere(&self, target: Option<Target>) -> usize {
+        self.cpus
+            .iter()
+            .map(|lock| self.invalidate_on(lock, target))
+            .sum()
+    }
+
+    /// Invalidates on `cpu` the entries of `asid`, and global ones, containing `va`; returns
+    /// how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn invalidate_page(
+        &self,
+        cpu: CpuIndex,
+        asid: Asid,
+        va: VirtAddr,
+    ) -> Result<usize, SoftTlbError> {
+        Ok(self.invalidate_on(self.cpu_tlb(cpu)?, Some(Target::Page(asid, va))))
+    }
+
+    /// Invalidates on `cpu` the entries of `asid`, and global ones, overlapping
+    /// `[start, start + len)` (saturating at the top of the address space); returns how many
+    /// were removed. Exact, like a range instruction without a level hint.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn invalidate_range(
+        &self,
+        cpu: CpuIndex,
+        asid: Asid,
+        start: VirtAddr,
+        len: u64,
+    ) -> Result<usize, SoftTlbError> {
+        Ok(self.invalidate_on(self.cpu_tlb(cpu)?, Target::range(asid, start, len)))
+    }
+
+    /// Invalidates on `cpu` every non-global entry of `asid`; returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn invalidate_asid(&self, cpu: CpuIndex, asid: Asid) -> Result<usize, SoftTlbError> {
+        Ok(self.invalidate_on(self.cpu_tlb(cpu)?, Some(Target::Asid(asid))))
+    }
+
+    /// Invalidates every entry of `cpu`, global ones included; returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn invalidate_all(&self, cpu: CpuIndex) -> Result<usize, SoftTlbError> {
+        Ok(self.invalidate_on(self.cpu_tlb(cpu)?, Some(Target::All)))
+    }
+
+    /// Does [`invalidate_page`](Self::invalidate_page) on every CPU; returns the total removed.
+    pub fn broadcast_invalidate_page(&self, asid: Asid, va: VirtAddr) -> usize {
+        self.invalidate_everywhere(Some(Target::Page(asid, va)))
+    }
+
+    /// Does [`invalidate_range`](Self::invalidate_range) on every CPU; returns the total
+    /// removed.
+    pub fn broadcast_invalidate_range(&self, asid: Asid, start: VirtAddr, len: u64) -> usize {
+        self.invalidate_everywhere(Target::range(asid, start, len))
+    }
+
+    /// Does [`invalidate_asid`](Self::invalidate_asid) on every CPU; returns the total removed.
+    pub fn broadcast_invalidate_asid(&self, asid: Asid) -> usize {
+        self.invalidate_everywhere(Some(Target::Asid(asid)))
+    }
+
+    /// Does [`invalidate_all`](Self::invalidate_all) on every CPU; returns the total removed.
+    pub fn broadcast_invalidate_all(&self) -> usize {
+        self.invalidate_everywhere(Some(Target::All))
+    }
+
+    /// Returns a [`TlbOps`] handle whose invalidations reach only `cpu` (like `x86_64`
+    /// `INVLPG`/`INVPCID`).
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn cpu(&self, cpu: CpuIndex) -> Result<SoftTlbCpu<'_>, SoftTlbError> {
+        self.cpu_tlb(cpu)?;
+        Ok(SoftTlbCpu { tlb: self, cpu })
+    }
+
+    /// Returns a [`TlbOps`] handle, issued by `issuer`, whose invalidations reach every CPU
+    /// (like aarch64 `TLBI …IS`).
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `issuer` is out of range.
+    pub fn broadcast(&self, issuer: CpuIndex) -> Result<SoftTlbBroadcast<'_>, SoftTlbError> {
+        self.cpu_tlb(issuer)?;
+        Ok(SoftTlbBroadcast { tlb: self, issuer })
+    }
+
+    /// Opens an update window for `asid` over `[start, start + len)`: until the returned guard
+    /// is dropped, [`translate`](Self::translate) serves stale entries of `asid` (or global ones)
+    /// overlapping the range from the cache instead of reporting them, and counts them in
+    /// [`SoftTlbStats::stale_tolerated`].
+    ///
+    /// Open it before writing the page table and close it once the shootdown has completed: it
+    /// models the time during which other CPUs may legally still use the old translation. Any
+    /// use of a stale entry after the window closes is reported. Windows may overlap.
+    pub fn begin_update(&self, asid: Asid, start: VirtAddr, len: u64) -> UpdateWindow<'_> {
+        let mut windows = self.windows.lock();
+        let id = windows.1;
+        windows.1 = id.wrapping_add(1);
+        if let Some(Target::Range(_, first, last)) = Target::range(asid, start, len) {
+            windows.0.push(Window {
+                id,
+                asid,
+                first,
+                last,
+            });
+        }
+        UpdateWindow { tlb: self, id }
+    }
+
+    /// Returns the counters summed over every CPU.
+    pub fn stats(&self) -> SoftTlbStats {
+        let mut sum = SoftTlbStats::default();
+        for lock in &self.cpus {
+            sum.add(&lock.lock().stats);
+        }
+        sum
+    }
+
+    /// Returns the counters of `cpu`.
+    ///
+    /// # Errors
+    ///
+    /// - [`SoftTlbError::BadCpu`] if `cpu` is out of range.
+    pub fn cpu_stats(&self, cpu: CpuIndex) -> Result<SoftTlbStats, SoftTlbError> {
+        Ok(self.cpu_tlb(cpu)?.lock().stats)
+    }
+
+    /// Sets every counter of every CPU to zero (entries stay).
+    pub fn reset_stats(&self) {
+        for lock in &self.cpus {
+            lock.lock().stats = SoftTlbStats::default();
+        }
+    }
+
+    /// Records a `sync` through a handle of `issuer`.
+    fn record_sync(&self, issuer: CpuIndex) {
+        if let Ok(lock) = self.cpu_tlb(issuer) {
+            let mut tlb = lock.lock();
+            tlb.stats.syncs += 1;
+            tlb.in_flush = true;
+        }
+    }
+
+    /// Records a `complete` through a handle of `issuer`.
+    fn record_complete(&self, issuer: CpuIndex) {
+        if let Ok(lock) = self.cpu_tlb(issuer) {
+            let mut tlb = lock.lock();
+            tlb.stats.completes += 1;
+            if !tlb.in_flush {
+                tlb.stats.unsynced_invalidations += 1;
+            }
+            tlb.in_flush = false;
+        }
+    }
+
+    /// Counts an invalidation through a handle of `issuer` made outside `sync … complete`.
+    fn record_invalidation(&self, issuer: CpuIndex) {
+        if let Ok(lock) = self.cpu_tlb(issuer) {
+            let mut tlb = lock.lock();
+            if !tlb.in_flush {
+                tlb.stats.unsynced_invalidations += 1;
+            }
+        }
+    }
+}
+
+/// Returns the entry a walk of `va` in `asid` fills.
+fn cached_from_walk(asid: Asid, va: VirtAddr, w: Walked, filled_at: u64) -> Cached {
+    Cached {
+        asid,
+        global: w.global,
+        va: va.align_down_to(w.size),
+        size: w.size,
+        pa: w.pa,
+        writable: w.writable,
+        executable: w.executable,
+        filled_at,
+    }
+}
+
+/// Returns the translation of `va` through `cached`, or `None` if the physical address
+/// overflows.
+fn translated(va: VirtAddr, cached: Cached, source: Source) -> Option<Translated> {
+    Some(Translated {
+        pa: cached.pa.checked_add(va.page_offset(cached.size))?,
+        entry: cached,
+        source,
+    })
+}
+
+/// A [`TlbOps`] handle whose invalidations reach one CPU of a [`SoftTlb`] (from
+/// [`SoftTlb::cpu`]).
+///
+/// Capabilities: not broadcast, range invalidation (exact), tagged with 16-bit ASIDs.
+/// `leaf_only` is ignored (walk caches are not modelled).
+#[derive(Debug, Clone, Copy)]
+pub struct SoftTlbCpu<'a> {
+    tlb: &'a SoftTlb,
+    cpu: CpuIndex,
+}
+
+impl SoftTlbCpu<'_> {
+    /// Returns the CPU this handle invalidates.
+    #[inline]
+    pub const fn cpu_index(&self) -> CpuIndex {
+        self.cpu
+    }
+
+    /// Applies `target` to this handle's CPU.
+    fn apply(&self, target: Option<Target>) {
+        self.tlb.record_invalidation(self.cpu);
+        if let Ok(lock) = self.tlb.cpu_tlb(self.cpu) {
+            self.tlb.invalidate_on(lock, target);
+        }
+    }
+}
+
+impl TlbOps for SoftTlbCpu<'_> {
+    fn caps(&self) -> TlbCaps {
+        TlbCaps::new(false, true, true, 16)
+    }
+
+    fn sync(&self) {
+        self.tlb.record_sync(self.cpu);
+    }
+
+    fn invalidate_page(&self, asid: Asid, va: VirtAddr, _leaf_only: bool) {
+        self.apply(Some(Target::Page(asid, va)));
+    }
+
+    fn invalidate_range(
+        &self,
+        asid: Asid,
+        start: VirtAddr,
+        len: u64,
+        _stride: PageSize,
+        _leaf_only: bool,
+    ) {
+        self.apply(Target::range(asid, start, len));
+    }
+
+    fn invalidate_asid(&self, asid: Asid) {
+        self.apply(Some(Target::Asid(asid)));
+    }
+
+    fn invalidate_all(&self) {
+        self.apply(Some(Target::All));
+    }
+
+    fn complete(&self) {
+        self.tlb.record_complete(self.cpu);
+    }
+}
+
+/// A [`TlbOps`] handle whose invalidations reach every CPU of a [`SoftTlb`] (from
+/// [`SoftTlb::broadcast`]), like aarch64 `TLBI …IS`.
+///
+/// Capabilities: broadcast, range invalidation (exact), tagged with 16-bit ASIDs.
+/// `sync`/`complete` are recorded on the issuing CPU; `leaf_only` is ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct SoftTlbBroadcast<'a> {
+    tlb: &'a SoftTlb,
+    issuer: CpuIndex,
+}
+
+impl SoftTlbBroadcast<'_> {
+    /// Returns the CPU that issues this handle's operations.
+    #[inline]
+    pub const fn issuer(&self) -> CpuIndex {
+        self.issuer
+    }
+
+    /// Applies `target` to every CPU.
+    fn apply(&self, target: Option<Target>) {
+        self.tlb.record_invalidation(self.issuer);
+        self.tlb.invalidate_everywhere(target);
+    }
+}
+
+impl TlbOps for SoftTlbBroadcast<'_> {
+    fn caps(&self) -> TlbCaps {
+        TlbCaps::new(true, true, true, 16)
+    }
+
+    fn sync(&self) {
+        self.tlb.record_sync(self.issuer);
+    }
+
+    fn invalidate_page(&self, asid: Asid, va: VirtAddr, _leaf_only: bool) {
+        self.apply(Some(Target::Page(asid, va)));
+    }
+
+    fn invalidate_range(
+        &self,
+        asid: Asid,
+        start: VirtAddr,
+        len: u64,
+        _stride: PageSize,
+        _leaf_only: bool,
+    ) {
+        self.apply(Target::range(asid, start, len));
+    }
+
+    fn invalidate_asid(&self, asid: Asid) {
+        self.apply(Some(Target::Asid(asid)));
+    }
+
+    fn invalidate_all(&self) {
+        self.apply(Some(Target::All));
+    }
+
+    fn complete(&self) {
+        self.tlb.record_complete(self.issuer);
+    }
+}
+
+/// An open update window of a [`SoftTlb`] (from [`SoftTlb::begin_update`]); closed when
+/// dropped.
+#[must_use = "the window closes as soon as it is dropped"]
+#[derive(Debug)]
+pub struct UpdateWindow<'a> {
+    tlb: &'a SoftTlb,
+    id: u64,
+}
+
+impl UpdateWindow<'_> {
+    /// Closes the window (the same as dropping it).
+    #[inline]
+    pub fn close(self) {}
+}
+
+impl Drop for UpdateWindow<'_> {
+    fn drop(&mut self) {
+        let mut windows = self.tlb.windows.lock();
+        windows.0.retain(|w| w.id != self.id);
+    }
+}
