@@ -578,6 +578,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "2047 switches over a 2047-entry LRU are quadratic: minutes under miri"
+    )]
     fn pcids_stay_below_the_user_bit() {
         let mut c = PcidCache::<MAX_DYN_PCIDS>::new();
         let mut last = Asid::KERNEL;

@@ -241,8 +241,17 @@ fn run<const CPUS: usize>(bits: u8, contexts: usize, ops: &[Op]) -> Result<(), T
     Ok(())
 }
 
+/// 512 cases unless `PROPTEST_CASES` says otherwise (miri runs set it low).
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 512;
+    }
+    config
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(config())]
 
     #[test]
     fn two_cpus_follow_the_model(bits in 2_u8..=4, contexts in 2_usize..=10, ops in ops(2, 10)) {
@@ -287,6 +296,10 @@ fn no_rollover_until_every_asid_is_used() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "65,535 allocations are minutes under miri; the small-width proptests cover the same code"
+)]
 fn sixteen_bit_space_hands_out_every_asid_once() {
     let asids = AsidAllocator::<4>::new(16).unwrap();
     let mut seen = vec![false; 1 << 16];

@@ -1201,11 +1201,21 @@ mod model {
         Ok(())
     }
 
+    /// 256 cases unless `PROPTEST_CASES` says otherwise (miri runs set it low).
+    fn config() -> ProptestConfig {
+        let mut config = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = 256;
+        }
+        config
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(config())]
 
         /// No eviction possible (16 sets, at most two entries per set): outcomes are exact.
         #[test]
+        #[cfg_attr(miri, ignore = "the soft TLB has no unsafe code; these run natively")]
         fn matches_reference_without_eviction(
             ways in 2..=3usize,
             cpus in 1..=3u32,
@@ -1218,6 +1228,7 @@ mod model {
         /// Small geometries that evict: outcomes are exact until the first eviction, then a
         /// miss is also allowed for entries the model lists.
         #[test]
+        #[cfg_attr(miri, ignore = "the soft TLB has no unsafe code; these run natively")]
         fn matches_reference_with_eviction(
             sets in prop::sample::select(vec![1usize, 2]),
             ways in 1..=2usize,
