@@ -15,6 +15,8 @@ mod error;
 mod hint;
 #[cfg(any(test, loom, feature = "std"))]
 mod host;
+#[cfg(loom)]
+pub mod model;
 mod mutex;
 mod padded;
 mod rwlock;

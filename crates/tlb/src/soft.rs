@@ -1439,42 +1439,50 @@ impl SoftTlbCpu<'_> {
     }
 }
 
-impl TlbOps for SoftTlbCpu<'_> {
-    fn caps(&self) -> TlbCaps {
-        TlbCaps::new(false, true, true, 16)
-    }
+/// Implements [`TlbOps`] for a handle type with an `apply(Option<Target>)` method; `$cpu` is
+/// the field naming the CPU that issues the operations.
+macro_rules! soft_tlb_ops {
+    ($handle:ident, $cpu:ident, broadcast: $broadcast:expr) => {
+        impl TlbOps for $handle<'_> {
+            fn caps(&self) -> TlbCaps {
+                TlbCaps::new($broadcast, true, true, 16)
+            }
 
-    fn sync(&self) {
-        self.tlb.record_sync(self.cpu);
-    }
+            fn sync(&self) {
+                self.tlb.record_sync(self.$cpu);
+            }
 
-    fn invalidate_page(&self, asid: Asid, va: VirtAddr, _leaf_only: bool) {
-        self.apply(Some(Target::Page(asid, va)));
-    }
+            fn invalidate_page(&self, asid: Asid, va: VirtAddr, _leaf_only: bool) {
+                self.apply(Some(Target::Page(asid, va)));
+            }
 
-    fn invalidate_range(
-        &self,
-        asid: Asid,
-        start: VirtAddr,
-        len: u64,
-        _stride: PageSize,
-        _leaf_only: bool,
-    ) {
-        self.apply(Target::range(asid, start, len));
-    }
+            fn invalidate_range(
+                &self,
+                asid: Asid,
+                start: VirtAddr,
+                len: u64,
+                _stride: PageSize,
+                _leaf_only: bool,
+            ) {
+                self.apply(Target::range(asid, start, len));
+            }
 
-    fn invalidate_asid(&self, asid: Asid) {
-        self.apply(Some(Target::Asid(asid)));
-    }
+            fn invalidate_asid(&self, asid: Asid) {
+                self.apply(Some(Target::Asid(asid)));
+            }
 
-    fn invalidate_all(&self) {
-        self.apply(Some(Target::All));
-    }
+            fn invalidate_all(&self) {
+                self.apply(Some(Target::All));
+            }
 
-    fn complete(&self) {
-        self.tlb.record_complete(self.cpu);
-    }
+            fn complete(&self) {
+                self.tlb.record_complete(self.$cpu);
+            }
+        }
+    };
 }
+
+soft_tlb_ops!(SoftTlbCpu, cpu, broadcast: false);
 
 /// A [`TlbOps`] handle whose invalidations reach every CPU of a [`SoftTlb`] (from
 /// [`SoftTlb::broadcast`]), like aarch64 `TLBI …IS`.
@@ -1501,42 +1509,7 @@ impl SoftTlbBroadcast<'_> {
     }
 }
 
-impl TlbOps for SoftTlbBroadcast<'_> {
-    fn caps(&self) -> TlbCaps {
-        TlbCaps::new(true, true, true, 16)
-    }
-
-    fn sync(&self) {
-        self.tlb.record_sync(self.issuer);
-    }
-
-    fn invalidate_page(&self, asid: Asid, va: VirtAddr, _leaf_only: bool) {
-        self.apply(Some(Target::Page(asid, va)));
-    }
-
-    fn invalidate_range(
-        &self,
-        asid: Asid,
-        start: VirtAddr,
-        len: u64,
-        _stride: PageSize,
-        _leaf_only: bool,
-    ) {
-        self.apply(Target::range(asid, start, len));
-    }
-
-    fn invalidate_asid(&self, asid: Asid) {
-        self.apply(Some(Target::Asid(asid)));
-    }
-
-    fn invalidate_all(&self) {
-        self.apply(Some(Target::All));
-    }
-
-    fn complete(&self) {
-        self.tlb.record_complete(self.issuer);
-    }
-}
+soft_tlb_ops!(SoftTlbBroadcast, issuer, broadcast: true);
 
 /// An open update window of a [`SoftTlb`] (from [`SoftTlb::begin_update`]); closed when
 /// dropped.

@@ -23,37 +23,13 @@
 extern crate alloc;
 
 use alloc::collections::BTreeMap;
-use alloc::sync::Arc as StdArc;
-use core::sync::atomic::AtomicUsize as StdAtomicUsize;
-use std::time::Instant;
 
 use loom::sync::Arc;
 use loom::thread;
 use machvm_sync::CpuIndex;
 use machvm_sync::atomic::Ordering;
+use machvm_sync::model::run_model;
 use machvm_tlb::asid::{AsidAllocator, AsidContext};
-
-/// Runs `f` under loom's model checker with a preemption bound (`LOOM_MAX_PREEMPTIONS`, or 2)
-/// and reports how many interleavings were explored and how long it took.
-fn run_model(name: &'static str, f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
-    }
-    let iterations = StdArc::new(StdAtomicUsize::new(0));
-    let counted = StdArc::clone(&iterations);
-    let start = Instant::now();
-    builder.check(move || {
-        counted.fetch_add(1, Ordering::Relaxed);
-        f();
-    });
-    std::eprintln!(
-        "loom model {name}: {} interleavings in {:.2?} (preemption bound {:?})",
-        iterations.load(Ordering::Relaxed),
-        start.elapsed(),
-        builder.preemption_bound,
-    );
-}
 
 // ---------------------------------------------------------------------------------------------
 // ASID allocator
