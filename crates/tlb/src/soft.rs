@@ -706,6 +706,16 @@ impl fmt::Debug for SoftTlb {
     }
 }
 
+/// Checks that a walk's frame is aligned to its page size.
+fn check_walk(va: VirtAddr, current: Option<&Walked>) -> Result<(), SoftTlbError> {
+    match current {
+        Some(w) if !w.pa.is_aligned(w.size.bytes()) => {
+            Err(SoftTlbError::BadWalk { va, walked: *w })
+        }
+        _ => Ok(()),
+    }
+}
+
 impl SoftTlb {
     /// The largest CPU count.
     pub const MAX_CPUS: usize = 1024;
@@ -911,11 +921,7 @@ impl SoftTlb {
         let lock = self.cpu_tlb(cpu)?;
         let start = self.tick();
         let current = walk(va);
-        if let Some(w) = &current {
-            if !w.pa.is_aligned(w.size.bytes()) {
-                return Err(SoftTlbError::BadWalk { va, walked: *w });
-            }
-        }
+        check_walk(va, current.as_ref())?;
         let fault = |kind| SoftTlbError::Fault {
             cpu,
             asid,
@@ -1087,21 +1093,9 @@ impl SoftTlb {
             self.for_each_match(tlb, asid, va, |idx, e| out.push((idx, e.cached)));
         });
         let current = walk(va);
-        if let Some(w) = &current {
-            if !w.pa.is_aligned(w.size.bytes()) {
-                return Err(SoftTlbError::BadWalk { va, walked: *w });
-            }
-        }
+        check_walk(va, current.as_ref())?;
         for (cpu, idx, cached) in candidates {
-            if cached.is_stale_against(current.as_ref()) && self.still_holds(cpu, idx, &cached) {
-                return Err(SoftTlbError::Stale {
-                    cpu,
-                    asid,
-                    va,
-                    cached,
-                    current,
-                });
-            }
+            self.report_stale(cpu, idx, cached, asid, va, current)?;
         }
         Ok(())
     }
@@ -1138,20 +1132,8 @@ impl SoftTlb {
         for (cpu, idx, cached) in candidates {
             let va = if cached.va < start { start } else { cached.va };
             let current = walk(va);
-            if let Some(w) = &current {
-                if !w.pa.is_aligned(w.size.bytes()) {
-                    return Err(SoftTlbError::BadWalk { va, walked: *w });
-                }
-            }
-            if cached.is_stale_against(current.as_ref()) && self.still_holds(cpu, idx, &cached) {
-                return Err(SoftTlbError::Stale {
-                    cpu,
-                    asid,
-                    va,
-                    cached,
-                    current,
-                });
-            }
+            check_walk(va, current.as_ref())?;
+            self.report_stale(cpu, idx, cached, asid, va, current)?;
         }
         Ok(())
     }
@@ -1174,6 +1156,29 @@ impl SoftTlb {
 
     /// Returns whether `cpu` still holds `cached` in slot `idx` (it did before the caller's
     /// walk, so it held it throughout). Fill epochs are unique, so they identify the entry.
+    /// Reports `cached` (slot `idx` of `cpu`) as stale if it disagrees with `current`, the
+    /// page table's translation of `va`, and the CPU still holds it.
+    fn report_stale(
+        &self,
+        cpu: CpuIndex,
+        idx: usize,
+        cached: Cached,
+        asid: Asid,
+        va: VirtAddr,
+        current: Option<Walked>,
+    ) -> Result<(), SoftTlbError> {
+        if cached.is_stale_against(current.as_ref()) && self.still_holds(cpu, idx, &cached) {
+            return Err(SoftTlbError::Stale {
+                cpu,
+                asid,
+                va,
+                cached,
+                current,
+            });
+        }
+        Ok(())
+    }
+
     fn still_holds(&self, cpu: CpuIndex, idx: usize, cached: &Cached) -> bool {
         self.cpu_tlb(cpu).is_ok_and(
             |lock| matches!(lock.lock().slots.get(idx), Some(Some(e)) if e.cached == *cached),
