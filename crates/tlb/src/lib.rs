@@ -18,6 +18,7 @@ pub mod pcid;
 pub mod shootdown;
 #[cfg(feature = "std")]
 pub mod soft;
+pub mod space;
 
 pub use asid::{AsidAllocator, AsidContext, AsidError, AsidSwitch};
 pub use gather::{FlushGather, FlushRecord};
@@ -26,3 +27,4 @@ pub use hook::TlbFlush;
 pub use ops::{Asid, TlbCaps, TlbOps};
 pub use pcid::{PcidCache, PcidSwitch, SpaceId};
 pub use shootdown::{CpuMask, CpuSet, IpiSender, Shootdown, ShootdownError};
+pub use space::{CatchUp, SpaceCpus};

@@ -17,18 +17,26 @@
 //! - a target's IPI handler calls [`Shootdown::handle`], which takes every queued request at
 //!   once: concurrent initiators are served in one pass, not one after another;
 //! - when the local [`TlbOps`] broadcast ([`TlbCaps::broadcast`](crate::TlbCaps)), no mailbox
-//!   or IPI is used at all.
+//!   or IPI is used at all;
+//! - [`Shootdown::shootdown_space`] takes its targets from the address space's
+//!   [`SpaceCpus`]: only the CPUs running the space are interrupted, CPUs that switched away
+//!   catch up lazily when they switch back.
 
 use machvm_sync::atomic::{AtomicU64, Ordering};
 use machvm_sync::{Backoff, CachePadded, CpuIndex, Mutex};
 
 use crate::gather::{FlushGather, FlushRecord};
 use crate::ops::{Asid, TlbOps};
+use crate::space::SpaceCpus;
 
 /// Requests a mailbox queues before it degrades to one full flush.
 pub const MAILBOX_DEPTH: usize = 8;
 
 /// A set of CPUs `0..64` (bit `i` stands for CPU `i`), updated atomically.
+///
+/// Every access is sequentially consistent: [`SpaceCpus`](crate::SpaceCpus) relies on a
+/// CPU's insertion and an initiator's snapshot being ordered with the generation counter it
+/// pairs them with.
 ///
 /// An address space keeps one: a CPU is added when it switches to the address space and may
 /// be removed once it switched away *and* flushed the address space's translations (or
@@ -69,7 +77,7 @@ impl CpuSet {
     /// [`ShootdownError::CpuOutOfRange`] if `cpu` is 64 or above.
     pub fn insert(&self, cpu: CpuIndex) -> Result<(), ShootdownError> {
         let bit = CpuMask::bit(cpu)?;
-        self.0.fetch_or(bit, Ordering::AcqRel);
+        self.0.fetch_or(bit, Ordering::SeqCst);
         Ok(())
     }
 
@@ -80,13 +88,13 @@ impl CpuSet {
     /// [`ShootdownError::CpuOutOfRange`] if `cpu` is 64 or above.
     pub fn remove(&self, cpu: CpuIndex) -> Result<(), ShootdownError> {
         let bit = CpuMask::bit(cpu)?;
-        self.0.fetch_and(!bit, Ordering::AcqRel);
+        self.0.fetch_and(!bit, Ordering::SeqCst);
         Ok(())
     }
 
     /// Returns the members now.
     pub fn snapshot(&self) -> CpuMask {
-        CpuMask(self.0.load(Ordering::Acquire))
+        CpuMask(self.0.load(Ordering::SeqCst))
     }
 }
 
@@ -332,15 +340,118 @@ impl<const CPUS: usize> Shootdown<CPUS> {
         local: &T,
         ipi: &I,
     ) -> Result<(), ShootdownError> {
-        self.mailbox(me)?;
-        if let Some(cpu) = targets.iter().find(|&c| c.as_usize() >= CPUS) {
-            return Err(ShootdownError::CpuOutOfRange { cpu });
+        self.check(me, targets)?;
+        let late = self.run(me, targets, asid, record, local, ipi)?;
+        if late.is_empty() {
+            Ok(())
+        } else {
+            Err(ShootdownError::Timeout { cpus: late })
         }
+    }
+
+    /// Flushes `record` of the address space whose CPUs `space` tracks, under its ASID
+    /// `asid`: interrupts only the CPUs running the space now; the ones that ran it and
+    /// switched away catch up at their next [`SpaceCpus::switch_in`]. Call it after the
+    /// page-table change is written.
+    ///
+    /// With broadcasting operations the local flush reaches every CPU and `space` is not
+    /// consulted.
+    ///
+    /// # Errors
+    ///
+    /// - [`ShootdownError::CpuOutOfRange`] if `me` is not below `CPUS` (nothing is sent);
+    /// - [`ShootdownError::Timeout`] with the running CPUs that did not acknowledge (they stay
+    ///   behind in `space` and flush the whole ASID at their next switch-in).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use machvm_addr::{PageSize, VirtAddr};
+    /// use machvm_sync::CpuIndex;
+    /// use machvm_tlb::gather::FlushRecord;
+    /// use machvm_tlb::shootdown::{IpiSender, Shootdown};
+    /// use machvm_tlb::{Asid, SpaceCpus, TlbCaps, TlbOps};
+    ///
+    /// struct Local;
+    /// impl TlbOps for Local {
+    ///     fn caps(&self) -> TlbCaps { TlbCaps::new(false, false, true, 12) }
+    ///     fn sync(&self) {}
+    ///     fn invalidate_page(&self, _: Asid, _: VirtAddr, _: bool) {}
+    ///     fn invalidate_asid(&self, _: Asid) {}
+    ///     fn invalidate_all(&self) {}
+    ///     fn complete(&self) {}
+    /// }
+    /// struct NoIpi;
+    /// impl IpiSender for NoIpi {
+    ///     fn send(&self, _: CpuIndex) { unreachable!("CPU 1 is lazy, not interrupted") }
+    /// }
+    ///
+    /// let engine = Shootdown::<2>::new(1 << 20);
+    /// let space = SpaceCpus::<2>::new();
+    /// let (cpu0, cpu1, asid) = (CpuIndex::new(0), CpuIndex::new(1), Asid::new(7));
+    /// let _ = space.switch_in(cpu0)?;
+    /// let _ = space.switch_in(cpu1)?;
+    /// space.switch_out(cpu1)?; // CPU 1 runs something else now
+    /// let record = FlushRecord::new(VirtAddr::new(0x40_0000), 0x1000, PageSize::Size4KiB);
+    /// engine.shootdown_space(cpu0, &space, asid, record, &Local, &NoIpi)?;
+    /// // CPU 1 flushes the space's ASID when it comes back.
+    /// assert!(space.switch_in(cpu1)?.apply(asid, &Local));
+    /// # Ok::<(), machvm_tlb::ShootdownError>(())
+    /// ```
+    pub fn shootdown_space<T: TlbOps + ?Sized, I: IpiSender + ?Sized>(
+        &self,
+        me: CpuIndex,
+        space: &SpaceCpus<CPUS>,
+        asid: Asid,
+        record: FlushRecord,
+        local: &T,
+        ipi: &I,
+    ) -> Result<(), ShootdownError> {
+        self.check(me, CpuMask::EMPTY)?;
+        if local.caps().broadcast {
+            let mut gather = FlushGather::new(asid);
+            gather.add(record);
+            gather.flush(local);
+            return Ok(());
+        }
+        let (generation, targets) = space.begin_shootdown();
+        // `SpaceCpus` has exactly `CPUS` slots, so every running CPU is in range.
+        let late = self.run(me, targets, asid, record, local, ipi)?;
+        for cpu in targets.iter().filter(|&c| !late.contains(c)) {
+            space.acknowledged(cpu, generation);
+        }
+        if late.is_empty() {
+            Ok(())
+        } else {
+            Err(ShootdownError::Timeout { cpus: late })
+        }
+    }
+
+    /// Checks that `me` and every target are below `CPUS`.
+    fn check(&self, me: CpuIndex, targets: CpuMask) -> Result<(), ShootdownError> {
+        self.mailbox(me)?;
+        match targets.iter().find(|&c| c.as_usize() >= CPUS) {
+            Some(cpu) => Err(ShootdownError::CpuOutOfRange { cpu }),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes locally (if `me` is a target) and through the mailboxes of the other targets;
+    /// returns the targets that did not acknowledge in time.
+    fn run<T: TlbOps + ?Sized, I: IpiSender + ?Sized>(
+        &self,
+        me: CpuIndex,
+        targets: CpuMask,
+        asid: Asid,
+        record: FlushRecord,
+        local: &T,
+        ipi: &I,
+    ) -> Result<CpuMask, ShootdownError> {
         let mut gather = FlushGather::new(asid);
         gather.add(record);
         if local.caps().broadcast {
             gather.flush(local);
-            return Ok(());
+            return Ok(CpuMask::EMPTY);
         }
         // Post everywhere first, then interrupt: the targets work while we flush locally.
         let mut tickets = [0u64; 64];
@@ -375,11 +486,7 @@ impl<const CPUS: usize> Shootdown<CPUS> {
                 spins += 1;
             }
         }
-        if late.is_empty() {
-            Ok(())
-        } else {
-            Err(ShootdownError::Timeout { cpus: late })
-        }
+        Ok(late)
     }
 
     /// Performs every flush queued for CPU `me` through its `local` operations and

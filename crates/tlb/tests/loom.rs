@@ -18,6 +18,14 @@
 //!   hold under each ASID, and no CPU loads an ASID that carried another context without
 //!   having been told to flush first; the context the racing CPU switched to keeps its ASID.
 //! - `three_cpus_switching_during_a_rollover_never_share_an_asid`: the same with three CPUs.
+//!
+//! Shootdown (`shootdown.rs`, `space.rs`), two CPUs with one-entry TLBs:
+//!
+//! - `shootdown_leaves_no_stale_translation`: a successful shootdown leaves the target
+//!   without the old frame while it keeps translating.
+//! - `concurrent_shootdowns_do_not_deadlock`: two CPUs shooting each other both finish.
+//! - `lazy_cpu_catches_up_after_a_missed_shootdown`: a CPU switching away from the space and
+//!   back during a space shootdown is either interrupted or flushes at its switch-in.
 #![cfg(loom)]
 
 extern crate alloc;
@@ -432,5 +440,80 @@ fn concurrent_shootdowns_do_not_deadlock() {
         if r1.is_ok() {
             assert_ne!(tlbs[0].cached.load(Ordering::Acquire), OLD_FRAME);
         }
+    });
+}
+
+/// CPU 0 remaps the page and shoots the address space down while CPU 1 switches away from the
+/// space and back: either CPU 0 sees CPU 1 running and interrupts it, or CPU 1 sees the new
+/// flush generation and flushes the space's ASID at its switch-in. After a successful
+/// shootdown CPU 1 never translates to the old frame, and once its mailbox is served it never
+/// does whatever the outcome.
+#[test]
+fn lazy_cpu_catches_up_after_a_missed_shootdown() {
+    run_model("lazy_cpu_catches_up_after_a_missed_shootdown", || {
+        use machvm_tlb::SpaceCpus;
+        use machvm_tlb::shootdown::Shootdown;
+        let engine = Arc::new(Shootdown::<2>::new(2));
+        let space = Arc::new(SpaceCpus::<2>::new());
+        let page_table = Arc::new(machvm_sync::atomic::AtomicU64::new(OLD_FRAME));
+        let tlb1 = Arc::new(OneEntryTlb::new(OLD_FRAME));
+        let ipi = Arc::new(machvm_sync::atomic::AtomicBool::new(false));
+        let asid = machvm_tlb::Asid::new(1);
+        let (cpu0, cpu1) = (CpuIndex::new(0), CpuIndex::new(1));
+        // Both CPUs ran the space and cached the old frame.
+        assert!(!space.switch_in(cpu0).unwrap().is_needed());
+        assert!(!space.switch_in(cpu1).unwrap().is_needed());
+
+        let other = {
+            let (engine, space, page_table, tlb1, ipi) = (
+                Arc::clone(&engine),
+                Arc::clone(&space),
+                Arc::clone(&page_table),
+                Arc::clone(&tlb1),
+                Arc::clone(&ipi),
+            );
+            thread::spawn(move || {
+                let serve = || {
+                    if ipi.swap(false, Ordering::AcqRel) {
+                        engine.handle(cpu1, &*tlb1).unwrap();
+                    }
+                };
+                space.switch_out(cpu1).unwrap();
+                serve();
+                space.switch_in(cpu1).unwrap().apply(asid, &*tlb1);
+                serve();
+                tlb1.translate(&page_table);
+            })
+        };
+
+        let tlb0 = OneEntryTlb::new(OLD_FRAME);
+        page_table.store(NEW_FRAME, Ordering::Release);
+        let result = engine.shootdown_space(
+            cpu0,
+            &space,
+            asid,
+            one_page(),
+            &tlb0,
+            &FlagIpi(Arc::clone(&ipi)),
+        );
+        assert_ne!(
+            tlb0.translate(&page_table),
+            OLD_FRAME,
+            "CPU 0 kept the old frame"
+        );
+        other.join().unwrap();
+        if result.is_ok() {
+            assert_ne!(
+                tlb1.translate(&page_table),
+                OLD_FRAME,
+                "CPU 1 kept the old frame"
+            );
+        }
+        engine.handle(cpu1, &*tlb1).unwrap();
+        assert_ne!(
+            tlb1.translate(&page_table),
+            OLD_FRAME,
+            "CPU 1 kept the old frame after serving its mailbox"
+        );
     });
 }
