@@ -23,7 +23,7 @@ pub mod space;
 pub use asid::{AsidAllocator, AsidContext, AsidError, AsidSwitch};
 pub use gather::{FlushGather, FlushRecord};
 #[cfg(feature = "page-table")]
-pub use hook::TlbFlush;
+pub use hook::{ShootdownFlush, ShootdownFlushStats, TlbFlush};
 pub use ops::{Asid, TlbCaps, TlbOps};
 pub use pcid::{PcidCache, PcidSwitch, SpaceId};
 pub use shootdown::{CpuMask, CpuSet, IpiSender, Shootdown, ShootdownError};

@@ -427,6 +427,35 @@ impl<const CPUS: usize> Shootdown<CPUS> {
         }
     }
 
+    /// Waits, without a limit, until every CPU of `cpus` other than `me` has served every
+    /// request posted to it so far, serving `me`'s own mailbox through `local` meanwhile.
+    ///
+    /// This is what to do after a [`ShootdownError::Timeout`] when the caller cannot go on
+    /// without the flush (the page-table hook [`ShootdownFlush`](crate::ShootdownFlush) must
+    /// not let table frames be freed early): the late CPUs' requests are still queued.
+    ///
+    /// # Errors
+    ///
+    /// [`ShootdownError::CpuOutOfRange`] if `me` or a CPU of `cpus` is not below `CPUS`.
+    pub fn wait<T: TlbOps + ?Sized>(
+        &self,
+        me: CpuIndex,
+        cpus: CpuMask,
+        local: &T,
+    ) -> Result<(), ShootdownError> {
+        self.check(me, cpus)?;
+        for cpu in cpus.without(me).iter() {
+            let target = self.mailbox(cpu)?;
+            let posted = target.posted.load(Ordering::Acquire);
+            let mut backoff = Backoff::new();
+            while target.done.load(Ordering::Acquire) < posted {
+                self.handle(me, local)?;
+                backoff.spin();
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that `me` and every target are below `CPUS`.
     fn check(&self, me: CpuIndex, targets: CpuMask) -> Result<(), ShootdownError> {
         self.mailbox(me)?;
