@@ -9,7 +9,7 @@
 //! translation after the shootdown — a CPU that was not interrupted, or a lazy CPU that did
 //! not catch up when it switched back — is reported as stale and fails the test.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
