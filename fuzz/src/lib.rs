@@ -1,9 +1,10 @@
 //! Decoding and checking logic for the machvm fuzz targets; the targets in `fuzz_targets/` only
-//! forward to [`addr_ops::run`], [`sim_frames::run`], [`page_table_ops::run`] and
-//! [`tlb_flush::run`]. Each panics
+//! forward to [`addr_ops::run`], [`sim_frames::run`], [`page_table_ops::run`],
+//! [`tlb_flush::run`] and [`shootdown_ops::run`]. Each panics
 //! only on a real mismatch between a machvm crate and a reference model.
 
 pub mod page_table_ops;
+pub mod shootdown_ops;
 pub mod tlb_flush;
 
 pub mod addr_ops {

@@ -58,12 +58,16 @@ pub fn run(input: &Input) {
 }
 
 fn check_plan(case: &PlanCase) {
-    let granule = [Granule::Size4KiB, Granule::Size16KiB, Granule::Size64KiB]
-        [usize::from(case.granule % 3)];
+    let granule =
+        [Granule::Size4KiB, Granule::Size16KiB, Granule::Size64KiB][usize::from(case.granule % 3)];
     let g = granule.page_size().bytes();
     let bits = if case.asid16 { 16 } else { 8 };
     let enc = TlbiEncoder::new(granule, bits).expect("8 and 16 are valid widths");
-    let asid = Asid::new(if case.asid16 { case.asid } else { case.asid & 0xff });
+    let asid = Asid::new(if case.asid16 {
+        case.asid
+    } else {
+        case.asid & 0xff
+    });
     let start = (u64::from(case.start_page) % ((1 << 47) / g - 0x1_0000)) * g;
     let pages = 1 + u64::from(case.pages);
     let plan = enc
@@ -77,7 +81,11 @@ fn check_plan(case: &PlanCase) {
         .expect("an aligned range in the lower half is always plannable");
     let mut next = start;
     for step in plan {
-        assert_eq!(step.start().as_u64(), next, "steps must be contiguous and in order");
+        assert_eq!(
+            step.start().as_u64(),
+            next,
+            "steps must be contiguous and in order"
+        );
         assert!(step.pages() > 0);
         match step.kind() {
             TlbiStepKind::Va => assert_eq!(step.pages(), 1, "a by-VA step covers one page"),
@@ -89,12 +97,19 @@ fn check_plan(case: &PlanCase) {
         }
         // The VA operand is in 4 KiB units whatever the granule, ASID in bits 63:48.
         if step.kind() == TlbiStepKind::Va {
-            assert_eq!(step.operand() & ((1 << 44) - 1), (next >> 12) & ((1 << 44) - 1));
+            assert_eq!(
+                step.operand() & ((1 << 44) - 1),
+                (next >> 12) & ((1 << 44) - 1)
+            );
             assert_eq!(step.operand() >> 48, u64::from(asid.as_u16()));
         }
         next += step.pages() * g;
     }
-    assert_eq!(next, start + pages * g, "the plan must cover exactly the range");
+    assert_eq!(
+        next,
+        start + pages * g,
+        "the plan must cover exactly the range"
+    );
 }
 
 /// Records what a gather's flush invalidated.
@@ -155,7 +170,11 @@ fn check_gather(input: &Input) {
     if collapsed {
         assert!(gather.pages() >= want.len() as u64);
     } else {
-        assert_eq!(gather.pages(), want.len() as u64, "merged ranges count each page once");
+        assert_eq!(
+            gather.pages(),
+            want.len() as u64,
+            "merged ranges count each page once"
+        );
         assert_eq!(gather.ranges().len(), runs(&want));
     }
     let planned = gather.pages();
@@ -184,7 +203,10 @@ fn check_gather(input: &Input) {
             assert_eq!(got, want);
         }
     } else {
-        assert!(pages.is_empty(), "above the ceiling nothing goes page by page");
+        assert!(
+            pages.is_empty(),
+            "above the ceiling nothing goes page by page"
+        );
         for p in &want {
             let va = BASE + p * 0x1000;
             assert!(
@@ -231,7 +253,10 @@ mod tests {
         let mut records = vec![
             Rec { page: 3, pages: 2 },
             Rec { page: 5, pages: 0 },
-            Rec { page: 4000, pages: 63 },
+            Rec {
+                page: 4000,
+                pages: 63,
+            },
         ];
         // Ten distinct ranges: more than the gather keeps.
         records.extend((0..10).map(|i| Rec {

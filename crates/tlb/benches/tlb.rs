@@ -14,6 +14,9 @@
 //!   operation counts go to the summary's `extra`.
 //! - `tlb/asid_switch`: the allocator's context switch between two address spaces whose
 //!   ASIDs are current (the lock-free fast path).
+//! - `tlb/space_switch`: the same switch plus the lazy CPU tracking a kernel does with it
+//!   (`SpaceCpus::switch_out` of the old space, `switch_in` of the new one and its catch-up
+//!   check): the whole TLB bookkeeping of a context switch.
 //!
 //! Throughput is `Elements(1)` per shootdown or switch and `Elements(64)` per unmap batch.
 
@@ -36,7 +39,7 @@ use machvm_page_table::{NoFlush, PageAttrs, PageTable, Region, X86Pml4};
 use machvm_sync::CpuIndex;
 use machvm_tlb::gather::{FlushGather, FlushRecord};
 use machvm_tlb::shootdown::{CpuMask, IpiSender, Shootdown};
-use machvm_tlb::{Asid, AsidAllocator, AsidContext, TlbCaps, TlbOps};
+use machvm_tlb::{Asid, AsidAllocator, AsidContext, SpaceCpus, TlbCaps, TlbOps};
 
 /// Pages in each CPU's working set: the size of a second-level TLB (1536 entries on recent
 /// Intel cores), so a full flush costs what it costs a busy CPU.
@@ -336,5 +339,35 @@ fn asid_switch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, shootdown_round_trip, unmap_64_pages, asid_switch);
+fn space_switch(c: &mut Criterion) {
+    let allocator = AsidAllocator::<2>::new(16).expect("allocator");
+    let contexts = [AsidContext::new(), AsidContext::new()];
+    let spaces = [SpaceCpus::<2>::new(), SpaceCpus::<2>::new()];
+    let cpu = CpuIndex::new(0);
+    for ctx in &contexts {
+        let _ = allocator.switch_to(cpu, ctx).expect("switch");
+    }
+    let _ = spaces[0].switch_in(cpu).expect("switch in");
+    let mut group = c.benchmark_group("tlb/space_switch");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("machvm", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            spaces[i].switch_out(cpu).expect("switch out");
+            i ^= 1;
+            let switch = allocator.switch_to(cpu, &contexts[i]).expect("switch");
+            let catch_up = spaces[i].switch_in(cpu).expect("switch in");
+            black_box((switch, catch_up.is_needed()))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    shootdown_round_trip,
+    unmap_64_pages,
+    asid_switch,
+    space_switch
+);
 criterion_main!(benches);
