@@ -1,3 +1,26 @@
 #![doc = include_str!("../README.md")]
-#![no_std]
-#![forbid(unsafe_code)]
+// Normal builds are `no_std`; under `--cfg loom` the crate links std because loom needs it.
+#![cfg_attr(not(loom), no_std)]
+
+#[cfg(any(test, loom, feature = "std"))]
+extern crate std;
+
+#[cfg(any(test, loom, feature = "std"))]
+extern crate alloc;
+
+mod chunk;
+mod cpu;
+mod error;
+mod source;
+mod stats;
+mod zone;
+
+pub use cpu::{CpuLocal, NoCpuCache};
+pub use error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
+#[cfg(feature = "std")]
+pub use source::SystemPages;
+pub use source::{PageSource, PageSourceError};
+pub use stats::{ZoneStats, ZprintTable};
+pub use zone::{
+    MAX_ELEMENT_SIZE, MAX_MAGAZINE, MAX_NAME, MIN_ELEMENT_SIZE, Zone, ZoneConfig, ZoneFlags,
+};

@@ -1,0 +1,450 @@
+//! Chunks: the page runs a zone carves into elements, with their in-band header, allocation
+//! bitmap and encoded freelist.
+//!
+//! A chunk is `chunk_size` bytes (a power of two, a multiple of the page size) aligned to its
+//! size, so the header of any element is found by masking the element's address. Layout:
+//!
+//! ```text
+//! | ChunkHeader | bitmap: one bit per element (1 = out of the chunk) | pad | elem 0 | elem 1 | …
+//! ```
+//!
+//! Elements leave a chunk from its freelist (elements given back earlier) or, while it has
+//! never-used ("fresh") elements, from a bump index, so a new chunk is not threaded up front.
+//! Freelist links live in the first word of a free element, encoded as
+//! `next ^ secret ^ slot_address` when the zone encodes its freelists, and every decoded link
+//! is checked to point at an element boundary of the same chunk before it is followed.
+//!
+//! Everything here works on raw pointers into memory a `PageSource` handed out; the zone
+//! holds its lock around every call.
+
+use core::ptr::{self, NonNull};
+
+use crate::error::ViolationKind;
+
+/// Magic value of a chunk header, mixed with the zone secret and the chunk address.
+const CHUNK_MAGIC: usize = 0x5a0e_c4a1_7e5e_11e5_u64 as usize;
+
+/// Which list of its zone a chunk is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ListKind {
+    /// Every element is in the chunk.
+    Empty = 0,
+    /// Some elements are out, some in.
+    Partial = 1,
+    /// Every element is out.
+    Full = 2,
+    /// Retired after a corrupt freelist was found: never allocated from again.
+    Quarantine = 3,
+}
+
+/// The in-band header at the start of every chunk.
+#[repr(C)]
+pub(crate) struct ChunkHeader {
+    /// [`CHUNK_MAGIC`] ^ zone secret ^ chunk address: proves the chunk is the zone's.
+    magic: usize,
+    /// Encoded address of the first free element (encoded 0: none).
+    free_head: usize,
+    /// Elements on the freelist.
+    free: u32,
+    /// Index of the first never-used element.
+    fresh: u32,
+    /// Elements out of the chunk.
+    out: u32,
+    /// The list the chunk is on.
+    pub(crate) list: ListKind,
+    /// Neighbours on that list.
+    pub(crate) prev: *mut ChunkHeader,
+    pub(crate) next: *mut ChunkHeader,
+}
+
+/// Where things are in a chunk of one zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Bytes between element starts (the element size rounded up to the alignment).
+    pub(crate) stride: usize,
+    /// Chunk size in bytes (power of two, multiple of the page size).
+    pub(crate) chunk_size: usize,
+    /// Offset of element 0.
+    pub(crate) first: usize,
+    /// Elements per chunk.
+    pub(crate) per_chunk: usize,
+}
+
+/// Largest chunk a zone uses.
+pub(crate) const MAX_CHUNK: usize = 1 << 20;
+
+impl Geometry {
+    /// Picks the chunk size for elements of `stride` bytes aligned to `align`: the smallest
+    /// power-of-two number of pages that holds at least 8 elements (or as many as fit in
+    /// [`MAX_CHUNK`]) and wastes at most 1/16 of the chunk, else the least wasteful size.
+    pub(crate) fn new(stride: usize, align: usize, page: usize) -> Option<Self> {
+        let mut best: Option<(usize, Self)> = None;
+        let mut chunk_size = page;
+        while chunk_size <= MAX_CHUNK.max(page) {
+            if let Some(g) = Self::with_chunk(stride, align, chunk_size) {
+                let waste = chunk_size - g.per_chunk * stride;
+                if g.per_chunk >= 8 && waste * 16 <= chunk_size {
+                    return Some(g);
+                }
+                // Per byte of chunk: compare waste / chunk_size without division.
+                let better = best.is_none_or(|(w, b)| waste * b.chunk_size < w * chunk_size);
+                if g.per_chunk >= 2 && better {
+                    best = Some((waste, g));
+                }
+            }
+            chunk_size = chunk_size.checked_mul(2)?;
+        }
+        best.map(|(_, g)| g)
+    }
+
+    /// The geometry with a given chunk size, if at least one element fits.
+    fn with_chunk(stride: usize, align: usize, chunk_size: usize) -> Option<Self> {
+        let upper = chunk_size / stride;
+        let bitmap = upper.div_ceil(64) * 8;
+        let first = (size_of::<ChunkHeader>() + bitmap).next_multiple_of(align);
+        let per_chunk = chunk_size.checked_sub(first)? / stride;
+        (per_chunk > 0 && u32::try_from(per_chunk).is_ok()).then_some(Self {
+            stride,
+            chunk_size,
+            first,
+            per_chunk,
+        })
+    }
+
+    /// Returns the chunk holding `addr` (by masking).
+    #[inline]
+    pub(crate) fn chunk_of(&self, addr: *mut u8) -> *mut ChunkHeader {
+        addr.map_addr(|a| a & !(self.chunk_size - 1)).cast()
+    }
+
+    /// Returns the index of the element starting at `addr` in `chunk`, or `None` if `addr` is
+    /// not an element boundary.
+    #[inline]
+    pub(crate) fn index_of(&self, chunk: *mut ChunkHeader, addr: *mut u8) -> Option<usize> {
+        let offset = (addr as usize)
+            .checked_sub(chunk as usize)?
+            .checked_sub(self.first)?;
+        let index = offset / self.stride;
+        (offset % self.stride == 0 && index < self.per_chunk).then_some(index)
+    }
+}
+
+/// How a zone protects its free elements: the secret its encodings use, whether freelist links
+/// are encoded, whether free elements carry a marker word and whether they are zeroed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Codec {
+    pub(crate) secret: usize,
+    pub(crate) encode: bool,
+    pub(crate) mark: bool,
+    pub(crate) zero: bool,
+}
+
+impl Codec {
+    /// The value a free element's second word holds: it tells a double free (the marker is
+    /// already there) and a write after free (it is gone) apart from normal use.
+    #[inline]
+    pub(crate) fn marker(&self, elem: *mut u8) -> usize {
+        (elem as usize) ^ self.secret.rotate_left(29) ^ 0xf4ee_f4ee_f4ee_f4ee_u64 as usize
+    }
+}
+
+/// Returns the magic a chunk at `chunk` of a zone with `secret` carries.
+#[inline]
+fn magic(chunk: *mut ChunkHeader, secret: usize) -> usize {
+    CHUNK_MAGIC ^ secret ^ (chunk as usize)
+}
+
+/// Encodes (or decodes: the operation is its own inverse) a freelist link stored at `slot`.
+#[inline]
+fn code(value: usize, slot: *mut u8, secret: usize, encode: bool) -> usize {
+    if encode {
+        value ^ secret ^ (slot as usize)
+    } else {
+        value
+    }
+}
+
+/// Writes a fresh chunk's header and clears its bitmap.
+///
+/// # Safety
+///
+/// `chunk` points to `g.chunk_size` writable bytes aligned to `g.chunk_size` that nothing
+/// else uses.
+pub(crate) unsafe fn init(chunk: *mut ChunkHeader, g: &Geometry, c: &Codec) {
+    let header = ChunkHeader {
+        magic: magic(chunk, c.secret),
+        free_head: code(0, chunk.cast(), c.secret, c.encode),
+        free: 0,
+        fresh: 0,
+        out: 0,
+        list: ListKind::Empty,
+        prev: ptr::null_mut(),
+        next: ptr::null_mut(),
+    };
+    // SAFETY: the caller gives us the whole chunk; the header and bitmap fit before `g.first`.
+    unsafe {
+        chunk.write(header);
+        let bitmap = chunk.add(1).cast::<u64>();
+        ptr::write_bytes(bitmap, 0, g.per_chunk.div_ceil(64));
+    }
+}
+
+/// Returns whether `chunk` carries the zone's magic.
+///
+/// # Safety
+///
+/// `chunk` is readable for a header's size.
+#[inline]
+pub(crate) unsafe fn is_zones(chunk: *mut ChunkHeader, secret: usize) -> bool {
+    // SAFETY: the caller guarantees the header is readable.
+    unsafe { (*chunk).magic == magic(chunk, secret) }
+}
+
+/// Returns `(out, list)` of a chunk.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk of the zone.
+#[inline]
+pub(crate) unsafe fn state(chunk: *mut ChunkHeader) -> (usize, ListKind) {
+    // SAFETY: the caller guarantees an initialised header.
+    unsafe { ((*chunk).out as usize, (*chunk).list) }
+}
+
+/// Returns a pointer to the bitmap word of element `index` and its bit.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk and `index < per_chunk`.
+#[inline]
+unsafe fn bit(chunk: *mut ChunkHeader, index: usize) -> (*mut u64, u64) {
+    // SAFETY: the bitmap follows the header and has a word for every element index.
+    let word = unsafe { chunk.add(1).cast::<u64>().add(index / 64) };
+    (word, 1 << (index % 64))
+}
+
+/// Takes up to `out.len()` elements out of `chunk` into `out` (returns how many). When the
+/// codec marks, each taken element's second word must hold the free marker (else the element
+/// was written after it was freed). The first two words of every taken element are zero
+/// afterwards, and a fresh element is zeroed whole when the codec zeroes.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk of the zone with geometry `g`.
+///
+/// # Errors
+///
+/// A decoded link that is not an element of this chunk, or a free element whose marker was
+/// overwritten: the chunk's freelist is corrupt and no element is taken after it.
+pub(crate) unsafe fn take(
+    chunk: *mut ChunkHeader,
+    g: &Geometry,
+    c: &Codec,
+    out: &mut [*mut u8],
+) -> Result<usize, (ViolationKind, *mut u8)> {
+    let (secret, encode) = (c.secret, c.encode);
+    let mut taken = 0;
+    // SAFETY: `chunk` is an initialised chunk of `g` (the caller's guarantee); every element
+    // pointer below is derived from `chunk` and stays inside it (indices are checked against
+    // `per_chunk` before use).
+    unsafe {
+        let h = &mut *chunk;
+        while taken < out.len() {
+            let elem = if h.free > 0 {
+                let slot_of_head = chunk.cast::<u8>();
+                let head = code(h.free_head, slot_of_head, secret, encode);
+                let elem = chunk.cast::<u8>().with_addr(head);
+                let Some(index) = g.index_of(chunk, elem) else {
+                    return Err((ViolationKind::FreelistCorrupted, elem));
+                };
+                let (word, mask) = bit(chunk, index);
+                if *word & mask != 0 {
+                    // A link to an element that is out: the freelist was forged.
+                    return Err((ViolationKind::FreelistCorrupted, elem));
+                }
+                let w1 = elem.cast::<usize>().add(1);
+                if c.mark && w1.read() != c.marker(elem) {
+                    return Err((ViolationKind::ModifiedAfterFree, elem));
+                }
+                w1.write(0);
+                let next = code(elem.cast::<usize>().read(), elem, secret, encode);
+                elem.cast::<usize>().write(0);
+                // Re-encode the next link for the head slot.
+                h.free_head = code(next, slot_of_head, secret, encode);
+                h.free -= 1;
+                *word |= mask;
+                elem
+            } else if (h.fresh as usize) < g.per_chunk {
+                let index = h.fresh as usize;
+                let elem = chunk.cast::<u8>().add(g.first + index * g.stride);
+                let (word, mask) = bit(chunk, index);
+                *word |= mask;
+                h.fresh += 1;
+                if c.zero {
+                    ptr::write_bytes(elem, 0, g.stride);
+                } else {
+                    elem.cast::<[usize; 2]>().write([0, 0]);
+                }
+                elem
+            } else {
+                break;
+            };
+            h.out += 1;
+            out[taken] = elem;
+            taken += 1;
+        }
+        // An empty freelist must encode "none".
+        if h.free == 0 {
+            h.free_head = code(0, chunk.cast(), secret, encode);
+        }
+    }
+    Ok(taken)
+}
+
+/// Returns `elem` to `chunk`. The element's first word becomes the encoded link, its second
+/// word the marker (when the codec marks); the caller has already zeroed the rest if the
+/// zone zeroes.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk of the zone with geometry `g`, and `elem` is a pointer
+/// derived from the chunk.
+///
+/// # Errors
+///
+/// [`ViolationKind::NotAnElement`] if `elem` is not an element boundary of the chunk,
+/// [`ViolationKind::DoubleFree`] if the element is already in the chunk. Nothing changes.
+pub(crate) unsafe fn put(
+    chunk: *mut ChunkHeader,
+    g: &Geometry,
+    c: &Codec,
+    elem: *mut u8,
+) -> Result<(), ViolationKind> {
+    let (secret, encode) = (c.secret, c.encode);
+    let index = g.index_of(chunk, elem).ok_or(ViolationKind::NotAnElement)?;
+    // SAFETY: `index < per_chunk`, so the bitmap word and the element are inside the chunk.
+    unsafe {
+        let (word, mask) = bit(chunk, index);
+        if *word & mask == 0 {
+            return Err(ViolationKind::DoubleFree);
+        }
+        *word &= !mask;
+        let h = &mut *chunk;
+        let slot_of_head = chunk.cast::<u8>();
+        let head = code(h.free_head, slot_of_head, secret, encode);
+        elem.cast::<usize>().write(code(head, elem, secret, encode));
+        if c.mark {
+            elem.cast::<usize>().add(1).write(c.marker(elem));
+        }
+        h.free_head = code(elem as usize, slot_of_head, secret, encode);
+        h.free += 1;
+        h.out -= 1;
+    }
+    Ok(())
+}
+
+/// An intrusive doubly linked list of chunks.
+#[derive(Debug)]
+pub(crate) struct ChunkList {
+    pub(crate) head: *mut ChunkHeader,
+    pub(crate) len: usize,
+    kind: ListKind,
+}
+
+impl ChunkList {
+    pub(crate) const fn new(kind: ListKind) -> Self {
+        Self {
+            head: ptr::null_mut(),
+            len: 0,
+            kind,
+        }
+    }
+
+    /// Pushes `chunk` at the head.
+    ///
+    /// # Safety
+    ///
+    /// `chunk` is an initialised chunk on no list.
+    pub(crate) unsafe fn push(&mut self, chunk: *mut ChunkHeader) {
+        // SAFETY: `chunk` and the current head are initialised chunks of the zone.
+        unsafe {
+            (*chunk).prev = ptr::null_mut();
+            (*chunk).next = self.head;
+            (*chunk).list = self.kind;
+            if let Some(head) = self.head.as_mut() {
+                head.prev = chunk;
+            }
+        }
+        self.head = chunk;
+        self.len += 1;
+    }
+
+    /// Unlinks `chunk`.
+    ///
+    /// # Safety
+    ///
+    /// `chunk` is on this list.
+    pub(crate) unsafe fn remove(&mut self, chunk: *mut ChunkHeader) {
+        // SAFETY: `chunk` and its neighbours are initialised chunks on this list.
+        unsafe {
+            let (prev, next) = ((*chunk).prev, (*chunk).next);
+            match prev.as_mut() {
+                Some(p) => p.next = next,
+                None => self.head = next,
+            }
+            if let Some(n) = next.as_mut() {
+                n.prev = prev;
+            }
+            (*chunk).prev = ptr::null_mut();
+            (*chunk).next = ptr::null_mut();
+        }
+        self.len -= 1;
+    }
+
+    /// Pops the head chunk.
+    ///
+    /// # Safety
+    ///
+    /// The list holds initialised chunks only.
+    pub(crate) unsafe fn pop(&mut self) -> Option<NonNull<ChunkHeader>> {
+        let head = NonNull::new(self.head)?;
+        // SAFETY: `head` is on this list.
+        unsafe { self.remove(head.as_ptr()) };
+        Some(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_prefers_small_chunks_with_little_waste() {
+        let g = Geometry::new(64, 16, 4096).unwrap();
+        assert_eq!(g.chunk_size, 4096);
+        assert!(g.per_chunk >= 8 && g.first >= size_of::<ChunkHeader>());
+        assert_eq!(g.first % 16, 0);
+        let g = Geometry::new(3072, 8, 4096).unwrap();
+        assert!(g.per_chunk >= 8, "{g:?}");
+        assert!((g.chunk_size - g.per_chunk * 3072) * 16 <= g.chunk_size);
+        let g = Geometry::new(32768, 16, 4096).unwrap();
+        assert!(g.per_chunk >= 8 && g.chunk_size <= MAX_CHUNK, "{g:?}");
+        // Elements larger than the biggest chunk do not fit.
+        assert!(Geometry::new(MAX_CHUNK, 16, 4096).is_none());
+    }
+
+    #[test]
+    fn index_of_accepts_only_boundaries() {
+        let g = Geometry::new(48, 16, 4096).unwrap();
+        let chunk = 0x10_0000 as *mut ChunkHeader;
+        let first = (0x10_0000 + g.first) as *mut u8;
+        assert_eq!(g.index_of(chunk, first), Some(0));
+        assert_eq!(g.index_of(chunk, first.wrapping_add(48)), Some(1));
+        assert_eq!(g.index_of(chunk, first.wrapping_add(8)), None);
+        assert_eq!(g.index_of(chunk, chunk.cast()), None);
+        let past = first.wrapping_add(g.per_chunk * 48);
+        assert_eq!(g.index_of(chunk, past), None);
+        assert_eq!(g.chunk_of(first.wrapping_add(100)), chunk);
+    }
+}

@@ -1,0 +1,1243 @@
+//! Zones: fixed-size elements carved from chunks, with per-CPU magazines and a depot.
+//!
+//! Three layers, after Bonwick and Adams ("Magazines and Vmem") and XNU's zalloc:
+//!
+//! 1. **Per-CPU cache**: each CPU holds two magazines (arrays of free elements), *loaded* and
+//!    *previous*. Allocation pops from the loaded magazine and freeing pushes to it; when it
+//!    runs empty (or full) and the previous one is full (or empty) they swap. This path takes
+//!    no lock and no atomic read-modify-write.
+//! 2. **Depot**: full and empty magazines shared by all CPUs under the zone lock. A CPU whose
+//!    two magazines are both empty trades an empty one for a full one (or fills one from the
+//!    chunks); one whose magazines are both full trades a full one for an empty one (or, when
+//!    the depot holds enough, returns the elements to their chunks).
+//! 3. **Chunks**: runs of pages from the [`PageSource`], each with a header, an allocation
+//!    bitmap and a freelist (see `chunk.rs`), kept on empty / partial / full lists. Empty chunks
+//!    go back to the source when the zone is trimmed or drained.
+//!
+//! Free elements in magazines are in the zone's "free state": with
+//! [`ZoneFlags::CHECK_FREE`] their second word holds a marker derived from the zone secret and
+//! their address (a second free finds it and is a double free; a write after free erases it),
+//! and with [`ZoneFlags::ZERO_ON_FREE`] every other byte is zero and checked on allocation.
+
+use core::fmt;
+use core::ptr::{self, NonNull};
+
+use machvm_sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use machvm_sync::{CpuIndex, Mutex, PerCpu, PerCpuCell};
+
+use crate::chunk::{self, ChunkHeader, ChunkList, Codec, Geometry, ListKind};
+use crate::cpu::CpuLocal;
+use crate::error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
+use crate::source::PageSource;
+use crate::stats::ZoneStats;
+
+/// Largest element a zone holds (XNU's `ZONE_MAX_ALLOC_SIZE`).
+pub const MAX_ELEMENT_SIZE: usize = 32 * 1024;
+/// Smallest element stride: free elements hold a link and a marker word.
+pub const MIN_ELEMENT_SIZE: usize = 16;
+/// Longest zone name, in bytes.
+pub const MAX_NAME: usize = 32;
+/// Most elements a magazine holds.
+pub const MAX_MAGAZINE: usize = 64;
+
+/// Per-zone hardening and caching choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ZoneFlags(u32);
+
+impl ZoneFlags {
+    /// Nothing: no checks, plain freelist links.
+    pub const NONE: Self = Self(0);
+    /// Zero every element when it is freed and check on allocation that it is still zero: a
+    /// write after free is reported ([`ViolationKind::ModifiedAfterFree`]), and allocations
+    /// return zeroed memory.
+    pub const ZERO_ON_FREE: Self = Self(1 << 0);
+    /// Check every free: the pointer must be an element of one of the zone's chunks, and not
+    /// free already (a marker word in free elements). Reports
+    /// [`ViolationKind::ForeignPointer`], [`ViolationKind::NotAnElement`] and
+    /// [`ViolationKind::DoubleFree`]; the marker also catches writes to its word after free.
+    pub const CHECK_FREE: Self = Self(1 << 1);
+    /// Encode chunk freelist links with the zone secret and the link's own address, and check
+    /// every decoded link ([`ViolationKind::FreelistCorrupted`]).
+    pub const ENCODE_FREELIST: Self = Self(1 << 2);
+    /// No per-CPU magazines: every operation takes the zone lock.
+    pub const NO_CACHE: Self = Self(1 << 3);
+
+    /// What release builds use unless a zone chooses: checked frees and encoded freelists.
+    pub const RELEASE_DEFAULT: Self = Self(Self::CHECK_FREE.0 | Self::ENCODE_FREELIST.0);
+    /// Every hardening check.
+    pub const HARDENED: Self =
+        Self(Self::ZERO_ON_FREE.0 | Self::CHECK_FREE.0 | Self::ENCODE_FREELIST.0);
+    /// The default of this build: [`HARDENED`](Self::HARDENED) with debug assertions,
+    /// [`RELEASE_DEFAULT`](Self::RELEASE_DEFAULT) without.
+    pub const BUILD_DEFAULT: Self = if cfg!(debug_assertions) {
+        Self::HARDENED
+    } else {
+        Self::RELEASE_DEFAULT
+    };
+
+    /// Returns whether every flag of `other` is set.
+    #[inline]
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Returns the union.
+    #[must_use]
+    pub const fn with(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Returns `self` without `other`'s flags.
+    #[must_use]
+    pub const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+}
+
+/// How to build a zone.
+///
+/// # Examples
+///
+/// ```
+/// use machvm_zone_alloc::{ZoneConfig, ZoneFlags};
+///
+/// let config = ZoneConfig::new("vm.objects", 96)
+///     .align(16)
+///     .limit(10_000)
+///     .flags(ZoneFlags::HARDENED)
+///     .secret(0x9e37_79b9_7f4a_7c15);
+/// assert_eq!(config.element_size(), 96);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ZoneConfig<'n> {
+    name: &'n str,
+    size: usize,
+    align: usize,
+    limit: Option<usize>,
+    flags: ZoneFlags,
+    magazine: Option<usize>,
+    secret: Option<usize>,
+    on_violation: ViolationHandler,
+    on_exhaustion: Option<fn(&ZoneStats)>,
+}
+
+impl<'n> ZoneConfig<'n> {
+    /// A zone named `name` of `size`-byte elements, aligned to 16 bytes, without a limit, with
+    /// [`ZoneFlags::BUILD_DEFAULT`] and the panicking violation handler.
+    pub const fn new(name: &'n str, size: usize) -> Self {
+        Self {
+            name,
+            size,
+            align: 16,
+            limit: None,
+            flags: ZoneFlags::BUILD_DEFAULT,
+            magazine: None,
+            secret: None,
+            on_violation: panic_on_violation,
+            on_exhaustion: None,
+        }
+    }
+
+    /// Sets the element alignment (a power of two, at most the page size).
+    #[must_use]
+    pub const fn align(mut self, align: usize) -> Self {
+        self.align = align;
+        self
+    }
+
+    /// Limits the zone to `elements` elements out of its chunks at once.
+    ///
+    /// Elements cached in other CPUs' magazines count against the limit; when it is reached
+    /// the depot is emptied back into the chunks before the allocation fails.
+    #[must_use]
+    pub const fn limit(mut self, elements: usize) -> Self {
+        self.limit = Some(elements);
+        self
+    }
+
+    /// Sets the hardening and caching flags.
+    #[must_use]
+    pub const fn flags(mut self, flags: ZoneFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets the magazine size (1 to [`MAX_MAGAZINE`]); by default it shrinks as elements
+    /// grow, from 64 elements of 64 bytes or less to 4 for the largest elements.
+    #[must_use]
+    pub const fn magazine_size(mut self, elements: usize) -> Self {
+        self.magazine = Some(elements);
+        self
+    }
+
+    /// Sets the secret that encodes freelist links, free markers and chunk headers. Pass a
+    /// random value (a kernel draws it from its entropy source, e.g. `machvm-aslr`); each zone
+    /// mixes it with its own serial number. Without one the zone derives a value from its name
+    /// and a stack address, which is only as unpredictable as the kernel's layout.
+    #[must_use]
+    pub const fn secret(mut self, secret: usize) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Sets the function called on a hardening violation (default:
+    /// [`panic_on_violation`]).
+    #[must_use]
+    pub const fn on_violation(mut self, handler: ViolationHandler) -> Self {
+        self.on_violation = handler;
+        self
+    }
+
+    /// Sets a function called (outside every lock) when the zone first passes 90 % of its
+    /// limit; it is called again after usage fell below 80 % and rose again.
+    #[must_use]
+    pub const fn on_exhaustion(mut self, callback: fn(&ZoneStats)) -> Self {
+        self.on_exhaustion = Some(callback);
+        self
+    }
+
+    /// Returns the element size.
+    pub const fn element_size(&self) -> usize {
+        self.size
+    }
+}
+
+/// A zone name stored inline.
+#[derive(Clone, Copy)]
+pub(crate) struct ZoneName {
+    bytes: [u8; MAX_NAME],
+    len: usize,
+}
+
+impl ZoneName {
+    fn new(name: &str) -> Option<Self> {
+        let src = name.as_bytes();
+        let mut bytes = [0; MAX_NAME];
+        bytes.get_mut(..src.len())?.copy_from_slice(src);
+        Some(Self {
+            bytes,
+            len: src.len(),
+        })
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // The bytes are a copy of a `&str` prefix that ends on the original's end, so they are
+        // valid UTF-8; `unwrap_or` only guards the impossible case.
+        core::str::from_utf8(self.bytes.get(..self.len).unwrap_or(&[])).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for ZoneName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// A magazine: a stack of free elements. Lives in magazine pages from the page source.
+#[repr(C)]
+struct Magazine {
+    count: usize,
+    /// Link on a depot list.
+    next: *mut Magazine,
+    slots: [*mut u8; MAX_MAGAZINE],
+}
+
+/// A page of magazines: this header, then magazines.
+#[repr(C)]
+struct MagazinePage {
+    next: *mut MagazinePage,
+}
+
+/// One CPU's two magazines (null until first used).
+struct CpuCache {
+    loaded: *mut Magazine,
+    previous: *mut Magazine,
+}
+
+/// One CPU's counters: written only by that CPU (load + store, no read-modify-write), read by
+/// anyone for statistics.
+struct CpuCounters {
+    allocs: AtomicU64,
+    frees: AtomicU64,
+}
+
+impl CpuCounters {
+    #[inline]
+    fn bump(counter: &AtomicU64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Everything behind the zone lock.
+struct Core {
+    empty: ChunkList,
+    partial: ChunkList,
+    full: ChunkList,
+    /// Chunks whose freelist was found corrupt: never used again, freed with the zone.
+    quarantine: ChunkList,
+    chunks: usize,
+    peak_chunks: usize,
+    /// Elements out of chunks (with users or in magazines).
+    out: usize,
+    depot_full: *mut Magazine,
+    depot_full_len: usize,
+    depot_empty: *mut Magazine,
+    magazine_pages: *mut MagazinePage,
+    magazines: usize,
+    /// Allocations and frees that bypassed the per-CPU caches.
+    locked_allocs: u64,
+    locked_frees: u64,
+    /// Elements out of their chunks that were taken out of circulation after a violation
+    /// (found modified in a magazine).
+    quarantined: usize,
+    /// Chunks retired because their freelist was corrupt.
+    quarantined_chunks: usize,
+    /// The exhaustion callback fired and usage has not fallen below 80 % since.
+    exhausted: bool,
+}
+
+/// A zone of fixed-size elements.
+///
+/// `S` provides the memory, `C` tells the zone which CPU it runs on, and `CPUS` is the number
+/// of per-CPU caches (CPU indices at or above it use the zone lock).
+///
+/// # Examples
+///
+/// ```
+/// use machvm_zone_alloc::{NoCpuCache, SystemPages, Zone, ZoneConfig, ZoneFlags};
+///
+/// let zone: Zone<_, _, 4> = Zone::new(
+///     ZoneConfig::new("example", 48).flags(ZoneFlags::HARDENED),
+///     SystemPages::new(),
+///     NoCpuCache,
+/// )?;
+/// let p = zone.alloc()?;
+/// // SAFETY: `p` is 48 writable bytes from this zone.
+/// unsafe { p.as_ptr().write_bytes(0xab, 48) };
+/// // SAFETY: `p` came from this zone and is not used afterwards.
+/// unsafe { zone.free(p)? };
+/// let stats = zone.stats();
+/// assert_eq!((stats.in_use, stats.alloc_count), (0, 1));
+/// # Ok::<(), machvm_zone_alloc::ZoneError>(())
+/// ```
+pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
+    name: ZoneName,
+    size: usize,
+    geometry: Geometry,
+    flags: ZoneFlags,
+    magazine_size: usize,
+    limit: Option<usize>,
+    on_violation: ViolationHandler,
+    on_exhaustion: Option<fn(&ZoneStats)>,
+    /// A copy of the codec for the lock-free paths (the secret is fixed at creation).
+    codec: Codec,
+    source: S,
+    cpu: C,
+    caches: PerCpuCell<CpuCache, CPUS>,
+    counters: PerCpu<CpuCounters, CPUS>,
+    core: Mutex<Core>,
+    /// Set under the lock when usage crosses 90 % of the limit; the next allocation calls the
+    /// exhaustion callback outside the lock.
+    exhaust_pending: AtomicBool,
+}
+
+// SAFETY: the raw pointers in `Core` and `CpuCache` point into memory the zone owns (chunks and
+// magazine pages from its page source); `Core` is only reached under the zone lock and each
+// `CpuCache` only by its CPU (the `CpuLocal` contract) or through `&mut self`. Sending the zone
+// to another thread moves the ownership of that memory with it, and the source and CPU
+// provider must themselves be `Send`/`Sync`.
+unsafe impl<S: PageSource + Send, C: CpuLocal + Send, const CPUS: usize> Send for Zone<S, C, CPUS> {}
+// SAFETY: see `Send`; shared use goes through the lock, the per-CPU contract, or atomics.
+unsafe impl<S: PageSource + Sync, C: CpuLocal + Sync, const CPUS: usize> Sync for Zone<S, C, CPUS> {}
+
+impl<S: PageSource, C: CpuLocal, const CPUS: usize> fmt::Debug for Zone<S, C, CPUS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Zone")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("chunk_size", &self.geometry.chunk_size)
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the per-CPU part of an operation ended with (handlers run outside it).
+enum Outcome<T> {
+    Done(T),
+    Violation(ViolationKind, usize),
+    Failed(ZoneError),
+    /// The CPU cache could not help: take the locked path.
+    Locked,
+}
+
+/// Numbers zones, so that zones configured with the same secret still get distinct ones. A
+/// `core` atomic (not the loom shim): it only has to be unique and lives in a `static`.
+static ZONE_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64's finaliser.
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
+    /// Creates an empty zone (no memory is taken until the first allocation).
+    ///
+    /// # Errors
+    ///
+    /// [`ZoneError::BadConfig`] for an element size of zero or above [`MAX_ELEMENT_SIZE`], an
+    /// alignment that is not a power of two or exceeds the page size, a name longer than
+    /// [`MAX_NAME`] bytes or a magazine size of zero or above [`MAX_MAGAZINE`].
+    pub fn new(config: ZoneConfig<'_>, source: S, cpu: C) -> Result<Self, ZoneError> {
+        let page = source.page_size();
+        if config.size == 0
+            || config.size > MAX_ELEMENT_SIZE
+            || !config.align.is_power_of_two()
+            || config.align > page
+            || config.magazine.is_some_and(|m| m == 0 || m > MAX_MAGAZINE)
+        {
+            return Err(ZoneError::BadConfig);
+        }
+        let name = ZoneName::new(config.name).ok_or(ZoneError::BadConfig)?;
+        let stride = config
+            .size
+            .max(MIN_ELEMENT_SIZE)
+            .next_multiple_of(config.align.max(size_of::<usize>()));
+        let geometry =
+            Geometry::new(stride, config.align.max(16), page).ok_or(ZoneError::BadConfig)?;
+        let magazine_size = config
+            .magazine
+            .unwrap_or_else(|| (4096 / stride).clamp(4, MAX_MAGAZINE));
+        // Each zone gets its own secret even when several are configured with the same one:
+        // chunk ownership (`CHECK_FREE`, `require`) rests on it.
+        let serial = ZONE_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        let base = config.secret.map_or_else(
+            || {
+                let seed = config.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                seed ^ (&raw const config).addr() as u64
+            },
+            |s| s as u64,
+        );
+        let secret = mix(base ^ serial.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize;
+        let codec = Codec {
+            secret,
+            encode: config.flags.contains(ZoneFlags::ENCODE_FREELIST),
+            mark: config.flags.contains(ZoneFlags::CHECK_FREE),
+            zero: config.flags.contains(ZoneFlags::ZERO_ON_FREE),
+        };
+        Ok(Self {
+            name,
+            size: config.size,
+            geometry,
+            flags: config.flags,
+            magazine_size,
+            limit: config.limit,
+            on_violation: config.on_violation,
+            on_exhaustion: config.on_exhaustion,
+            codec,
+            source,
+            cpu,
+            caches: PerCpuCell::from_fn(|_| CpuCache {
+                loaded: ptr::null_mut(),
+                previous: ptr::null_mut(),
+            }),
+            counters: PerCpu::from_fn(|_| CpuCounters {
+                allocs: AtomicU64::new(0),
+                frees: AtomicU64::new(0),
+            }),
+            core: Mutex::new(Core {
+                empty: ChunkList::new(ListKind::Empty),
+                partial: ChunkList::new(ListKind::Partial),
+                full: ChunkList::new(ListKind::Full),
+                quarantine: ChunkList::new(ListKind::Quarantine),
+                chunks: 0,
+                peak_chunks: 0,
+                out: 0,
+                depot_full: ptr::null_mut(),
+                depot_full_len: 0,
+                depot_empty: ptr::null_mut(),
+                magazine_pages: ptr::null_mut(),
+                magazines: 0,
+                locked_allocs: 0,
+                locked_frees: 0,
+                quarantined: 0,
+                quarantined_chunks: 0,
+                exhausted: false,
+            }),
+            exhaust_pending: AtomicBool::new(false),
+        })
+    }
+
+    /// Returns the zone's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Returns the element size the zone was created with.
+    pub const fn element_size(&self) -> usize {
+        self.size
+    }
+
+    /// Returns the bytes between elements (the size rounded up to the alignment, at least
+    /// [`MIN_ELEMENT_SIZE`]): what an element really occupies.
+    pub const fn stride(&self) -> usize {
+        self.geometry.stride
+    }
+
+    /// Returns the chunk size.
+    pub const fn chunk_size(&self) -> usize {
+        self.geometry.chunk_size
+    }
+
+    /// Returns the zone's flags.
+    pub const fn flags(&self) -> ZoneFlags {
+        self.flags
+    }
+
+    /// Returns the page source.
+    pub const fn source(&self) -> &S {
+        &self.source
+    }
+
+    fn report(&self, kind: ViolationKind, addr: usize) -> ZoneError {
+        (self.on_violation)(&Violation {
+            zone: self.name.as_str(),
+            kind,
+            addr,
+        });
+        ZoneError::Violation(kind)
+    }
+
+    fn finish<T>(&self, outcome: Outcome<T>) -> Result<T, ZoneError> {
+        match outcome {
+            Outcome::Done(v) => Ok(v),
+            Outcome::Violation(kind, addr) => Err(self.report(kind, addr)),
+            Outcome::Failed(e) => Err(e),
+            Outcome::Locked => Err(ZoneError::BadConfig),
+        }
+    }
+
+    fn cpu_slot(&self, cpu: Option<CpuIndex>) -> Option<CpuIndex> {
+        cpu.filter(|c| c.as_usize() < CPUS && !self.flags.contains(ZoneFlags::NO_CACHE))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Allocation.
+
+    /// Allocates one element (of [`element_size`](Self::element_size) bytes, aligned as
+    /// configured). With [`ZoneFlags::ZERO_ON_FREE`] its contents are zero; otherwise only
+    /// its first 16 bytes are.
+    ///
+    /// # Errors
+    ///
+    /// [`ZoneError::LimitReached`], [`ZoneError::Source`] when no memory is left, and
+    /// [`ZoneError::Violation`] when a corrupt free element was found (after the handler
+    /// returned; the element is quarantined).
+    #[inline]
+    pub fn alloc(&self) -> Result<NonNull<u8>, ZoneError> {
+        let outcome = self.cpu.with_cpu(|cpu| match self.cpu_slot(cpu) {
+            // SAFETY: `CpuLocal` guarantees that this context alone uses `cpu`'s slot for the
+            // duration of the closure, and `alloc_cached` does not re-enter the cell.
+            Some(cpu) => unsafe {
+                self.caches
+                    .with_mut(cpu, |cache| self.alloc_cached(cpu, cache))
+                    .unwrap_or(Outcome::Locked)
+            },
+            None => Outcome::Locked,
+        });
+        let outcome = match outcome {
+            Outcome::Locked => self.alloc_locked(),
+            other => other,
+        };
+        let result = self.finish(outcome);
+        self.check_exhaustion();
+        result
+    }
+
+    /// The per-CPU allocation path.
+    #[inline]
+    fn alloc_cached(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Outcome<NonNull<u8>> {
+        loop {
+            // SAFETY: a non-null magazine pointer in a CPU cache points to a magazine of this
+            // zone that only this CPU uses.
+            if let Some(m) = unsafe { cache.loaded.as_mut() } {
+                if m.count > 0 {
+                    m.count -= 1;
+                    let elem = m.slots[m.count];
+                    // SAFETY: magazine slots hold elements of this zone in the free state.
+                    if let Err(kind) = unsafe { self.check_free_state(elem) } {
+                        self.quarantine_element();
+                        return Outcome::Violation(kind, elem as usize);
+                    }
+                    if let Some(c) = self.counters.get(cpu) {
+                        CpuCounters::bump(&c.allocs);
+                    }
+                    // SAFETY: elements are never null (they lie inside a chunk).
+                    return Outcome::Done(unsafe { NonNull::new_unchecked(elem) });
+                }
+            }
+            // SAFETY: as above.
+            if unsafe { cache.previous.as_ref() }.is_some_and(|m| m.count > 0) {
+                core::mem::swap(&mut cache.loaded, &mut cache.previous);
+                continue;
+            }
+            if let Err(outcome) = self.reload(cache) {
+                return outcome;
+            }
+        }
+    }
+
+    /// Both magazines are empty: trade the loaded one for a full one from the depot, or fill it
+    /// from the chunks.
+    #[cold]
+    fn reload(&self, cache: &mut CpuCache) -> Result<(), Outcome<NonNull<u8>>> {
+        let mut core = self.core.lock();
+        if !core.depot_full.is_null() {
+            let full = core.depot_full;
+            // SAFETY: depot magazines belong to the zone and are reached under the lock.
+            unsafe {
+                core.depot_full = (*full).next;
+                core.depot_full_len -= 1;
+                if let Some(empty) = cache.loaded.as_mut() {
+                    empty.next = core.depot_empty;
+                    core.depot_empty = empty;
+                }
+            }
+            cache.loaded = full;
+            return Ok(());
+        }
+        if cache.loaded.is_null() {
+            cache.loaded = self.empty_magazine(&mut core).map_err(Outcome::Failed)?;
+        }
+        // SAFETY: `cache.loaded` is non-null and this CPU's.
+        let m = unsafe { &mut *cache.loaded };
+        let want = self.magazine_size;
+        let got = self
+            .fill(&mut core, &mut m.slots[..want])
+            .map_err(|(e, addr)| match e {
+                ZoneError::Violation(kind) => Outcome::Violation(kind, addr),
+                e => Outcome::Failed(e),
+            })?;
+        for &elem in &m.slots[..got] {
+            // SAFETY: `fill` handed out these elements; they are ours until freed.
+            unsafe { self.enter_free_state(elem) };
+        }
+        m.count = got;
+        Ok(())
+    }
+
+    /// Allocation under the lock, without a CPU cache.
+    #[cold]
+    fn alloc_locked(&self) -> Outcome<NonNull<u8>> {
+        let mut core = self.core.lock();
+        let mut one = [ptr::null_mut(); 1];
+        match self.fill(&mut core, &mut one) {
+            Ok(_) => {
+                core.locked_allocs += 1;
+                // SAFETY: `fill` returned one element, inside a chunk, so non-null.
+                Outcome::Done(unsafe { NonNull::new_unchecked(one[0]) })
+            }
+            Err((ZoneError::Violation(kind), addr)) => Outcome::Violation(kind, addr),
+            Err((e, _)) => Outcome::Failed(e),
+        }
+    }
+
+    /// Takes up to `out.len()` elements out of the chunks (at least one, or an error), in the
+    /// allocated state (first two words zero; zeroed whole if the zone zeroes).
+    fn fill(&self, core: &mut Core, out: &mut [*mut u8]) -> Result<usize, (ZoneError, usize)> {
+        let room = match self.limit {
+            Some(limit) => {
+                if core.out >= limit {
+                    self.flush_depot(core);
+                }
+                limit.saturating_sub(core.out)
+            }
+            None => usize::MAX,
+        };
+        let want = out.len().min(room);
+        if want == 0 {
+            return Err((
+                ZoneError::LimitReached {
+                    limit: self.limit.unwrap_or(0),
+                },
+                0,
+            ));
+        }
+        let mut got = 0;
+        while got < want {
+            let chunk = if !core.partial.head.is_null() {
+                core.partial.head
+            } else if !core.empty.head.is_null() {
+                core.empty.head
+            } else {
+                match self.new_chunk(core) {
+                    Ok(c) => c,
+                    Err(e) if got == 0 => return Err((e, 0)),
+                    Err(_) => break,
+                }
+            };
+            // SAFETY: `chunk` is an initialised chunk of this zone on one of its lists.
+            let taken =
+                unsafe { chunk::take(chunk, &self.geometry, &self.codec, &mut out[got..want]) };
+            match taken {
+                Ok(n) => {
+                    got += n;
+                    core.out += n;
+                    // SAFETY: as above.
+                    unsafe { self.relist(core, chunk) };
+                }
+                Err((kind, addr)) => {
+                    // The freelist is corrupt: keep what was taken, retire the chunk.
+                    // SAFETY: `chunk` is on the list its header names.
+                    unsafe {
+                        let (_, list) = chunk::state(chunk);
+                        self.list_mut(core, list).remove(chunk);
+                        core.quarantine.push(chunk);
+                    }
+                    core.quarantined_chunks += 1;
+                    if got == 0 {
+                        return Err((ZoneError::Violation(kind), addr as usize));
+                    }
+                    (self.on_violation)(&Violation {
+                        zone: self.name.as_str(),
+                        kind,
+                        addr: addr as usize,
+                    });
+                }
+            }
+        }
+        if let Some(limit) = self.limit {
+            let high = core.out.saturating_mul(10) >= limit.saturating_mul(9);
+            if high && !core.exhausted && self.on_exhaustion.is_some() {
+                self.exhaust_pending.store(true, Ordering::Relaxed);
+            }
+            core.exhausted |= high;
+        }
+        Ok(got)
+    }
+
+    /// Allocates and initialises a chunk and puts it on the empty list.
+    fn new_chunk(&self, core: &mut Core) -> Result<*mut ChunkHeader, ZoneError> {
+        let size = self.geometry.chunk_size;
+        let mem = self.source.allocate(size, size)?;
+        let chunk = mem.as_ptr().cast::<ChunkHeader>();
+        // SAFETY: the source gave us `size` bytes aligned to `size`, used by nothing else.
+        unsafe {
+            chunk::init(chunk, &self.geometry, &self.codec);
+            core.empty.push(chunk);
+        }
+        core.chunks += 1;
+        core.peak_chunks = core.peak_chunks.max(core.chunks);
+        Ok(chunk)
+    }
+
+    fn list_mut<'c>(&self, core: &'c mut Core, kind: ListKind) -> &'c mut ChunkList {
+        match kind {
+            ListKind::Empty => &mut core.empty,
+            ListKind::Partial => &mut core.partial,
+            ListKind::Full => &mut core.full,
+            ListKind::Quarantine => &mut core.quarantine,
+        }
+    }
+
+    /// Moves `chunk` to the list its fill state calls for.
+    ///
+    /// # Safety
+    ///
+    /// `chunk` is an initialised chunk of this zone on the list its header names.
+    unsafe fn relist(&self, core: &mut Core, chunk: *mut ChunkHeader) {
+        // SAFETY: the caller's guarantee.
+        let (out, list) = unsafe { chunk::state(chunk) };
+        if list == ListKind::Quarantine {
+            // Retired for good: elements still come back to it, it is never used again.
+            return;
+        }
+        let want = if out == 0 {
+            ListKind::Empty
+        } else if out == self.geometry.per_chunk {
+            ListKind::Full
+        } else {
+            ListKind::Partial
+        };
+        if want != list {
+            // SAFETY: the chunk is on `list`, and goes to exactly one other list.
+            unsafe {
+                self.list_mut(core, list).remove(chunk);
+                self.list_mut(core, want).push(chunk);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Free.
+
+    /// Frees `elem` back to the zone.
+    ///
+    /// # Safety
+    ///
+    /// `elem` was returned by [`alloc`](Self::alloc) of this zone, has not been freed since,
+    /// and is not used afterwards. With [`ZoneFlags::CHECK_FREE`] the zone detects most
+    /// violations of this contract (a double free, a pointer into the zone that is not an
+    /// element, a pointer to another zone's chunk) and calls the violation handler; it still
+    /// reads the chunk header of the chunk-aligned block around `elem`, so a wild pointer
+    /// into unmapped memory faults.
+    ///
+    /// # Errors
+    ///
+    /// [`ZoneError::Violation`] if a check failed and the handler returned (the element is
+    /// left alone).
+    #[inline]
+    pub unsafe fn free(&self, elem: NonNull<u8>) -> Result<(), ZoneError> {
+        let elem = elem.as_ptr();
+        if self.flags.contains(ZoneFlags::CHECK_FREE) {
+            // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
+            // readable.
+            if let Err(kind) = unsafe { self.check_free(elem) } {
+                return Err(self.report(kind, elem as usize));
+            }
+        }
+        // SAFETY: `elem` is an element of this zone that the caller gives up.
+        unsafe { self.enter_free_state(elem) };
+        let outcome = self.cpu.with_cpu(|cpu| match self.cpu_slot(cpu) {
+            // SAFETY: as in `alloc`.
+            Some(cpu) => unsafe {
+                self.caches
+                    .with_mut(cpu, |cache| self.free_cached(cpu, cache, elem))
+                    .unwrap_or(Outcome::Locked)
+            },
+            None => Outcome::Locked,
+        });
+        let outcome = match outcome {
+            Outcome::Locked => self.free_locked(elem),
+            other => other,
+        };
+        self.finish(outcome)
+    }
+
+    /// The per-CPU free path; `elem` is already in the free state.
+    #[inline]
+    fn free_cached(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> Outcome<()> {
+        loop {
+            // SAFETY: a CPU cache's magazines are this CPU's.
+            if let Some(m) = unsafe { cache.loaded.as_mut() } {
+                if m.count < self.magazine_size {
+                    m.slots[m.count] = elem;
+                    m.count += 1;
+                    if let Some(c) = self.counters.get(cpu) {
+                        CpuCounters::bump(&c.frees);
+                    }
+                    return Outcome::Done(());
+                }
+            }
+            // SAFETY: as above.
+            if unsafe { cache.previous.as_ref() }.is_some_and(|m| m.count == 0) {
+                core::mem::swap(&mut cache.loaded, &mut cache.previous);
+                continue;
+            }
+            if let Err(e) = self.unload(cache) {
+                return Outcome::Failed(e);
+            }
+        }
+    }
+
+    /// The loaded magazine is full (or missing) and the previous one is not empty: give a full
+    /// magazine to the depot (or empty it into the chunks) and load an empty one.
+    #[cold]
+    fn unload(&self, cache: &mut CpuCache) -> Result<(), ZoneError> {
+        let mut core = self.core.lock();
+        if cache.loaded.is_null() {
+            cache.loaded = self.empty_magazine(&mut core)?;
+            return Ok(());
+        }
+        if cache.previous.is_null() {
+            cache.previous = self.empty_magazine(&mut core)?;
+            core::mem::swap(&mut cache.loaded, &mut cache.previous);
+            return Ok(());
+        }
+        // Both magazines are full: the previous one goes to the depot (or back to the chunks
+        // when the depot holds enough), and an empty one takes its place.
+        let full = cache.previous;
+        if core.depot_full_len < self.depot_limit() {
+            if let Ok(empty) = self.empty_magazine(&mut core) {
+                // SAFETY: `full` is this CPU's magazine, handed to the depot under the lock.
+                unsafe { (*full).next = core.depot_full };
+                core.depot_full = full;
+                core.depot_full_len += 1;
+                cache.previous = empty;
+                core::mem::swap(&mut cache.loaded, &mut cache.previous);
+                return Ok(());
+            }
+        }
+        // SAFETY: `full` is this CPU's magazine, reached under the lock.
+        unsafe { self.empty_into_chunks(&mut core, &mut *full) };
+        core::mem::swap(&mut cache.loaded, &mut cache.previous);
+        Ok(())
+    }
+
+    /// Free under the lock, without a CPU cache; `elem` is in the free state.
+    #[cold]
+    fn free_locked(&self, elem: *mut u8) -> Outcome<()> {
+        let mut core = self.core.lock();
+        let chunk = self.geometry.chunk_of(elem);
+        // SAFETY: `elem` is an element of this zone (checked, or by the caller's contract), so
+        // `chunk` is an initialised chunk of the zone.
+        match unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem) } {
+            Ok(()) => {
+                core.out -= 1;
+                core.locked_frees += 1;
+                // SAFETY: as above.
+                unsafe { self.relist(&mut core, chunk) };
+                self.clear_exhaustion(&mut core);
+                Outcome::Done(())
+            }
+            Err(kind) => Outcome::Violation(kind, elem as usize),
+        }
+    }
+
+    /// Returns the elements of magazine `m` to their chunks (checking their free state).
+    ///
+    /// # Safety
+    ///
+    /// `m` is a magazine of this zone reached under the lock (or through `&mut self`).
+    unsafe fn empty_into_chunks(&self, core: &mut Core, m: &mut Magazine) {
+        for i in 0..m.count {
+            let elem = m.slots[i];
+            // SAFETY: magazine elements are elements of this zone in the free state.
+            let ok = unsafe { self.check_free_state(elem) }.is_ok() && {
+                // Restore the free state `check_free_state` consumed.
+                // SAFETY: as above.
+                unsafe { self.enter_free_state(elem) };
+                let chunk = self.geometry.chunk_of(elem);
+                // SAFETY: the element's chunk is an initialised chunk of this zone.
+                unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem) }.is_ok()
+            };
+            if ok {
+                core.out -= 1;
+                // SAFETY: as above.
+                unsafe { self.relist(core, self.geometry.chunk_of(elem)) };
+            } else {
+                core.quarantined += 1;
+            }
+        }
+        m.count = 0;
+        self.clear_exhaustion(core);
+    }
+
+    /// Returns every depot magazine's elements to the chunks.
+    fn flush_depot(&self, core: &mut Core) -> usize {
+        let mut flushed = 0;
+        while let Some(m) = NonNull::new(core.depot_full) {
+            // SAFETY: depot magazines are the zone's, reached under the lock.
+            unsafe {
+                let m = &mut *m.as_ptr();
+                core.depot_full = m.next;
+                core.depot_full_len -= 1;
+                flushed += m.count;
+                self.empty_into_chunks(core, m);
+                m.next = core.depot_empty;
+                core.depot_empty = m;
+            }
+        }
+        flushed
+    }
+
+    fn depot_limit(&self) -> usize {
+        // Enough full magazines for every CPU to reload twice.
+        2 * CPUS.max(1)
+    }
+
+    /// Returns an empty magazine from the depot, allocating a magazine page if needed.
+    fn empty_magazine(&self, core: &mut Core) -> Result<*mut Magazine, ZoneError> {
+        if core.depot_empty.is_null() {
+            let page = self.source.page_size();
+            let mem = self.source.allocate(page, page)?;
+            let header = mem.as_ptr().cast::<MagazinePage>();
+            let first = size_of::<MagazinePage>().next_multiple_of(align_of::<Magazine>());
+            let count = (page - first) / size_of::<Magazine>();
+            // SAFETY: the page is ours, `first + count * size_of::<Magazine>() <= page`, and
+            // the offsets keep every magazine aligned (the page is page-aligned).
+            unsafe {
+                header.write(MagazinePage {
+                    next: core.magazine_pages,
+                });
+                core.magazine_pages = header;
+                for i in 0..count {
+                    let m = mem
+                        .as_ptr()
+                        .add(first + i * size_of::<Magazine>())
+                        .cast::<Magazine>();
+                    ptr::addr_of_mut!((*m).count).write(0);
+                    ptr::addr_of_mut!((*m).next).write(core.depot_empty);
+                    core.depot_empty = m;
+                }
+            }
+            core.magazines += count;
+        }
+        let m = core.depot_empty;
+        // SAFETY: a non-null depot magazine of the zone.
+        unsafe {
+            core.depot_empty = (*m).next;
+            (*m).count = 0;
+        }
+        Ok(m)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Hardening.
+
+    /// Checks a pointer given to `free`: one of our chunks, an element boundary, not free.
+    ///
+    /// # Safety
+    ///
+    /// The chunk-aligned block around `elem` is readable.
+    unsafe fn check_free(&self, elem: *mut u8) -> Result<(), ViolationKind> {
+        let chunk = self.geometry.chunk_of(elem);
+        // SAFETY: the caller's guarantee.
+        if !unsafe { chunk::is_zones(chunk, self.codec.secret) } {
+            return Err(ViolationKind::ForeignPointer);
+        }
+        self.geometry
+            .index_of(chunk, elem)
+            .ok_or(ViolationKind::NotAnElement)?;
+        // SAFETY: `elem` is an element boundary inside one of our chunks.
+        let marker = unsafe { elem.cast::<usize>().add(1).read() };
+        if marker == self.codec.marker(elem) {
+            return Err(ViolationKind::DoubleFree);
+        }
+        Ok(())
+    }
+
+    /// Puts a freed element in the free state: zeroed if the zone zeroes, marked if it checks.
+    ///
+    /// # Safety
+    ///
+    /// `elem` is an element of this zone no one else uses.
+    #[inline]
+    unsafe fn enter_free_state(&self, elem: *mut u8) {
+        // SAFETY: the element spans `stride` writable bytes (at least two words).
+        unsafe {
+            if self.codec.zero {
+                ptr::write_bytes(elem, 0, self.geometry.stride);
+            } else {
+                elem.cast::<usize>().write(0);
+            }
+            if self.codec.mark {
+                elem.cast::<usize>().add(1).write(self.codec.marker(elem));
+            }
+        }
+    }
+
+    /// Checks that a cached element is still in the free state and leaves it allocated (its
+    /// marker cleared).
+    ///
+    /// # Safety
+    ///
+    /// `elem` is an element of this zone held in a magazine.
+    #[inline]
+    unsafe fn check_free_state(&self, elem: *mut u8) -> Result<(), ViolationKind> {
+        // SAFETY: the element spans `stride` readable and writable bytes.
+        unsafe {
+            let words = elem.cast::<usize>();
+            if self.codec.mark {
+                if words.add(1).read() != self.codec.marker(elem) {
+                    return Err(ViolationKind::ModifiedAfterFree);
+                }
+                words.add(1).write(0);
+            }
+            if self.codec.zero {
+                let n = self.geometry.stride / size_of::<usize>();
+                let mut any = 0;
+                for i in 0..n {
+                    any |= words.add(i).read();
+                }
+                if any != 0 {
+                    return Err(ViolationKind::ModifiedAfterFree);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts an element taken out of circulation after a violation on the fast path.
+    fn quarantine_element(&self) {
+        // The element stays "out" of its chunk forever; account for it under the lock the
+        // next time the zone takes it (here, to keep the fast path lock-free, immediately).
+        self.core.lock().quarantined += 1;
+    }
+
+    /// Checks that `elem` is an element of this zone (XNU's `zone_require`).
+    ///
+    /// # Safety
+    ///
+    /// The chunk-aligned block around `elem` must be readable (true for any pointer into a
+    /// chunk of any zone of the same page source).
+    ///
+    /// # Errors
+    ///
+    /// [`ViolationKind::ForeignPointer`] or [`ViolationKind::NotAnElement`]; the violation
+    /// handler is called first.
+    pub unsafe fn require(&self, elem: NonNull<u8>) -> Result<(), ViolationKind> {
+        let chunk = self.geometry.chunk_of(elem.as_ptr());
+        // SAFETY: the caller's guarantee.
+        let result = if unsafe { chunk::is_zones(chunk, self.codec.secret) } {
+            self.geometry
+                .index_of(chunk, elem.as_ptr())
+                .map(|_| ())
+                .ok_or(ViolationKind::NotAnElement)
+        } else {
+            Err(ViolationKind::ForeignPointer)
+        };
+        if let Err(kind) = result {
+            self.report(kind, elem.as_ptr() as usize);
+        }
+        result
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Exhaustion, garbage collection, statistics.
+
+    #[inline]
+    fn check_exhaustion(&self) {
+        // A plain load on the fast path; the swap only when the flag is set.
+        if self.exhaust_pending.load(Ordering::Relaxed)
+            && self.exhaust_pending.swap(false, Ordering::Relaxed)
+        {
+            if let Some(callback) = self.on_exhaustion {
+                callback(&self.stats());
+            }
+        }
+    }
+
+    fn clear_exhaustion(&self, core: &mut Core) {
+        if let Some(limit) = self.limit {
+            if core.out.saturating_mul(10) < limit.saturating_mul(8) {
+                core.exhausted = false;
+            }
+        }
+    }
+
+    /// Gives empty chunks back to the page source, keeping at most `keep` (XNU's zone trim);
+    /// returns the bytes given back.
+    pub fn trim(&self, keep: usize) -> usize {
+        let mut core = self.core.lock();
+        let mut released = 0;
+        while core.empty.len > keep {
+            // SAFETY: the empty list holds initialised chunks of this zone.
+            let Some(chunk) = (unsafe { core.empty.pop() }) else {
+                break;
+            };
+            self.release_chunk(&mut core, chunk);
+            released += self.geometry.chunk_size;
+        }
+        released
+    }
+
+    fn release_chunk(&self, core: &mut Core, chunk: NonNull<ChunkHeader>) {
+        let size = self.geometry.chunk_size;
+        // SAFETY: the chunk came from `allocate(size, size)`, is on no list and holds no element
+        // anyone uses (it is empty, or the zone is going away). Its magic is cleared first so a
+        // stale pointer into recycled memory is not taken for ours.
+        unsafe {
+            chunk.as_ptr().cast::<usize>().write(0);
+            self.source.deallocate(chunk.cast(), size, size);
+        }
+        core.chunks -= 1;
+    }
+
+    /// Returns every depot magazine's elements to their chunks and every empty chunk to the
+    /// page source (XNU's zone drain, under memory pressure); returns the bytes given back.
+    /// Elements in the CPUs' own magazines stay (see
+    /// [`drain_cpu_cache`](Self::drain_cpu_cache)).
+    pub fn drain(&self) -> usize {
+        self.flush_depot(&mut self.core.lock());
+        self.trim(0)
+    }
+
+    /// Returns the calling CPU's cached elements to their chunks (call on each CPU, e.g.
+    /// before taking it offline).
+    pub fn drain_cpu_cache(&self) {
+        self.cpu.with_cpu(|cpu| {
+            if let Some(cpu) = self.cpu_slot(cpu) {
+                // SAFETY: as in `alloc`: the slot is this context's alone during the call.
+                unsafe {
+                    self.caches.with_mut(cpu, |cache| {
+                        let mut core = self.core.lock();
+                        for m in [cache.loaded, cache.previous] {
+                            if let Some(m) = m.as_mut() {
+                                self.empty_into_chunks(&mut core, m);
+                            }
+                        }
+                    });
+                }
+            }
+        });
+    }
+
+    /// Returns the zone's statistics now (the per-CPU counters are read without stopping the
+    /// CPUs, so a busy zone's figures are a close snapshot).
+    pub fn stats(&self) -> ZoneStats {
+        let core = self.core.lock();
+        let (mut allocs, mut frees) = (core.locked_allocs, core.locked_frees);
+        for c in self.counters.iter() {
+            allocs = allocs.wrapping_add(c.allocs.load(Ordering::Relaxed));
+            frees = frees.wrapping_add(c.frees.load(Ordering::Relaxed));
+        }
+        let g = &self.geometry;
+        let in_use = usize::try_from(allocs.wrapping_sub(frees)).unwrap_or(0);
+        ZoneStats {
+            name: self.name,
+            element_size: self.size,
+            stride: g.stride,
+            chunk_size: g.chunk_size,
+            cur_size: core.chunks * g.chunk_size,
+            max_size: core.peak_chunks * g.chunk_size,
+            cur_elements: core.chunks * g.per_chunk,
+            max_elements: self.limit,
+            in_use,
+            cached: core.out.saturating_sub(in_use + core.quarantined),
+            quarantined_chunks: core.quarantined_chunks,
+            alloc_count: allocs,
+            empty_chunks: core.empty.len,
+            quarantined: core.quarantined,
+            magazine_bytes: core.magazines * size_of::<Magazine>(),
+        }
+    }
+}
+
+impl<S: PageSource, C: CpuLocal, const CPUS: usize> Drop for Zone<S, C, CPUS> {
+    fn drop(&mut self) {
+        let core = self.core.get_mut();
+        let size = self.geometry.chunk_size;
+        for list in [
+            &mut core.empty,
+            &mut core.partial,
+            &mut core.full,
+            &mut core.quarantine,
+        ] {
+            // SAFETY: the lists hold chunks from `allocate(size, size)`; the zone is going
+            // away, so no element is used any more (the caller's `free`/`alloc` contracts).
+            while let Some(chunk) = unsafe { list.pop() } {
+                // SAFETY: as above.
+                unsafe { self.source.deallocate(chunk.cast(), size, size) };
+            }
+        }
+        let page = self.source.page_size();
+        let mut p = core.magazine_pages;
+        while let Some(pg) = NonNull::new(p) {
+            // SAFETY: magazine pages came from `allocate(page, page)` and their magazines are
+            // no longer used (the CPU caches die with the zone).
+            unsafe {
+                p = (*pg.as_ptr()).next;
+                self.source.deallocate(pg.cast(), page, page);
+            }
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Zone behaviour: allocation and free through the CPU caches and the lock, limits, trimming,
+//! every hardening check provoked, host threads as CPUs, and a property test against a model.
+
+// Host tests: std is the natural choice.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use machvm_sync::{CpuIndex, ThreadCpuId};
+use machvm_zone_alloc::{
+    NoCpuCache, PageSourceError, SystemPages, Violation, ViolationKind, Zone, ZoneConfig,
+    ZoneError, ZoneFlags, ZprintTable,
+};
+use proptest::prelude::*;
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    ProptestConfig::with_cases(cases)
+}
+
+/// Violations seen by `record`, per test (each test uses its own zone name).
+static SEEN: Mutex<Vec<(String, ViolationKind, usize)>> = Mutex::new(Vec::new());
+
+fn record(v: &Violation<'_>) {
+    SEEN.lock()
+        .unwrap()
+        .push((v.zone.to_string(), v.kind, v.addr));
+}
+
+fn seen(zone: &str) -> Vec<(ViolationKind, usize)> {
+    SEEN.lock()
+        .unwrap()
+        .iter()
+        .filter(|(z, _, _)| z == zone)
+        .map(|&(_, k, a)| (k, a))
+        .collect()
+}
+
+fn hardened(name: &str, size: usize) -> ZoneConfig<'_> {
+    ZoneConfig::new(name, size)
+        .flags(ZoneFlags::HARDENED)
+        .secret(0x1234_5678_9abc_def1)
+        .on_violation(record)
+}
+
+/// A zone whose operations run as CPU 0 of a `ThreadCpuId` bound on the calling thread.
+struct Bound {
+    cpus: ThreadCpuId,
+}
+
+impl Bound {
+    fn new() -> Self {
+        Self {
+            cpus: ThreadCpuId::new(),
+        }
+    }
+}
+
+#[test]
+fn elements_are_distinct_aligned_and_hold_their_contents() {
+    let b = Bound::new();
+    let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    let zone: Zone<_, _, 2> = Zone::new(
+        ZoneConfig::new("basic", 72).align(64).magazine_size(8),
+        SystemPages::new(),
+        &b.cpus,
+    )
+    .unwrap();
+    assert_eq!(zone.stride(), 128);
+    let mut live = Vec::new();
+    for i in 0..1000u32 {
+        let p = zone.alloc().unwrap();
+        assert_eq!(p.as_ptr() as usize % 64, 0);
+        // SAFETY: 72 writable bytes from the zone.
+        unsafe { p.as_ptr().write_bytes(i as u8, 72) };
+        live.push((p, i as u8));
+    }
+    let mut sorted: Vec<usize> = live.iter().map(|(p, _)| p.as_ptr() as usize).collect();
+    sorted.sort_unstable();
+    assert!(
+        sorted.windows(2).all(|w| w[1] - w[0] >= 128),
+        "elements overlap"
+    );
+    for (p, v) in &live {
+        // SAFETY: the element is live and 72 bytes long.
+        let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 72) };
+        assert!(bytes.iter().all(|b| b == v));
+    }
+    let stats = zone.stats();
+    assert_eq!((stats.in_use, stats.alloc_count), (1000, 1000));
+    for (p, _) in live {
+        // SAFETY: allocated above, freed once.
+        unsafe { zone.free(p).unwrap() };
+    }
+    let stats = zone.stats();
+    assert_eq!(stats.in_use, 0);
+    assert!(stats.cached > 0, "frees went to the CPU cache: {stats:?}");
+}
+
+#[test]
+fn zero_on_free_returns_zeroed_memory() {
+    let zone: Zone<_, _, 1> =
+        Zone::new(hardened("zeroed", 200), SystemPages::new(), NoCpuCache).unwrap();
+    let p = zone.alloc().unwrap();
+    // SAFETY: 200 writable bytes.
+    unsafe { p.as_ptr().write_bytes(0xff, 200) };
+    // SAFETY: allocated above.
+    unsafe { zone.free(p).unwrap() };
+    let q = zone.alloc().unwrap();
+    assert_eq!(p, q, "the chunk freelist is LIFO");
+    // SAFETY: 200 readable bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), 200) };
+    assert!(bytes.iter().all(|&b| b == 0));
+    // SAFETY: allocated above.
+    unsafe { zone.free(q).unwrap() };
+}
+
+#[test]
+fn double_free_is_caught_in_the_cache_and_in_the_chunk() {
+    for (name, cached) in [("double.cached", true), ("double.locked", false)] {
+        let b = Bound::new();
+        let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+        let flags = if cached {
+            ZoneFlags::HARDENED
+        } else {
+            ZoneFlags::HARDENED.with(ZoneFlags::NO_CACHE)
+        };
+        let zone: Zone<_, _, 1> =
+            Zone::new(hardened(name, 64).flags(flags), SystemPages::new(), &b.cpus).unwrap();
+        let p = zone.alloc().unwrap();
+        // SAFETY: allocated above.
+        unsafe { zone.free(p).unwrap() };
+        // SAFETY: deliberately violates the contract; the zone must catch it.
+        let err = unsafe { zone.free(p) }.unwrap_err();
+        assert_eq!(err, ZoneError::Violation(ViolationKind::DoubleFree));
+        assert_eq!(
+            seen(name),
+            [(ViolationKind::DoubleFree, p.as_ptr() as usize)]
+        );
+        // The zone is intact: the element comes back exactly once.
+        let a = zone.alloc().unwrap();
+        let b2 = zone.alloc().unwrap();
+        assert_ne!(a, b2);
+    }
+}
+
+#[test]
+fn foreign_and_misaligned_pointers_are_caught() {
+    let z1: Zone<_, _, 1> =
+        Zone::new(hardened("foreign.a", 64), SystemPages::new(), NoCpuCache).unwrap();
+    let z2: Zone<_, _, 1> =
+        Zone::new(hardened("foreign.b", 64), SystemPages::new(), NoCpuCache).unwrap();
+    let p = z1.alloc().unwrap();
+    // SAFETY: `p` is readable zone memory; the zone must refuse it.
+    let err = unsafe { z2.free(p) }.unwrap_err();
+    assert_eq!(err, ZoneError::Violation(ViolationKind::ForeignPointer));
+    // SAFETY: as above.
+    assert_eq!(unsafe { z2.require(p) }, Err(ViolationKind::ForeignPointer));
+    // SAFETY: as above.
+    assert_eq!(unsafe { z1.require(p) }, Ok(()));
+    let inside = NonNull::new(p.as_ptr().wrapping_add(8)).unwrap();
+    // SAFETY: a pointer into a live element; the zone must refuse it.
+    let err = unsafe { z1.free(inside) }.unwrap_err();
+    assert_eq!(err, ZoneError::Violation(ViolationKind::NotAnElement));
+    assert_eq!(seen("foreign.b").len(), 2);
+    assert_eq!(
+        seen("foreign.a"),
+        [(ViolationKind::NotAnElement, inside.as_ptr() as usize)]
+    );
+    // SAFETY: allocated above, freed once.
+    unsafe { z1.free(p).unwrap() };
+}
+
+#[test]
+fn writes_after_free_are_caught_on_allocation() {
+    let b = Bound::new();
+    let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    let zone: Zone<_, _, 1> = Zone::new(hardened("uaf", 64), SystemPages::new(), &b.cpus).unwrap();
+    let p = zone.alloc().unwrap();
+    // SAFETY: allocated above.
+    unsafe { zone.free(p).unwrap() };
+    // A use-after-free write (the memory stays mapped: the element sits in a magazine).
+    // SAFETY: deliberately writes freed zone memory, which is still owned by the zone.
+    unsafe { p.as_ptr().add(40).write(1) };
+    let err = zone.alloc().unwrap_err();
+    assert_eq!(err, ZoneError::Violation(ViolationKind::ModifiedAfterFree));
+    assert_eq!(
+        seen("uaf"),
+        [(ViolationKind::ModifiedAfterFree, p.as_ptr() as usize)]
+    );
+    assert_eq!(zone.stats().quarantined, 1);
+    // The next allocation gets another element.
+    assert_ne!(zone.alloc().unwrap(), p);
+}
+
+#[test]
+fn a_forged_freelist_link_is_caught() {
+    let zone: Zone<_, _, 1> = Zone::new(
+        hardened("forged", 64).flags(ZoneFlags::HARDENED.with(ZoneFlags::NO_CACHE)),
+        SystemPages::new(),
+        NoCpuCache,
+    )
+    .unwrap();
+    let a = zone.alloc().unwrap();
+    let b = zone.alloc().unwrap();
+    // SAFETY: allocated above; `a` goes to its chunk's freelist first, then `b` on top.
+    unsafe {
+        zone.free(a).unwrap();
+        zone.free(b).unwrap();
+    }
+    // Overwrite `b`'s link (its first word) as an attacker with a write-after-free would,
+    // pointing it at a chosen address.
+    // SAFETY: deliberately corrupts freed zone memory.
+    unsafe { b.as_ptr().cast::<usize>().write(0x4141_4141_4141_4141) };
+    // `b` itself is still a valid free element; the forged link is caught when it is followed.
+    assert_eq!(zone.alloc().unwrap(), b);
+    let err = zone.alloc().unwrap_err();
+    assert_eq!(err, ZoneError::Violation(ViolationKind::FreelistCorrupted));
+    let stats = zone.stats();
+    assert_eq!(stats.quarantined_chunks, 1);
+    // Allocation continues from a fresh chunk.
+    let c = zone.alloc().unwrap();
+    assert_ne!(zone.chunk_of_test(c), zone.chunk_of_test(b));
+}
+
+trait ChunkOf {
+    fn chunk_of_test(&self, p: NonNull<u8>) -> usize;
+}
+
+impl<S: machvm_zone_alloc::PageSource, C: machvm_zone_alloc::CpuLocal, const N: usize> ChunkOf
+    for Zone<S, C, N>
+{
+    fn chunk_of_test(&self, p: NonNull<u8>) -> usize {
+        p.as_ptr() as usize & !(self.chunk_size() - 1)
+    }
+}
+
+static EXHAUSTED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn limits_exhaustion_callback_and_trim() {
+    let pages = SystemPages::new();
+    let zone: Zone<_, _, 1> = Zone::new(
+        ZoneConfig::new("limited", 256)
+            .limit(40)
+            .on_exhaustion(|s| {
+                assert!(s.in_use >= 36);
+                EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+            }),
+        &pages,
+        NoCpuCache,
+    )
+    .unwrap();
+    let mut live: Vec<_> = (0..40).map(|_| zone.alloc().unwrap()).collect();
+    assert_eq!(EXHAUSTED.load(Ordering::Relaxed), 1);
+    assert_eq!(zone.alloc(), Err(ZoneError::LimitReached { limit: 40 }));
+    let held = pages.in_use();
+    assert!(held > 0);
+    for p in live.drain(..) {
+        // SAFETY: allocated above, freed once.
+        unsafe { zone.free(p).unwrap() };
+    }
+    assert_eq!(
+        zone.stats().empty_chunks,
+        zone.stats().cur_size / zone.chunk_size()
+    );
+    let released = zone.trim(0);
+    assert_eq!(released, held - pages.in_use());
+    assert_eq!(zone.stats().cur_size, 0);
+    // Below 80 % and back up: the callback fires again.
+    let live: Vec<_> = (0..38).map(|_| zone.alloc().unwrap()).collect();
+    assert_eq!(EXHAUSTED.load(Ordering::Relaxed), 2);
+    for p in live {
+        // SAFETY: allocated above, freed once.
+        unsafe { zone.free(p).unwrap() };
+    }
+}
+
+#[test]
+fn an_exhausted_page_source_is_an_error_that_changes_nothing() {
+    let pages = SystemPages::with_limit(16 * 1024);
+    let zone: Zone<_, _, 1> =
+        Zone::new(ZoneConfig::new("small", 4000), &pages, NoCpuCache).unwrap();
+    let mut live = Vec::new();
+    let err = loop {
+        match zone.alloc() {
+            Ok(p) => live.push(p),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, ZoneError::Source(PageSourceError::Exhausted));
+    let before = zone.stats();
+    assert_eq!(
+        zone.alloc(),
+        Err(ZoneError::Source(PageSourceError::Exhausted))
+    );
+    let after = zone.stats();
+    assert_eq!(
+        (before.in_use, before.cur_size),
+        (after.in_use, after.cur_size)
+    );
+    for p in live {
+        // SAFETY: allocated above, freed once.
+        unsafe { zone.free(p).unwrap() };
+    }
+    drop(zone);
+    assert_eq!(pages.in_use(), 0, "dropping the zone gives every page back");
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let bad = [
+        ZoneConfig::new("zero", 0),
+        ZoneConfig::new("huge", machvm_zone_alloc::MAX_ELEMENT_SIZE + 1),
+        ZoneConfig::new("align", 64).align(48),
+        ZoneConfig::new("align.page", 64).align(8192),
+        ZoneConfig::new("magazine", 64).magazine_size(0),
+        ZoneConfig::new("a name that is much longer than thirty-two bytes", 64),
+    ];
+    for config in bad {
+        let z = Zone::<_, _, 1>::new(config, SystemPages::new(), NoCpuCache);
+        assert_eq!(z.err(), Some(ZoneError::BadConfig));
+    }
+}
+
+#[test]
+fn cross_cpu_frees_with_host_threads() {
+    const PER_THREAD: usize = 20_000;
+    let cpus = ThreadCpuId::new();
+    let zone: Zone<_, _, 2> = Zone::new(
+        ZoneConfig::new("cross", 64)
+            .flags(ZoneFlags::HARDENED)
+            .magazine_size(4),
+        SystemPages::new(),
+        &cpus,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<usize>(256);
+    std::thread::scope(|s| {
+        let (zone, cpus) = (&zone, &cpus);
+        s.spawn(move || {
+            let _cpu = cpus.bind(CpuIndex::new(0)).unwrap();
+            for i in 0..PER_THREAD {
+                let p = zone.alloc().unwrap();
+                // SAFETY: 64 writable bytes.
+                unsafe { p.as_ptr().cast::<usize>().add(2).write(i) };
+                tx.send(p.as_ptr() as usize).unwrap();
+            }
+        });
+        s.spawn(move || {
+            let _cpu = cpus.bind(CpuIndex::new(1)).unwrap();
+            for i in 0..PER_THREAD {
+                let addr = rx.recv().unwrap();
+                let p = NonNull::new(addr as *mut u8).unwrap();
+                // SAFETY: the element is live and ours now.
+                assert_eq!(unsafe { p.as_ptr().cast::<usize>().add(2).read() }, i);
+                // SAFETY: allocated by the other thread, freed once here.
+                unsafe { zone.free(p).unwrap() };
+            }
+        });
+    });
+    let stats = zone.stats();
+    assert_eq!(stats.in_use, 0, "{stats:?}");
+    assert_eq!(stats.alloc_count, PER_THREAD as u64);
+}
+
+#[test]
+fn zprint_table_lists_every_zone() {
+    let zones: Vec<Zone<_, _, 1>> = ["vm.objects", "vm.maps", "kalloc.64"]
+        .iter()
+        .map(|n| Zone::new(ZoneConfig::new(n, 64), SystemPages::new(), NoCpuCache).unwrap())
+        .collect();
+    let p = zones[1].alloc().unwrap();
+    let stats: Vec<_> = zones.iter().map(Zone::stats).collect();
+    let table = ZprintTable::new(&stats).to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3 + 3);
+    assert!(lines[0].starts_with("zone name"));
+    let maps = lines.iter().find(|l| l.starts_with("vm.maps")).unwrap();
+    let cols: Vec<&str> = maps.split_whitespace().collect();
+    // name, elem size, cur size, max size, cur #elts, max #elts, inuse, alloc size, count, frag
+    assert_eq!(cols.len(), 10, "{maps}");
+    assert_eq!((cols[1], cols[5], cols[6], cols[8]), ("64", "-", "1", "1"));
+    // SAFETY: allocated above.
+    unsafe { zones[1].free(p).unwrap() };
+}
+
+/// An operation of the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    Alloc { zone: usize },
+    Free { pick: usize },
+    Write { pick: usize, byte: u8 },
+    Drain { zone: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize).prop_map(|zone| Op::Alloc { zone }),
+        3 => any::<usize>().prop_map(|pick| Op::Free { pick }),
+        2 => (any::<usize>(), any::<u8>()).prop_map(|(pick, byte)| Op::Write { pick, byte }),
+        1 => (0..3usize).prop_map(|zone| Op::Drain { zone }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Random allocations, frees, writes and drains over three zones (cached hardened,
+    /// cached release-default, locked) against a model of the live elements: no two live
+    /// elements overlap, each is aligned, keeps what was written to it, and the statistics
+    /// count exactly the live elements.
+    #[test]
+    fn zones_match_the_model(ops in proptest::collection::vec(op(), 1..300)) {
+        let b = Bound::new();
+        let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+        let sizes = [24usize, 64, 520];
+        let flags = [ZoneFlags::HARDENED, ZoneFlags::RELEASE_DEFAULT, ZoneFlags::HARDENED.with(ZoneFlags::NO_CACHE)];
+        let zones: Vec<Zone<_, _, 1>> = (0..3)
+            .map(|i| {
+                Zone::new(
+                    ZoneConfig::new("prop", sizes[i]).flags(flags[i]).magazine_size(3).on_violation(|v| panic!("{v}")),
+                    SystemPages::new(),
+                    &b.cpus,
+                )
+                .unwrap()
+            })
+            .collect();
+        // address -> (zone, size, byte written)
+        let mut live: BTreeMap<usize, (usize, usize, u8)> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Alloc { zone } => {
+                    let p = zones[zone].alloc().unwrap().as_ptr() as usize;
+                    prop_assert_eq!(p % 16, 0);
+                    let size = sizes[zone];
+                    if let Some((&a, &(_, s, _))) = live.range(..=p).next_back() {
+                        prop_assert!(a + s <= p, "overlaps the element below");
+                    }
+                    if let Some((&a, _)) = live.range(p..).next() {
+                        prop_assert!(p + size <= a, "overlaps the element above");
+                    }
+                    // SAFETY: `size` writable bytes of a live element.
+                    unsafe { (p as *mut u8).write_bytes(0x5a, size) };
+                    live.insert(p, (zone, size, 0x5a));
+                }
+                Op::Free { pick } if !live.is_empty() => {
+                    let (&p, &(zone, size, byte)) = live.iter().nth(pick % live.len()).unwrap();
+                    // SAFETY: a live element of `size` bytes.
+                    let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
+                    prop_assert!(bytes.iter().all(|&x| x == byte), "contents changed");
+                    // SAFETY: live, freed once.
+                    unsafe { zones[zone].free(NonNull::new(p as *mut u8).unwrap()).unwrap() };
+                    live.remove(&p);
+                }
+                Op::Write { pick, byte } if !live.is_empty() => {
+                    let n = live.len();
+                    let (&p, entry) = live.iter_mut().nth(pick % n).unwrap();
+                    // SAFETY: a live element of `entry.1` bytes.
+                    unsafe { (p as *mut u8).write_bytes(byte, entry.1) };
+                    entry.2 = byte;
+                }
+                Op::Drain { zone } => {
+                    zones[zone].drain_cpu_cache();
+                    zones[zone].drain();
+                }
+                _ => {}
+            }
+            for (i, z) in zones.iter().enumerate() {
+                let want = live.values().filter(|(zone, _, _)| *zone == i).count();
+                prop_assert_eq!(z.stats().in_use, want);
+            }
+        }
+    }
+}
