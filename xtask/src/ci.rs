@@ -10,12 +10,14 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use crate::cargo::{Action, Cargo, Features};
-use crate::cli::{CiArgs, FuzzArgs, LoomArgs, MiriArgs, MsrvArgs, NostdArgs, PackageArgs};
+use crate::cli::{
+    CiArgs, FuzzArgs, LoomArgs, MiriArgs, MsrvArgs, NostdArgs, PackageArgs, SmokeArgs,
+};
 use crate::util::{env_append, run_cmd};
 
 /// The steps, in order.
-pub const STEPS: [&str; 10] = [
-    "fmt", "clippy", "test", "nostd", "msrv", "doc", "package", "loom", "miri", "fuzz",
+pub const STEPS: [&str; 11] = [
+    "fmt", "clippy", "test", "smoke", "nostd", "msrv", "doc", "package", "loom", "miri", "fuzz",
 ];
 
 /// The outcome of one step.
@@ -86,6 +88,10 @@ fn run_step(name: &str) -> Result<()> {
                 .features(Features::All)
                 .command(),
         ),
+        "smoke" => crate::smoke::run(&SmokeArgs {
+            quiet: true,
+            ..SmokeArgs::default()
+        }),
         "nostd" => crate::nostd::run(&NostdArgs::default()),
         "msrv" => crate::msrv::run(&MsrvArgs::default()),
         "doc" => run_cmd(

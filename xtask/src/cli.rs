@@ -16,8 +16,9 @@ pub struct Cli {
 pub enum Command {
     /// Runs every check in order, failing fast.
     ///
-    /// Steps: fmt, clippy, test, nostd, doc, package, loom, miri, fuzz (--smoke). Prints a
-    /// summary table and `N passed, N failed`; exits non-zero if a step failed.
+    /// Steps: fmt, clippy, test, smoke (QEMU test kernels, --quiet), nostd, msrv, doc, package,
+    /// loom, miri, fuzz (--smoke). Prints a summary table and `N passed, N failed`; exits
+    /// non-zero if a step failed.
     Ci(CiArgs),
     /// Builds the library crates for bare-metal targets.
     ///
@@ -57,13 +58,21 @@ pub enum Command {
     /// the ratio anchor/machvm (>1 means machvm is faster) with a geometric mean. Benches can
     /// add extra figures as JSON lines to the file named by `MACHVM_BENCH_EXTRA`.
     Bench(BenchArgs),
+    /// Builds the QEMU test kernels (tests/boot) and boots each configuration.
+    ///
+    /// The kernels run machvm-page-table and machvm-tlb on QEMU's MMUs (TCG): x86-4level,
+    /// x86-5level, x86-smp, a64-4k48, a64-4k39, a64-16k47, a64-16k48, a64-smp. Installs the rustup
+    /// targets if missing, and QEMU too when running as root on Debian (bookworm-backports on
+    /// Debian 12); builds into target/boot. A boot passes on QEMU's success status (x86_64: 33,
+    /// aarch64: 0) together with a `SMOKE PASS` line. Prints a summary table.
+    Smoke(SmokeArgs),
 }
 
 /// Arguments of `cargo xtask ci`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CiArgs {
-    /// Skips a step (repeatable). Steps: fmt, clippy, test, nostd, doc, package, loom, miri,
-    /// fuzz.
+    /// Skips a step (repeatable). Steps: fmt, clippy, test, smoke, nostd, msrv, doc, package,
+    /// loom, miri, fuzz.
     #[arg(long, value_name = "STEP")]
     pub skip: Vec<String>,
     /// Starts at this step; earlier steps are skipped.
@@ -139,6 +148,30 @@ pub struct BenchArgs {
     pub crates: Vec<String>,
 }
 
+/// Arguments of `cargo xtask smoke`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SmokeArgs {
+    /// Does not stream the kernels' serial output (a failing boot's output is still shown).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Boots only these configurations (repeatable, or comma-separated).
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    pub only: Vec<String>,
+    /// Seconds before a boot is killed and counted as failed.
+    #[arg(long, value_name = "SECS", default_value_t = crate::smoke::DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
+}
+
+impl Default for SmokeArgs {
+    fn default() -> Self {
+        Self {
+            quiet: false,
+            only: Vec::new(),
+            timeout: crate::smoke::DEFAULT_TIMEOUT_SECS,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +191,25 @@ mod tests {
         };
         assert!(args.smoke);
         assert_eq!(args.seconds, Some(3));
+    }
+
+    #[test]
+    fn smoke_only_takes_several_names() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "smoke",
+            "--quiet",
+            "--only",
+            "a64-smp",
+            "x86-4level",
+        ])
+        .unwrap();
+        let Command::Smoke(args) = cli.command else {
+            panic!("expected smoke")
+        };
+        assert!(args.quiet);
+        assert_eq!(args.only, ["a64-smp", "x86-4level"]);
+        assert_eq!(args.timeout, 30);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod miri;
 mod msrv;
 mod nostd;
 mod package;
+mod smoke;
 mod util;
 mod workspace;
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Msrv(args) => msrv::run(args),
         cli::Command::Fuzz(args) => fuzz::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Smoke(args) => smoke::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

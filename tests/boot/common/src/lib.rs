@@ -1,0 +1,31 @@
+//! The architecture-neutral half of the machvm QEMU smoke kernels.
+//!
+//! Each kernel (`tests/boot/x86_64`, `tests/boot/aarch64`) boots, installs its exception
+//! handlers and a [`Platform`], builds its page tables with `machvm-page-table`, switches to
+//! them, and then runs the checks of [`checks`] on the real MMU. This crate holds what both
+//! architectures share:
+//!
+//! - [`console`]: `kprintln!` over the platform's UART, and the `SMOKE PASS` / `SMOKE FAIL`
+//!   verdict ([`report`]);
+//! - [`pool`]: a [`FrameAllocator`](machvm_addr::FrameAllocator) over a static frame pool;
+//! - [`fault`]: per-CPU fault counters and the demand-paging hook the exception handlers call;
+//! - [`space`]: an address space (page table + frame pool + TLB operations) whose every edit
+//!   is flushed through `machvm-tlb`'s `TlbFlush` hook;
+//! - [`checks`]: the TLB and page-table checks, generic over the translation format and the
+//!   TLB operations, so the same code runs on x86_64 4/5-level paging and every aarch64
+//!   granule.
+#![no_std]
+
+pub mod checks;
+pub mod cmdline;
+pub mod console;
+pub mod fault;
+pub mod pool;
+pub mod report;
+pub mod shootdown;
+pub mod space;
+
+pub use console::Platform;
+pub use fault::Cpu;
+pub use pool::FramePool;
+pub use space::AddressSpace;

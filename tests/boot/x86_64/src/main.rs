@@ -1,0 +1,294 @@
+//! The x86_64 machvm smoke kernel.
+//!
+//! Boots through QEMU's PVH entry (see [`boot`]), then, for the configuration named by
+//! `config=` on the command line (`-append`):
+//!
+//! - `x86-4level`: builds 4-level tables (`X86Pml4`) with `machvm-page-table`, loads CR3;
+//! - `x86-5level`: builds 5-level tables (`X86Pml5`) and turns on LA57 (leaving long mode for
+//!   the switch, see [`boot`]);
+//! - `x86-smp`: 4-level tables, plus a second CPU flushed by shootdown IPIs (see [`smp`]),
+//!
+//! and runs the shared checks of `machvm_boot_common::checks` plus the x86-only ones below
+//! on the real (emulated) MMU, flushing through `machvm-tlb`'s `X86Tlb`. The verdict goes to
+//! the host as `SMOKE PASS` / `SMOKE FAIL: …` on COM1 and the `isa-debug-exit` status.
+#![no_std]
+#![no_main]
+
+mod boot;
+mod mmu;
+mod serial;
+mod smp;
+mod trap;
+
+use core::arch::asm;
+
+use machvm_addr::PageSize;
+use machvm_boot_common::fault::{Cpu, ProbeRead};
+use machvm_boot_common::report::{self, info, pass};
+use machvm_boot_common::space::DATA;
+use machvm_boot_common::{AddressSpace, FramePool, Platform, checks, cmdline, console};
+use machvm_boot_common::{ensure, fault, kprintln, must};
+use machvm_page_table::{Format, X86Pml4, X86Pml5};
+use machvm_sync::Mutex;
+use machvm_tlb::arch::{Cr3, X86Features, X86Tlb, write_cr3};
+use machvm_tlb::{Asid, TlbOps};
+
+static PLATFORM: Platform = Platform {
+    put_byte: serial::put_byte,
+    exit: serial::exit,
+};
+
+/// Bytes of the frame pool the page tables and test frames come from.
+const POOL_BYTES: usize = 4 << 20;
+
+#[repr(C, align(4096))]
+struct PoolMemory([u8; POOL_BYTES]);
+
+/// The frame pool's memory (in `.bss`, so identity-mapped with the kernel image).
+static mut POOL_MEMORY: PoolMemory = PoolMemory([0; POOL_BYTES]);
+
+/// The ASID (PCID when enabled) of the test mappings.
+const TEST_ASID: Asid = Asid::new(1);
+
+/// Offset of `cmdline_paddr` in `hvm_start_info`.
+const START_INFO_CMDLINE: u64 = 24;
+/// Magic value at offset 0 of `hvm_start_info`.
+const START_INFO_MAGIC: u32 = 0x336e_c578;
+
+/// The probes of an x86_64 CPU.
+struct X86Cpu;
+
+impl Cpu for X86Cpu {
+    fn index() -> usize {
+        cpu_index()
+    }
+
+    fn read(va: u64) -> Option<u64> {
+        // SAFETY: the probe performs one read and the #PF handler resumes it on a fault.
+        let ProbeRead { value, faulted } = unsafe { trap::probe_read(va) };
+        (faulted == 0).then_some(value)
+    }
+
+    fn write(va: u64, value: u64) -> bool {
+        // SAFETY: the probe performs one write and the #PF handler resumes it on a fault;
+        // callers only write to test pages, never to memory Rust code owns.
+        unsafe { trap::probe_write(va, value) == 0 }
+    }
+}
+
+/// Returns the executing CPU's initial APIC ID (CPUID leaf 1, EBX[31:24]).
+pub fn cpu_index() -> usize {
+    let ebx: u64;
+    // SAFETY: CPUID is unprivileged and only writes EAX..EDX; RBX (reserved by LLVM) is
+    // preserved through a scratch register.
+    unsafe {
+        asm!(
+            "mov {tmp}, rbx",
+            "cpuid",
+            "xchg {tmp}, rbx",
+            tmp = out(reg) ebx,
+            inout("eax") 1u32 => _,
+            inout("ecx") 0u32 => _,
+            out("edx") _,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    ((ebx >> 24) & 0xff) as usize
+}
+
+/// Returns whether the CPU supports 5-level paging (CPUID.(EAX=7,ECX=0):ECX[16]).
+fn has_la57() -> bool {
+    let ecx: u32;
+    // SAFETY: as in `cpu_index`.
+    unsafe {
+        asm!(
+            "mov {tmp}, rbx",
+            "cpuid",
+            "xchg {tmp}, rbx",
+            tmp = out(reg) _,
+            inout("eax") 7u32 => _,
+            inout("ecx") 0u32 => ecx,
+            out("edx") _,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    ecx & (1 << 16) != 0
+}
+
+/// Copies the PVH command line into `buf` and returns it.
+fn read_cmdline(start_info: u32, buf: &mut [u8; 256]) -> &str {
+    let base = u64::from(start_info);
+    // SAFETY: QEMU's PVH loader put `hvm_start_info` at `start_info`, in low memory that the
+    // boot tables identity-map; its first word is the magic number.
+    let magic = unsafe { core::ptr::read_volatile(base as *const u32) };
+    if magic != START_INFO_MAGIC {
+        return "";
+    }
+    // SAFETY: as above; offset 24 holds the 64-bit physical address of the command line.
+    let paddr = unsafe { core::ptr::read_volatile((base + START_INFO_CMDLINE) as *const u64) };
+    if paddr == 0 {
+        return "";
+    }
+    for (i, b) in buf.iter_mut().enumerate().take(255) {
+        // SAFETY: the command line is a NUL-terminated string in identity-mapped low memory;
+        // we stop at the NUL (or after 255 bytes).
+        *b = unsafe { core::ptr::read_volatile((paddr + i as u64) as *const u8) };
+        if *b == 0 {
+            break;
+        }
+    }
+    cmdline::from_bytes(buf)
+}
+
+/// The 64-bit entry point, called by the boot code with the PVH start-info address.
+#[unsafe(no_mangle)]
+extern "C" fn kmain(start_info: u32) -> ! {
+    console::set_platform(&PLATFORM);
+    // SAFETY: CPL0, interrupts off, only this CPU runs.
+    unsafe { trap::init_idt(true) };
+    let mut buf = [0u8; 256];
+    let cmdline = read_cmdline(start_info, &mut buf);
+    let config = cmdline::value(cmdline, "config").unwrap_or("x86-4level");
+    kprintln!("machvm x86_64 smoke kernel: config {config} (cmdline \"{cmdline}\")");
+
+    let start = core::ptr::addr_of_mut!(POOL_MEMORY) as u64;
+    // SAFETY: the pool memory is a static nothing else uses, identity-mapped by the boot
+    // tables and by every table we build.
+    let pool =
+        Mutex::new(unsafe { FramePool::new(start, start + POOL_BYTES as u64, PageSize::Size4KiB) });
+
+    match config {
+        "x86-4level" => run::<X86Pml4>(&pool, false, false),
+        "x86-smp" => run::<X86Pml4>(&pool, false, true),
+        "x86-5level" => {
+            ensure!(has_la57(), "the CPU has no LA57 (use -cpu max)");
+            run::<X86Pml5>(&pool, true, false)
+        }
+        other => report::fail(format_args!("unknown config {other}")),
+    }
+}
+
+/// Builds the kernel's tables of format `F`, switches to them, and runs the checks.
+fn run<F: Format>(pool: &Mutex<FramePool>, la57: bool, smp: bool) -> ! {
+    let pt = mmu::build_kernel_table::<F>(&mut pool.lock());
+    let root = pt.root_register(0);
+    if la57 {
+        // SAFETY: CPL0, interrupts off; the new PML5 identity-maps this code, its stack and
+        // every kernel address, and lies below 4 GiB (in .bss).
+        unsafe { boot::switch_to_la57(root) };
+    } else {
+        // SAFETY: CPL0 in IA-32e mode; the new PML4 identity-maps the running code, the stack
+        // and all kernel data with the attributes they had; PCIDs are off, so the PCID field
+        // is 0.
+        unsafe { write_cr3(Cr3::from_bits(root)) };
+    }
+    // SAFETY: CPL0, reading CR3/CR4 has no side effect.
+    let (cr3, cr4) = unsafe {
+        (
+            machvm_tlb::arch::read_cr3().bits(),
+            machvm_tlb::arch::read_cr4(),
+        )
+    };
+    ensure!(cr3 == root, "CR3 reads {cr3:#x}, loaded {root:#x}");
+    ensure!(
+        (cr4 & machvm_tlb::arch::CR4_LA57 != 0) == la57,
+        "CR4.LA57 is {}, wanted {la57}",
+        cr4 & machvm_tlb::arch::CR4_LA57 != 0
+    );
+    pass(
+        "paging",
+        format_args!(
+            "{} tables by machvm-page-table live: CR3 {cr3:#x}, CR4 {cr4:#x}",
+            F::NAME
+        ),
+    );
+
+    let features = X86Features::detect();
+    // SAFETY: CPL0 with IA-32e paging on, on the CPU the features were read on; CR4.PCIDE and
+    // LA57 do not change from here on.
+    let tlb = unsafe { X86Tlb::new(features) };
+    info(
+        "pcid",
+        format_args!(
+            "PCID {} INVPCID {} (PCIDE {}): {}",
+            features.has_pcid(),
+            features.has_invpcid(),
+            tlb.is_pcid_enabled(),
+            if tlb.caps().tagged {
+                "tagged flushes"
+            } else {
+                "no PCIDs: ASID flushes reload CR3, full flushes toggle CR4.PGE"
+            }
+        ),
+    );
+    let space = AddressSpace::from_table(pt, pool, &tlb, TEST_ASID);
+    checks::run_all::<F, X86Tlb, X86Cpu>(&space);
+    checks::single_page_at::<F, X86Tlb, X86Cpu>(&space, "upper-half", 0xffff_ffff_c000_0000);
+    if la57 {
+        checks::single_page_at::<F, X86Tlb, X86Cpu>(&space, "la57-lower", 0x0080_0000_0000_0000);
+        checks::single_page_at::<F, X86Tlb, X86Cpu>(&space, "la57-upper", 0xff00_0000_0000_0000);
+    }
+    global_flush::<F>(&space);
+    if smp {
+        smp::run::<F>(&space, root);
+    }
+    let (in_use, untouched) = {
+        let pool = pool.lock();
+        (pool.in_use(), pool.untouched_bytes())
+    };
+    kprintln!(
+        "frames in use at the end: {in_use} (pool never touched: {} KiB)",
+        untouched >> 10
+    );
+    report::finish()
+}
+
+/// Maps 40 *global* pages, reads them, and unmaps them through a flush for the kernel ASID:
+/// the gather must invalidate everything (`INVPCID` type 2, or the CR4.PGE toggle here),
+/// since only that drops global translations; every page must fault afterwards.
+fn global_flush<F: Format>(space: &AddressSpace<'_, F, X86Tlb>) {
+    let base = 0x45_0000_0000u64;
+    let n = checks::RANGE_PAGES;
+    let g = F::GRANULE.bytes();
+    let attrs = DATA.global(true);
+    let mut frames = [0u64; checks::RANGE_PAGES as usize];
+    for (i, f) in frames.iter_mut().enumerate() {
+        *f = space.frame_with(checks::pattern(0x6, i as u64));
+        must!(
+            space.map(base + i as u64 * g, *f, F::GRANULE, &attrs),
+            "mapping global page {i}"
+        );
+    }
+    for i in 0..n {
+        let got = X86Cpu::read(base + i * g);
+        ensure!(
+            got == Some(checks::pattern(0x6, i)),
+            "global page {i} reads {got:x?}"
+        );
+    }
+    let cpu = cpu_index();
+    let faults = fault::count(cpu);
+    let flushed = must!(
+        space.unmap_range_as(base, n * g, Asid::KERNEL),
+        "unmapping global pages"
+    );
+    for i in 0..n {
+        ensure!(
+            X86Cpu::read(base + i * g).is_none(),
+            "global page {i} survived the flush"
+        );
+    }
+    ensure!(fault::count(cpu) == faults + n, "expected {n} faults");
+    ensure!(
+        flushed.full == 1,
+        "global flush issued {} full invalidations",
+        flushed.full
+    );
+    for f in frames {
+        space.free_frame(f);
+    }
+    pass(
+        "global",
+        format_args!("{n} global pages dropped by one full flush (CR4.PGE toggle / INVPCID 2)"),
+    );
+}
