@@ -219,6 +219,20 @@ struct Mailbox {
 }
 
 impl Mailbox {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        Self {
+            queue: Mutex::new(Queue {
+                requests: [None; MAILBOX_DEPTH],
+                len: 0,
+                overflow: false,
+            }),
+            posted: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+        }
+    }
+
+    #[cfg(loom)]
     fn new() -> Self {
         Self {
             queue: Mutex::new(Queue {
@@ -305,7 +319,18 @@ pub struct Shootdown<const CPUS: usize> {
 
 impl<const CPUS: usize> Shootdown<CPUS> {
     /// Returns an engine whose initiators wait at most `spin_limit` backoff steps per target
-    /// for an acknowledgement.
+    /// for an acknowledgement. `const`, so an engine can live in a plain `static`.
+    #[cfg(not(loom))]
+    pub const fn new(spin_limit: u64) -> Self {
+        Self {
+            boxes: [const { CachePadded::new(Mailbox::new()) }; CPUS],
+            spin_limit,
+        }
+    }
+
+    /// Returns an engine whose initiators wait at most `spin_limit` backoff steps per target
+    /// for an acknowledgement (not `const` under loom).
+    #[cfg(loom)]
     pub fn new(spin_limit: u64) -> Self {
         Self {
             boxes: core::array::from_fn(|_| CachePadded::new(Mailbox::new())),
@@ -595,6 +620,13 @@ mod tests {
 
     fn record() -> FlushRecord {
         FlushRecord::new(VirtAddr::new(0x1000), 0x2000, PageSize::Size4KiB)
+    }
+
+    #[test]
+    fn an_engine_can_be_a_static() {
+        static ENGINE: Shootdown<4> = Shootdown::new(8);
+        let local = Count::default();
+        assert_eq!(ENGINE.handle(CpuIndex::new(3), &local), Ok(0));
     }
 
     #[test]
