@@ -248,12 +248,15 @@ pub(crate) unsafe fn take(
     // SAFETY: `chunk` is an initialised chunk of `g` (the caller's guarantee); every element
     // pointer below is derived from `chunk` and stays inside it (indices are checked against
     // `per_chunk` before use).
+    // Fields are reached through the raw pointer, never through a `&mut ChunkHeader`: other
+    // CPUs read `magic` without the lock (checked frees), which a reference to the whole
+    // header would race with.
     unsafe {
-        let h = &mut *chunk;
+        let h = chunk;
         while taken < out.len() {
-            let elem = if h.free > 0 {
+            let elem = if (*h).free > 0 {
                 let slot_of_head = chunk.cast::<u8>();
-                let head = code(h.free_head, slot_of_head, secret, encode);
+                let head = code((*h).free_head, slot_of_head, secret, encode);
                 let elem = chunk.cast::<u8>().with_addr(head);
                 let Some(index) = g.index_of(chunk, elem) else {
                     return Err((ViolationKind::FreelistCorrupted, elem));
@@ -271,16 +274,16 @@ pub(crate) unsafe fn take(
                 let next = code(elem.cast::<usize>().read(), elem, secret, encode);
                 elem.cast::<usize>().write(0);
                 // Re-encode the next link for the head slot.
-                h.free_head = code(next, slot_of_head, secret, encode);
-                h.free -= 1;
+                (*h).free_head = code(next, slot_of_head, secret, encode);
+                (*h).free -= 1;
                 *word |= mask;
                 elem
-            } else if (h.fresh as usize) < g.per_chunk {
-                let index = h.fresh as usize;
+            } else if ((*h).fresh as usize) < g.per_chunk {
+                let index = (*h).fresh as usize;
                 let elem = chunk.cast::<u8>().add(g.first + index * g.stride);
                 let (word, mask) = bit(chunk, index);
                 *word |= mask;
-                h.fresh += 1;
+                (*h).fresh += 1;
                 if c.zero {
                     ptr::write_bytes(elem, 0, g.stride);
                 } else {
@@ -290,13 +293,13 @@ pub(crate) unsafe fn take(
             } else {
                 break;
             };
-            h.out += 1;
+            (*h).out += 1;
             out[taken] = elem;
             taken += 1;
         }
         // An empty freelist must encode "none".
-        if h.free == 0 {
-            h.free_head = code(0, chunk.cast(), secret, encode);
+        if (*h).free == 0 {
+            (*h).free_head = code(0, chunk.cast(), secret, encode);
         }
     }
     Ok(taken)
@@ -330,16 +333,16 @@ pub(crate) unsafe fn put(
             return Err(ViolationKind::DoubleFree);
         }
         *word &= !mask;
-        let h = &mut *chunk;
+        let h = chunk;
         let slot_of_head = chunk.cast::<u8>();
-        let head = code(h.free_head, slot_of_head, secret, encode);
+        let head = code((*h).free_head, slot_of_head, secret, encode);
         elem.cast::<usize>().write(code(head, elem, secret, encode));
         if c.mark {
             elem.cast::<usize>().add(1).write(c.marker(elem));
         }
-        h.free_head = code(elem as usize, slot_of_head, secret, encode);
-        h.free += 1;
-        h.out -= 1;
+        (*h).free_head = code(elem as usize, slot_of_head, secret, encode);
+        (*h).free += 1;
+        (*h).out -= 1;
     }
     Ok(())
 }
@@ -372,8 +375,8 @@ impl ChunkList {
             (*chunk).prev = ptr::null_mut();
             (*chunk).next = self.head;
             (*chunk).list = self.kind;
-            if let Some(head) = self.head.as_mut() {
-                head.prev = chunk;
+            if !self.head.is_null() {
+                (*self.head).prev = chunk;
             }
         }
         self.head = chunk;
@@ -389,12 +392,13 @@ impl ChunkList {
         // SAFETY: `chunk` and its neighbours are initialised chunks on this list.
         unsafe {
             let (prev, next) = ((*chunk).prev, (*chunk).next);
-            match prev.as_mut() {
-                Some(p) => p.next = next,
-                None => self.head = next,
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
             }
-            if let Some(n) = next.as_mut() {
-                n.prev = prev;
+            if !next.is_null() {
+                (*next).prev = prev;
             }
             (*chunk).prev = ptr::null_mut();
             (*chunk).next = ptr::null_mut();

@@ -11,11 +11,13 @@ extern crate alloc;
 mod chunk;
 mod cpu;
 mod error;
+mod kalloc;
 mod source;
 mod stats;
 mod zone;
 
 pub use cpu::{CpuLocal, NoCpuCache};
+pub use kalloc::{KALLOC_CLASSES, KALLOC_MAX, Kalloc, LargeStats};
 pub use error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
 #[cfg(feature = "std")]
 pub use source::SystemPages;

@@ -331,7 +331,7 @@ fn bad_configs_are_refused() {
 
 #[test]
 fn cross_cpu_frees_with_host_threads() {
-    const PER_THREAD: usize = 20_000;
+    const PER_THREAD: usize = if cfg!(miri) { 300 } else { 20_000 };
     let cpus = ThreadCpuId::new();
     let zone: Zone<_, _, 2> = Zone::new(
         ZoneConfig::new("cross", 64)
