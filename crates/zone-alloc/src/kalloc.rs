@@ -315,14 +315,16 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
         let new = self.alloc(new_layout)?;
         // SAFETY: both blocks are live, distinct, and at least `min(old, new)` bytes long.
         unsafe {
-            core::ptr::copy_nonoverlapping(
-                ptr.as_ptr(),
-                new.as_ptr(),
-                layout.size().min(new_size),
-            );
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), layout.size().min(new_size));
             self.free(ptr, layout);
         }
         Ok(new)
+    }
+
+    /// Returns whether blocks of `layout` come from a zone (rather than straight from the page
+    /// source).
+    pub fn zone_backed(&self, layout: Layout) -> bool {
+        self.zone_for(layout).is_some()
     }
 
     /// Returns the bytes a block of `layout` really occupies (its class size, or its pages):

@@ -11,14 +11,16 @@ extern crate alloc;
 mod chunk;
 mod cpu;
 mod error;
+mod global;
 mod kalloc;
 mod source;
 mod stats;
 mod zone;
 
 pub use cpu::{CpuLocal, NoCpuCache};
-pub use kalloc::{KALLOC_CLASSES, KALLOC_MAX, Kalloc, LargeStats};
 pub use error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
+pub use global::GlobalKalloc;
+pub use kalloc::{KALLOC_CLASSES, KALLOC_MAX, Kalloc, LargeStats};
 #[cfg(feature = "std")]
 pub use source::SystemPages;
 pub use source::{PageSource, PageSourceError};

@@ -133,13 +133,16 @@ pub use host::SystemPages;
 
 #[cfg(feature = "std")]
 mod host {
+    use core::alloc::GlobalAlloc;
     use core::ptr::NonNull;
     use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::alloc::System;
 
     use super::{PageSource, PageSourceError, check_request};
 
-    /// A [`PageSource`] over the host's global allocator (feature `std`), with an optional
-    /// limit in bytes, for tests and host programs.
+    /// A [`PageSource`] over the host's system allocator (`std::alloc::System`, feature
+    /// `std`), with an optional limit in bytes, for tests and host programs. It never goes
+    /// through the `#[global_allocator]`, so it can back one.
     ///
     /// # Examples
     ///
@@ -196,8 +199,8 @@ mod host {
         }
     }
 
-    // SAFETY: memory comes from `std::alloc::alloc` with the requested size and alignment and
-    // goes back through `dealloc` with the same layout; it is used by no one else meanwhile.
+    // SAFETY: memory comes from `System.alloc` with the requested size and alignment and goes
+    // back through `System.dealloc` with the same layout; it is used by no one else meanwhile.
     unsafe impl PageSource for SystemPages {
         fn page_size(&self) -> usize {
             Self::PAGE_SIZE
@@ -227,7 +230,7 @@ mod host {
                 }
             }
             // SAFETY: `layout` has a non-zero size (checked above).
-            let ptr = unsafe { alloc::alloc::alloc(layout) };
+            let ptr = unsafe { System.alloc(layout) };
             NonNull::new(ptr).ok_or_else(|| {
                 self.in_use.fetch_sub(bytes, Ordering::Relaxed);
                 PageSourceError::Exhausted
@@ -240,7 +243,7 @@ mod host {
                 self.in_use.fetch_sub(bytes, Ordering::Relaxed);
                 // SAFETY: the caller guarantees `ptr` came from `allocate` with this layout
                 // and is not used again.
-                unsafe { alloc::alloc::dealloc(ptr.as_ptr(), layout) };
+                unsafe { System.dealloc(ptr.as_ptr(), layout) };
             }
         }
     }
