@@ -99,6 +99,12 @@ fn try_reserve_reports_exhaustion_instead_of_panicking() {
 fn zeroed_allocations_are_zero() {
     let v = vec![0u64; 4096];
     assert!(v.iter().all(|&x| x == 0));
-    let small = vec![0u8; 100];
+    let small: Vec<u8> = std::iter::repeat_n(0u8, 100).collect();
     assert!(small.iter().all(|&x| x == 0));
+    let mut dirty = vec![0xffu8; 100];
+    dirty.clear();
+    drop(dirty);
+    // The freed block is reused zeroed for the next zeroed request of that class.
+    let again = vec![0u8; 100];
+    assert!(again.iter().all(|&x| x == 0));
 }
