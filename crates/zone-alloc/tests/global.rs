@@ -101,10 +101,15 @@ fn zeroed_allocations_are_zero() {
     assert!(v.iter().all(|&x| x == 0));
     let small: Vec<u8> = std::iter::repeat_n(0u8, 100).collect();
     assert!(small.iter().all(|&x| x == 0));
-    let mut dirty = vec![0xffu8; 100];
-    dirty.clear();
-    drop(dirty);
-    // The freed block is reused zeroed for the next zeroed request of that class.
-    let again = vec![0u8; 100];
-    assert!(again.iter().all(|&x| x == 0));
+    let layout = std::alloc::Layout::from_size_align(100, 8).unwrap();
+    // SAFETY: a non-zero layout; the block is written within bounds and freed once.
+    unsafe {
+        let dirty = std::alloc::alloc(layout);
+        dirty.write_bytes(0xff, 100);
+        std::alloc::dealloc(dirty, layout);
+        // The freed block is handed out zeroed for the next zeroed request of that class.
+        let again = std::alloc::alloc_zeroed(layout);
+        assert!(std::slice::from_raw_parts(again, 100).iter().all(|&x| x == 0));
+        std::alloc::dealloc(again, layout);
+    }
 }
