@@ -20,6 +20,10 @@ pub enum ZoneError {
     /// or above the page size, a name longer than [`MAX_NAME`](crate::MAX_NAME) bytes, or a
     /// magazine size above [`MAX_MAGAZINE`](crate::MAX_MAGAZINE).
     BadConfig,
+    /// The malloc zone named by an id does not exist (never created, or destroyed).
+    NoSuchZone,
+    /// Every malloc-zone slot is in use.
+    TooManyZones,
     /// A pointer given to the zone failed a hardening check (the zone's violation handler was
     /// called and returned; the operation was abandoned).
     Violation(ViolationKind),
@@ -31,6 +35,8 @@ impl fmt::Display for ZoneError {
             Self::LimitReached { limit } => write!(f, "zone limit of {limit} elements reached"),
             Self::Source(e) => write!(f, "page source: {e}"),
             Self::BadConfig => f.write_str("invalid zone configuration"),
+            Self::NoSuchZone => f.write_str("no such malloc zone"),
+            Self::TooManyZones => f.write_str("no free malloc zone slot"),
             Self::Violation(kind) => write!(f, "hardening violation: {kind}"),
         }
     }

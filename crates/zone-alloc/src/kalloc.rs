@@ -6,13 +6,14 @@ use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
+use machvm_sync::Mutex;
 use machvm_sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpu::CpuLocal;
 use crate::error::ZoneError;
 use crate::source::PageSource;
 use crate::stats::ZoneStats;
-use crate::zone::{MAX_NAME, Zone, ZoneConfig, ZoneFlags};
+use crate::zone::{MAX_NAME, Zone, ZoneConfig, ZoneFlags, ZoneName};
 
 /// The size classes (XNU's kalloc classes, with the arm64 ones up to 32 KiB): two per power of
 /// two from 32 bytes on.
@@ -105,10 +106,33 @@ pub struct LargeStats {
 /// # Ok::<(), machvm_zone_alloc::ZoneError>(())
 /// ```
 pub struct Kalloc<'a, S: PageSource, C: CpuLocal, const CPUS: usize> {
+    name: ZoneName,
     zones: [Zone<&'a S, &'a C, CPUS>; KALLOC_CLASSES.len()],
     source: &'a S,
     large: LargeCounters,
+    /// Large blocks, when the heap tracks them (malloc zones free them all on destruction).
+    tracked: Option<Mutex<LargeList>>,
 }
+
+/// The header in front of a tracked large block (in its last 64 bytes before the block).
+#[repr(C)]
+struct LargeHeader {
+    prev: *mut LargeHeader,
+    next: *mut LargeHeader,
+    bytes: usize,
+    align: usize,
+    /// Bytes from the allocation's start to the block.
+    offset: usize,
+}
+
+/// Bytes in front of a tracked block reserved for its header (at least the block alignment).
+const LARGE_HEADER: usize = 64;
+
+/// The list of tracked large blocks.
+struct LargeList(*mut LargeHeader);
+
+// SAFETY: the list's headers live in blocks the heap owns, reached only under its mutex.
+unsafe impl Send for LargeList {}
 
 impl<S: PageSource, C: CpuLocal, const CPUS: usize> fmt::Debug for Kalloc<'_, S, C, CPUS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,12 +170,14 @@ fn class_name(buf: &mut [u8; MAX_NAME], prefix: &str, size: usize) -> usize {
 }
 
 impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
-    /// Creates a heap named `name` (its zones are `name.16` … `name.32768`) with the build's
-    /// default flags ([`ZoneFlags::BUILD_DEFAULT`]).
+    /// Creates a heap named `name` (its zones are `name.16` … `name.32768`, the prefix
+    /// shortened to fit [`MAX_NAME`]) with the build's default flags
+    /// ([`ZoneFlags::BUILD_DEFAULT`]).
     ///
     /// # Errors
     ///
-    /// [`ZoneError::BadConfig`] if the page source's page size is below 4096.
+    /// [`ZoneError::BadConfig`] if the page source's page size is below 4096 or `name` is
+    /// longer than [`MAX_NAME`] bytes.
     pub fn new(name: &str, source: &'a S, cpu: &'a C, secret: usize) -> Result<Self, ZoneError> {
         Self::with_flags(name, source, cpu, secret, ZoneFlags::BUILD_DEFAULT)
     }
@@ -160,7 +186,7 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     ///
     /// # Errors
     ///
-    /// [`ZoneError::BadConfig`] if the page source's page size is below 4096.
+    /// As for [`new`](Self::new).
     pub fn with_flags(
         name: &str,
         source: &'a S,
@@ -172,6 +198,7 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
         if page < 4096 {
             return Err(ZoneError::BadConfig);
         }
+        let heap_name = ZoneName::new(name).ok_or(ZoneError::BadConfig)?;
         type Z<'a, S, C, const CPUS: usize> = Zone<&'a S, &'a C, CPUS>;
         const N: usize = KALLOC_CLASSES.len();
         let mut zones: [MaybeUninit<Z<'a, S, C, CPUS>>; N] = [const { MaybeUninit::uninit() }; N];
@@ -206,9 +233,11 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
         // contents, so the zones are owned once, by the array read here.
         let zones = unsafe { ptr::read(zones.as_ptr().cast::<[Z<'a, S, C, CPUS>; N]>()) };
         Ok(Self {
+            name: heap_name,
             zones,
             source,
             large: LargeCounters::default(),
+            tracked: None,
         })
     }
 
@@ -219,11 +248,29 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
             .and_then(|c| self.zones.get(c))
     }
 
-    /// Returns the bytes and alignment a large request takes from the page source.
-    fn large_layout(&self, layout: Layout) -> Option<(usize, usize)> {
+    /// Returns the bytes and alignment a large request takes from the page source, and the
+    /// offset of the block in it (room for the header when large blocks are tracked).
+    fn large_layout(&self, layout: Layout) -> Option<(usize, usize, usize)> {
         let page = self.source.page_size();
-        let bytes = layout.size().max(1).checked_next_multiple_of(page)?;
-        Some((bytes, layout.align().max(page)))
+        let offset = if self.tracked.is_some() {
+            layout.align().max(LARGE_HEADER)
+        } else {
+            0
+        };
+        let bytes = layout
+            .size()
+            .max(1)
+            .checked_add(offset)?
+            .checked_next_multiple_of(page)?;
+        Some((bytes, layout.align().max(page), offset))
+    }
+
+    /// Makes the heap remember its large blocks, so that dropping it frees them too (malloc
+    /// zones). Costs a header of at least 64 bytes (the block's alignment) per large block.
+    #[must_use]
+    pub fn tracking_large_blocks(mut self) -> Self {
+        self.tracked = Some(Mutex::new(LargeList(ptr::null_mut())));
+        self
     }
 
     /// Allocates a block for `layout`.
@@ -243,8 +290,29 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
 
     #[cold]
     fn alloc_large(&self, layout: Layout) -> Result<NonNull<u8>, ZoneError> {
-        let (bytes, align) = self.large_layout(layout).ok_or(ZoneError::BadConfig)?;
-        let p = self.source.allocate(bytes, align)?;
+        let (bytes, align, offset) = self.large_layout(layout).ok_or(ZoneError::BadConfig)?;
+        let base = self.source.allocate(bytes, align)?;
+        // SAFETY: `offset < bytes`, so the block starts inside the allocation.
+        let p = unsafe { base.add(offset) };
+        if let Some(list) = &self.tracked {
+            let header = p.as_ptr().wrapping_sub(LARGE_HEADER).cast::<LargeHeader>();
+            let mut list = list.lock();
+            // SAFETY: `offset >= LARGE_HEADER`, so the header lies inside the allocation, and
+            // `offset` is a multiple of 64 (a power of two at least 64), so it is aligned.
+            unsafe {
+                header.write(LargeHeader {
+                    prev: ptr::null_mut(),
+                    next: list.0,
+                    bytes,
+                    align,
+                    offset,
+                });
+                if !list.0.is_null() {
+                    (*list.0).prev = header;
+                }
+            }
+            list.0 = header;
+        }
         self.large.count.fetch_add(1, Ordering::Relaxed);
         self.large.live.fetch_add(1, Ordering::Relaxed);
         let now = self.large.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -274,9 +342,35 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     /// `ptr` is a live large block of `layout`.
     #[cold]
     unsafe fn free_large(&self, ptr: NonNull<u8>, layout: Layout) {
-        if let Some((bytes, align)) = self.large_layout(layout) {
-            // SAFETY: the block came from `allocate(bytes, align)` (the same computation).
-            unsafe { self.source.deallocate(ptr, bytes, align) };
+        if let Some((bytes, align, offset)) = self.large_layout(layout) {
+            if let Some(list) = &self.tracked {
+                let header = ptr
+                    .as_ptr()
+                    .wrapping_sub(LARGE_HEADER)
+                    .cast::<LargeHeader>();
+                let mut list = list.lock();
+                // SAFETY: the header was written by `alloc_large` and is on the list.
+                unsafe {
+                    let (prev, next) = ((*header).prev, (*header).next);
+                    if prev.is_null() {
+                        list.0 = next;
+                    } else {
+                        (*prev).next = next;
+                    }
+                    if !next.is_null() {
+                        (*next).prev = prev;
+                    }
+                }
+            }
+            // SAFETY: the block came from `allocate(bytes, align)` at `ptr - offset` (the same
+            // computation).
+            unsafe {
+                self.source.deallocate(
+                    NonNull::new_unchecked(ptr.as_ptr().wrapping_sub(offset)),
+                    bytes,
+                    align,
+                );
+            }
             self.large.live.fetch_sub(1, Ordering::Relaxed);
             self.large.bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
@@ -321,6 +415,11 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
         Ok(new)
     }
 
+    /// Returns the heap's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
     /// Returns whether blocks of `layout` come from a zone (rather than straight from the page
     /// source).
     pub fn zone_backed(&self, layout: Layout) -> bool {
@@ -332,7 +431,9 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     pub fn usable_size(&self, layout: Layout) -> usize {
         match class_of(layout.size(), layout.align(), self.source.page_size()) {
             Some(c) => KALLOC_CLASSES[c],
-            None => self.large_layout(layout).map_or(0, |(bytes, _)| bytes),
+            None => self
+                .large_layout(layout)
+                .map_or(0, |(bytes, _, offset)| bytes - offset),
         }
     }
 
@@ -366,6 +467,28 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     pub fn drain_cpu_cache(&self) {
         for z in &self.zones {
             z.drain_cpu_cache();
+        }
+    }
+}
+
+impl<S: PageSource, C: CpuLocal, const CPUS: usize> Drop for Kalloc<'_, S, C, CPUS> {
+    fn drop(&mut self) {
+        if let Some(list) = &mut self.tracked {
+            let mut h = list.get_mut().0;
+            while !h.is_null() {
+                // SAFETY: tracked headers sit `LARGE_HEADER` bytes before their block, which
+                // lies `offset` bytes into an allocation of `bytes` bytes aligned to `align`;
+                // the heap is going away, so no block is used any more.
+                unsafe {
+                    let next = (*h).next;
+                    let (bytes, align, offset) = ((*h).bytes, (*h).align, (*h).offset);
+                    let block = h.cast::<u8>().wrapping_add(LARGE_HEADER);
+                    let base = block.wrapping_sub(offset);
+                    self.source
+                        .deallocate(NonNull::new_unchecked(base), bytes, align);
+                    h = next;
+                }
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ mod cpu;
 mod error;
 mod global;
 mod kalloc;
+mod malloc;
 mod source;
 mod stats;
 mod zone;
@@ -21,6 +22,7 @@ pub use cpu::{CpuLocal, NoCpuCache};
 pub use error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
 pub use global::GlobalKalloc;
 pub use kalloc::{KALLOC_CLASSES, KALLOC_MAX, Kalloc, LargeStats};
+pub use malloc::{DEFAULT_ZONE_NAME, MALLOC_ALIGN, MallocStats, MallocZoneId, MallocZones};
 #[cfg(feature = "std")]
 pub use source::SystemPages;
 pub use source::{PageSource, PageSourceError};

@@ -210,7 +210,7 @@ pub(crate) struct ZoneName {
 }
 
 impl ZoneName {
-    fn new(name: &str) -> Option<Self> {
+    pub(crate) fn new(name: &str) -> Option<Self> {
         let src = name.as_bytes();
         let mut bytes = [0; MAX_NAME];
         bytes.get_mut(..src.len())?.copy_from_slice(src);

@@ -109,7 +109,11 @@ fn zeroed_allocations_are_zero() {
         std::alloc::dealloc(dirty, layout);
         // The freed block is handed out zeroed for the next zeroed request of that class.
         let again = std::alloc::alloc_zeroed(layout);
-        assert!(std::slice::from_raw_parts(again, 100).iter().all(|&x| x == 0));
+        assert!(
+            std::slice::from_raw_parts(again, 100)
+                .iter()
+                .all(|&x| x == 0)
+        );
         std::alloc::dealloc(again, layout);
     }
 }
