@@ -347,6 +347,27 @@ pub(crate) unsafe fn put(
     Ok(())
 }
 
+/// Calls `f` with every element of `chunk` that is out of the chunk (allocated or cached).
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk of geometry `g`, and its bitmap is not changed meanwhile.
+pub(crate) unsafe fn for_each_out(
+    chunk: *mut ChunkHeader,
+    g: &Geometry,
+    mut f: impl FnMut(*mut u8),
+) {
+    for index in 0..g.per_chunk {
+        // SAFETY: `index < per_chunk`, so the bitmap word and the element are in the chunk.
+        unsafe {
+            let (word, mask) = bit(chunk, index);
+            if *word & mask != 0 {
+                f(chunk.cast::<u8>().add(g.first + index * g.stride));
+            }
+        }
+    }
+}
+
 /// An intrusive doubly linked list of chunks.
 #[derive(Debug)]
 pub(crate) struct ChunkList {

@@ -471,6 +471,29 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     }
 }
 
+impl<S: PageSource, C: CpuLocal, const CPUS: usize> crate::leaks::LeakScan
+    for Kalloc<'_, S, C, CPUS>
+{
+    unsafe fn for_each_allocated(&self, f: &mut dyn FnMut(&str, usize, usize)) {
+        for zone in &self.zones {
+            // SAFETY: the caller's contract covers every zone of the heap.
+            unsafe { crate::leaks::LeakScan::for_each_allocated(zone, f) };
+        }
+        if let Some(list) = &self.tracked {
+            let list = list.lock();
+            let mut h = list.0;
+            while !h.is_null() {
+                // SAFETY: tracked headers are live while on the list (under its lock).
+                unsafe {
+                    let block = h.cast::<u8>().wrapping_add(LARGE_HEADER) as usize;
+                    f(self.name.as_str(), block, (*h).bytes - (*h).offset);
+                    h = (*h).next;
+                }
+            }
+        }
+    }
+}
+
 impl<S: PageSource, C: CpuLocal, const CPUS: usize> Drop for Kalloc<'_, S, C, CPUS> {
     fn drop(&mut self) {
         if let Some(list) = &mut self.tracked {

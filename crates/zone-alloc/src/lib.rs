@@ -5,7 +5,7 @@
 #[cfg(any(test, loom, feature = "std"))]
 extern crate std;
 
-#[cfg(any(test, loom, feature = "std"))]
+#[cfg(any(test, loom, feature = "alloc"))]
 extern crate alloc;
 
 mod chunk;
@@ -13,6 +13,7 @@ mod cpu;
 mod error;
 mod global;
 mod kalloc;
+mod leaks;
 mod malloc;
 mod source;
 mod stats;
@@ -22,6 +23,9 @@ pub use cpu::{CpuLocal, NoCpuCache};
 pub use error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
 pub use global::GlobalKalloc;
 pub use kalloc::{KALLOC_CLASSES, KALLOC_MAX, Kalloc, LargeStats};
+pub use leaks::LeakScan;
+#[cfg(feature = "alloc")]
+pub use leaks::{Leak, find_leaks};
 pub use malloc::{DEFAULT_ZONE_NAME, MALLOC_ALIGN, MallocStats, MallocZoneId, MallocZones};
 #[cfg(feature = "std")]
 pub use source::SystemPages;

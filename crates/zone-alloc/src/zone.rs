@@ -1212,6 +1212,31 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     }
 }
 
+impl<S: PageSource, C: CpuLocal, const CPUS: usize> crate::leaks::LeakScan for Zone<S, C, CPUS> {
+    unsafe fn for_each_allocated(&self, f: &mut dyn FnMut(&str, usize, usize)) {
+        let core = self.core.lock();
+        let name = self.name.as_str();
+        for list in [&core.partial, &core.full, &core.quarantine] {
+            let mut chunk = list.head;
+            while !chunk.is_null() {
+                // SAFETY: chunks on the zone's lists are initialised chunks of the zone, and
+                // the caller keeps everyone else out of the zone during the scan, so reading
+                // an element's marker word races with nothing.
+                unsafe {
+                    chunk::for_each_out(chunk, &self.geometry, |elem| {
+                        let cached = self.codec.mark
+                            && elem.cast::<usize>().add(1).read() == self.codec.marker(elem);
+                        if !cached {
+                            f(name, elem as usize, self.size);
+                        }
+                    });
+                    chunk = (*chunk).next;
+                }
+            }
+        }
+    }
+}
+
 impl<S: PageSource, C: CpuLocal, const CPUS: usize> Drop for Zone<S, C, CPUS> {
     fn drop(&mut self) {
         let core = self.core.get_mut();
