@@ -76,7 +76,7 @@ fn kalloc_heaps_report_zone_and_large_leaks() {
         // A large block's size is its usable size: whole pages minus the header.
         (
             big.as_ptr() as usize,
-            100_000usize.next_multiple_of(4096) + 4096 - 64,
+            (100_000usize + 64).next_multiple_of(4096) - 64,
         ),
     ];
     want.sort_unstable();
