@@ -225,8 +225,9 @@ unsafe fn bit(chunk: *mut ChunkHeader, index: usize) -> (*mut u64, u64) {
 }
 
 /// Takes up to `out.len()` elements out of `chunk` into `out` (returns how many). When the
-/// codec marks, each taken element's second word must hold the free marker (else the element
-/// was written after it was freed). The first two words of every taken element are zero
+/// codec marks, each taken element's second word must hold the free marker, and when it
+/// zeroes, every word after the marker must be zero (else the element was written after it
+/// was freed). The first two words of every taken element are zero
 /// afterwards, and a fresh element is zeroed whole when the codec zeroes.
 ///
 /// # Safety
@@ -269,6 +270,17 @@ pub(crate) unsafe fn take(
                 let w1 = elem.cast::<usize>().add(1);
                 if c.mark && w1.read() != c.marker(elem) {
                     return Err((ViolationKind::ModifiedAfterFree, elem));
+                }
+                if c.zero {
+                    // Everything after the link and the marker was zeroed when it was freed.
+                    let words = g.stride / size_of::<usize>();
+                    let mut any = 0;
+                    for i in 2..words {
+                        any |= elem.cast::<usize>().add(i).read();
+                    }
+                    if any != 0 {
+                        return Err((ViolationKind::ModifiedAfterFree, elem));
+                    }
                 }
                 w1.write(0);
                 let next = code(elem.cast::<usize>().read(), elem, secret, encode);

@@ -297,6 +297,8 @@ struct Core {
     quarantined_chunks: usize,
     /// The exhaustion callback fired and usage has not fallen below 80 % since.
     exhausted: bool,
+    /// The first violation found while the lock was held, reported after it is released.
+    pending: Option<(ViolationKind, usize)>,
 }
 
 /// A zone of fixed-size elements.
@@ -342,6 +344,8 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     /// Set under the lock when usage crosses 90 % of the limit; the next allocation calls the
     /// exhaustion callback outside the lock.
     exhaust_pending: AtomicBool,
+    /// Set when `Core::pending` holds a violation to report.
+    violation_pending: AtomicBool,
 }
 
 // SAFETY: the raw pointers in `Core` and `CpuCache` point into memory the zone owns (chunks and
@@ -471,7 +475,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 quarantined: 0,
                 quarantined_chunks: 0,
                 exhausted: false,
+                pending: None,
             }),
+            violation_pending: AtomicBool::new(false),
             exhaust_pending: AtomicBool::new(false),
         })
     }
@@ -559,6 +565,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         };
         let result = self.finish(outcome);
         self.check_exhaustion();
+        self.report_pending();
         result
     }
 
@@ -626,9 +633,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 ZoneError::Violation(kind) => Outcome::Violation(kind, addr),
                 e => Outcome::Failed(e),
             })?;
-        for &elem in &m.slots[..got] {
-            // SAFETY: `fill` handed out these elements; they are ours until freed.
-            unsafe { self.enter_free_state(elem) };
+        if self.codec.mark {
+            for &elem in &m.slots[..got] {
+                // SAFETY: `fill` handed out these elements (zeroed as the zone requires, words
+                // 0 and 1 clear); marking them puts them in the free state of magazines.
+                unsafe { elem.cast::<usize>().add(1).write(self.codec.marker(elem)) };
+            }
         }
         m.count = got;
         Ok(())
@@ -819,7 +829,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             Outcome::Locked => self.free_locked(elem),
             other => other,
         };
-        self.finish(outcome)
+        let result = self.finish(outcome);
+        self.report_pending();
+        result
     }
 
     /// The per-CPU free path; `elem` is already in the free state.
@@ -925,6 +937,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 unsafe { self.relist(core, self.geometry.chunk_of(elem)) };
             } else {
                 core.quarantined += 1;
+                // Reported once the lock is released (see `report_pending`).
+                core.pending.get_or_insert((ViolationKind::ModifiedAfterFree, elem as usize));
+                self.violation_pending.store(true, Ordering::Relaxed);
             }
         }
         m.count = 0;
@@ -1104,6 +1119,20 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     // ---------------------------------------------------------------------------------------
     // Exhaustion, garbage collection, statistics.
 
+    /// Reports a violation found under the lock (a cached element found modified when its
+    /// magazine went back to the chunks), outside the lock.
+    #[inline]
+    fn report_pending(&self) {
+        if self.violation_pending.load(Ordering::Relaxed)
+            && self.violation_pending.swap(false, Ordering::Relaxed)
+        {
+            let pending = self.core.lock().pending.take();
+            if let Some((kind, addr)) = pending {
+                self.report(kind, addr);
+            }
+        }
+    }
+
     #[inline]
     fn check_exhaustion(&self) {
         // A plain load on the fast path; the swap only when the flag is set.
@@ -1158,6 +1187,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// [`drain_cpu_cache`](Self::drain_cpu_cache)).
     pub fn drain(&self) -> usize {
         self.flush_depot(&mut self.core.lock());
+        self.report_pending();
         self.trim(0)
     }
 
@@ -1179,6 +1209,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 }
             }
         });
+        self.report_pending();
     }
 
     /// Returns the zone's statistics now (the per-CPU counters are read without stopping the
