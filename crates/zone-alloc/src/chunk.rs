@@ -69,6 +69,18 @@ pub(crate) struct Geometry {
     pub(crate) first: usize,
     /// Elements per chunk.
     pub(crate) per_chunk: usize,
+    /// Bytes at the end of the chunk kept free of elements (a guard page, or 0).
+    pub(crate) tail: usize,
+}
+
+/// What a zone asks of its chunks' layout besides the element size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Layout {
+    /// Keep the last page free for a guard.
+    pub(crate) guard: bool,
+    /// Start the elements on a page boundary (so their pages can be protected apart from the
+    /// header's).
+    pub(crate) page_aligned: bool,
 }
 
 /// Largest chunk a zone uses.
@@ -78,11 +90,13 @@ impl Geometry {
     /// Picks the chunk size for elements of `stride` bytes aligned to `align`: the smallest
     /// power-of-two number of pages that holds at least 8 elements (or as many as fit in
     /// [`MAX_CHUNK`]) and wastes at most 1/16 of the chunk, else the least wasteful size.
-    pub(crate) fn new(stride: usize, align: usize, page: usize) -> Option<Self> {
+    pub(crate) fn new(stride: usize, align: usize, page: usize, layout: Layout) -> Option<Self> {
         let mut best: Option<(usize, Self)> = None;
         let mut chunk_size = page;
+        let tail = if layout.guard { page } else { 0 };
+        let first_align = if layout.page_aligned { page } else { align };
         while chunk_size <= MAX_CHUNK.max(page) {
-            if let Some(g) = Self::with_chunk(stride, align, chunk_size) {
+            if let Some(g) = Self::with_chunk(stride, first_align, chunk_size, tail) {
                 let waste = chunk_size - g.per_chunk * stride;
                 if g.per_chunk >= 8 && waste * 16 <= chunk_size {
                     return Some(g);
@@ -99,17 +113,24 @@ impl Geometry {
     }
 
     /// The geometry with a given chunk size, if at least one element fits.
-    fn with_chunk(stride: usize, align: usize, chunk_size: usize) -> Option<Self> {
+    fn with_chunk(stride: usize, align: usize, chunk_size: usize, tail: usize) -> Option<Self> {
         let upper = chunk_size / stride;
         let bitmap = upper.div_ceil(64) * 8;
         let first = (size_of::<ChunkHeader>() + bitmap).next_multiple_of(align);
-        let per_chunk = chunk_size.checked_sub(first)? / stride;
+        let per_chunk = chunk_size.checked_sub(first)?.checked_sub(tail)? / stride;
         (per_chunk > 0 && u32::try_from(per_chunk).is_ok()).then_some(Self {
             stride,
             chunk_size,
             first,
             per_chunk,
+            tail,
         })
+    }
+
+    /// Returns the byte range of the chunk's element pages `[first rounded down to a page,
+    /// chunk_size - tail)`, as offsets.
+    pub(crate) fn element_pages(&self, page: usize) -> (usize, usize) {
+        (self.first - self.first % page, self.chunk_size - self.tail)
     }
 
     /// Returns the chunk holding `addr` (by masking).
@@ -458,22 +479,31 @@ mod tests {
 
     #[test]
     fn geometry_prefers_small_chunks_with_little_waste() {
-        let g = Geometry::new(64, 16, 4096).unwrap();
+        let g = Geometry::new(64, 16, 4096, Layout::default()).unwrap();
         assert_eq!(g.chunk_size, 4096);
         assert!(g.per_chunk >= 8 && g.first >= size_of::<ChunkHeader>());
         assert_eq!(g.first % 16, 0);
-        let g = Geometry::new(3072, 8, 4096).unwrap();
+        let g = Geometry::new(3072, 8, 4096, Layout::default()).unwrap();
         assert!(g.per_chunk >= 8, "{g:?}");
         assert!((g.chunk_size - g.per_chunk * 3072) * 16 <= g.chunk_size);
-        let g = Geometry::new(32768, 16, 4096).unwrap();
+        let g = Geometry::new(32768, 16, 4096, Layout::default()).unwrap();
         assert!(g.per_chunk >= 8 && g.chunk_size <= MAX_CHUNK, "{g:?}");
         // Elements larger than the biggest chunk do not fit.
-        assert!(Geometry::new(MAX_CHUNK, 16, 4096).is_none());
+        assert!(Geometry::new(MAX_CHUNK, 16, 4096, Layout::default()).is_none());
+        // A guard page at the end, elements from a page boundary.
+        let layout = Layout {
+            guard: true,
+            page_aligned: true,
+        };
+        let g = Geometry::new(64, 16, 4096, layout).unwrap();
+        assert_eq!(g.first % 4096, 0);
+        assert!(g.first + g.per_chunk * 64 <= g.chunk_size - 4096);
+        assert_eq!(g.element_pages(4096), (g.first, g.chunk_size - 4096));
     }
 
     #[test]
     fn index_of_accepts_only_boundaries() {
-        let g = Geometry::new(48, 16, 4096).unwrap();
+        let g = Geometry::new(48, 16, 4096, Layout::default()).unwrap();
         let chunk = 0x10_0000 as *mut ChunkHeader;
         let first = (0x10_0000 + g.first) as *mut u8;
         assert_eq!(g.index_of(chunk, first), Some(0));

@@ -29,7 +29,7 @@ pub use leaks::{Leak, find_leaks};
 pub use malloc::{DEFAULT_ZONE_NAME, MALLOC_ALIGN, MallocStats, MallocZoneId, MallocZones};
 #[cfg(feature = "std")]
 pub use source::SystemPages;
-pub use source::{PageSource, PageSourceError};
+pub use source::{PageAccess, PageSource, PageSourceError};
 pub use stats::{ZoneStats, ZprintTable};
 pub use zone::{
     MAX_ELEMENT_SIZE, MAX_MAGAZINE, MAX_NAME, MIN_ELEMENT_SIZE, Zone, ZoneConfig, ZoneFlags,

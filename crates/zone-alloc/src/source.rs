@@ -37,6 +37,18 @@ impl core::fmt::Display for PageSourceError {
 
 impl core::error::Error for PageSourceError {}
 
+/// The access [`PageSource::protect`] gives pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PageAccess {
+    /// No access: a guard page.
+    None,
+    /// Reads only: read-only zone elements.
+    ReadOnly,
+    /// Reads and writes (the state of fresh memory).
+    ReadWrite,
+}
+
 /// Hands out page-aligned, writable memory to zones (XNU's zone map / `kmem`).
 ///
 /// A kernel implements it over its page allocator and kernel page table (the `machvm` facade
@@ -70,22 +82,29 @@ pub unsafe trait PageSource {
     /// is not used afterwards.
     unsafe fn deallocate(&self, ptr: NonNull<u8>, bytes: usize, align: usize);
 
-    /// Makes `[ptr, ptr + bytes)` — whole pages inside one allocation — inaccessible, so a
-    /// stray access faults (a guard page). The default has no page table and refuses.
+    /// Returns whether [`protect`](Self::protect) works (the source controls the page table
+    /// of its memory). The default: no.
+    fn can_protect(&self) -> bool {
+        false
+    }
+
+    /// Sets the access of `[ptr, ptr + bytes)` — whole pages inside one allocation — and
+    /// flushes the stale translations, so that a guard page faults on any access and a
+    /// read-only page on writes. Zones restore [`PageAccess::ReadWrite`] before giving memory
+    /// back.
     ///
     /// # Errors
     ///
-    /// [`PageSourceError::Unsupported`] if the source cannot protect pages.
-    fn protect_guard(&self, ptr: NonNull<u8>, bytes: usize) -> Result<(), PageSourceError> {
-        let _ = (ptr, bytes);
+    /// [`PageSourceError::Unsupported`] if the source cannot (the default), or
+    /// [`PageSourceError::BadRequest`] for a range that is not whole pages of one allocation.
+    fn protect(
+        &self,
+        ptr: NonNull<u8>,
+        bytes: usize,
+        access: PageAccess,
+    ) -> Result<(), PageSourceError> {
+        let _ = (ptr, bytes, access);
         Err(PageSourceError::Unsupported)
-    }
-
-    /// Makes guard pages set by [`protect_guard`](Self::protect_guard) accessible again, before
-    /// the allocation holding them is given back. The default does nothing (the default
-    /// `protect_guard` never protects anything).
-    fn unprotect_guard(&self, ptr: NonNull<u8>, bytes: usize) {
-        let _ = (ptr, bytes);
     }
 }
 
@@ -107,12 +126,17 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
         unsafe { (**self).deallocate(ptr, bytes, align) }
     }
 
-    fn protect_guard(&self, ptr: NonNull<u8>, bytes: usize) -> Result<(), PageSourceError> {
-        (**self).protect_guard(ptr, bytes)
+    fn can_protect(&self) -> bool {
+        (**self).can_protect()
     }
 
-    fn unprotect_guard(&self, ptr: NonNull<u8>, bytes: usize) {
-        (**self).unprotect_guard(ptr, bytes);
+    fn protect(
+        &self,
+        ptr: NonNull<u8>,
+        bytes: usize,
+        access: PageAccess,
+    ) -> Result<(), PageSourceError> {
+        (**self).protect(ptr, bytes, access)
     }
 }
 
@@ -272,8 +296,9 @@ mod tests {
         // SAFETY: `a` came from `allocate` with these arguments.
         unsafe { pages.deallocate(a, 0x8000, 0x8000) };
         assert_eq!((pages.in_use(), pages.peak()), (0, 0x8000));
+        assert!(!pages.can_protect());
         assert_eq!(
-            pages.protect_guard(a, 0x1000),
+            pages.protect(a, 0x1000, PageAccess::None),
             Err(PageSourceError::Unsupported)
         );
     }

@@ -61,6 +61,17 @@ impl ZoneFlags {
     pub const ENCODE_FREELIST: Self = Self(1 << 2);
     /// No per-CPU magazines: every operation takes the zone lock.
     pub const NO_CACHE: Self = Self(1 << 3);
+    /// Keep the last page of every chunk free of elements and make it inaccessible, so a
+    /// linear overflow off the end of the last element faults. Needs a page source that can
+    /// protect pages ([`PageSource::can_protect`]).
+    pub const GUARD_PAGES: Self = Self(1 << 4);
+    /// Read-only elements: after allocation an element changes only through
+    /// [`Zone::mutate`]. Each element carries a checksum of its contents, checked by
+    /// [`Zone::verify`], `mutate` and `free` ([`ViolationKind::ReadOnlyWrite`]); with a page
+    /// source that can protect pages the element pages are also mapped read-only, so a stray
+    /// write faults. Implies [`ZERO_ON_FREE`](Self::ZERO_ON_FREE) and
+    /// [`CHECK_FREE`](Self::CHECK_FREE), and no per-CPU cache.
+    pub const READ_ONLY: Self = Self(1 << 5);
 
     /// What release builds use unless a zone chooses: checked frees and encoded freelists.
     pub const RELEASE_DEFAULT: Self = Self(Self::CHECK_FREE.0 | Self::ENCODE_FREELIST.0);
@@ -330,6 +341,9 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     size: usize,
     geometry: Geometry,
     flags: ZoneFlags,
+    /// Read-only zone over a source that protects pages: element pages are mapped read-only.
+    protect_elements: bool,
+    page: usize,
     magazine_size: usize,
     limit: Option<usize>,
     on_violation: ViolationHandler,
@@ -409,12 +423,36 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             return Err(ZoneError::BadConfig);
         }
         let name = ZoneName::new(config.name).ok_or(ZoneError::BadConfig)?;
-        let stride = config
-            .size
+        let read_only = config.flags.contains(ZoneFlags::READ_ONLY);
+        let flags = if read_only {
+            config
+                .flags
+                .with(ZoneFlags::ZERO_ON_FREE)
+                .with(ZoneFlags::CHECK_FREE)
+                .with(ZoneFlags::NO_CACHE)
+        } else {
+            config.flags
+        };
+        let guard = flags.contains(ZoneFlags::GUARD_PAGES);
+        if guard && !source.can_protect() {
+            return Err(ZoneError::BadConfig);
+        }
+        let protect_elements = read_only && source.can_protect();
+        // Read-only elements carry a checksum word after their contents.
+        let payload = if read_only {
+            config.size.next_multiple_of(size_of::<usize>()) + size_of::<usize>()
+        } else {
+            config.size
+        };
+        let stride = payload
             .max(MIN_ELEMENT_SIZE)
             .next_multiple_of(config.align.max(size_of::<usize>()));
-        let geometry =
-            Geometry::new(stride, config.align.max(16), page).ok_or(ZoneError::BadConfig)?;
+        let layout = chunk::Layout {
+            guard,
+            page_aligned: protect_elements,
+        };
+        let geometry = Geometry::new(stride, config.align.max(16), page, layout)
+            .ok_or(ZoneError::BadConfig)?;
         let magazine_size = config
             .magazine
             .unwrap_or_else(|| (4096 / stride).clamp(4, MAX_MAGAZINE));
@@ -433,15 +471,17 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         let secret = mix(base ^ serial.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize;
         let codec = Codec {
             secret,
-            encode: config.flags.contains(ZoneFlags::ENCODE_FREELIST),
-            mark: config.flags.contains(ZoneFlags::CHECK_FREE),
-            zero: config.flags.contains(ZoneFlags::ZERO_ON_FREE),
+            encode: flags.contains(ZoneFlags::ENCODE_FREELIST),
+            mark: flags.contains(ZoneFlags::CHECK_FREE),
+            zero: flags.contains(ZoneFlags::ZERO_ON_FREE),
         };
         Ok(Self {
             name,
             size: config.size,
             geometry,
-            flags: config.flags,
+            flags,
+            protect_elements,
+            page,
             magazine_size,
             limit: config.limit,
             on_violation: config.on_violation,
@@ -694,9 +734,22 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                     Err(_) => break,
                 }
             };
+            if let Err(e) = self.elements_writable(chunk, true) {
+                return Err((e.into(), 0));
+            }
             // SAFETY: `chunk` is an initialised chunk of this zone on one of its lists.
             let taken =
                 unsafe { chunk::take(chunk, &self.geometry, &self.codec, &mut out[got..want]) };
+            if self.flags.contains(ZoneFlags::READ_ONLY) {
+                let n = *taken.as_ref().unwrap_or(&0);
+                for &elem in &out[got..got + n] {
+                    // SAFETY: a freshly taken (zeroed) element of this zone, pages writable.
+                    unsafe { self.seal(elem) };
+                }
+            }
+            // Read-only again; a failure here leaves the pages writable, which the checksum
+            // still covers.
+            self.elements_writable(chunk, false).ok();
             match taken {
                 Ok(n) => {
                     got += n;
@@ -740,13 +793,71 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         let mem = self.source.allocate(size, size)?;
         let chunk = mem.as_ptr().cast::<ChunkHeader>();
         // SAFETY: the source gave us `size` bytes aligned to `size`, used by nothing else.
-        unsafe {
-            chunk::init(chunk, &self.geometry, &self.codec);
-            core.empty.push(chunk);
+        unsafe { chunk::init(chunk, &self.geometry, &self.codec) };
+        if let Err(e) = self.protect_chunk(chunk, true) {
+            self.protect_chunk(chunk, false).ok();
+            // SAFETY: the chunk came from `allocate(size, size)` and is on no list.
+            unsafe { self.source.deallocate(mem, size, size) };
+            return Err(e.into());
         }
+        // SAFETY: an initialised chunk on no list.
+        unsafe { core.empty.push(chunk) };
         core.chunks += 1;
         core.peak_chunks = core.peak_chunks.max(core.chunks);
         Ok(chunk)
+    }
+
+    /// Returns the pointer `offset` bytes into `chunk`.
+    fn at(chunk: *mut ChunkHeader, offset: usize) -> Option<NonNull<u8>> {
+        NonNull::new(chunk.cast::<u8>().wrapping_add(offset))
+    }
+
+    /// Sets up (`on`) or takes down the page protections of a chunk: its guard page, and the
+    /// element pages of a protected read-only zone.
+    fn protect_chunk(
+        &self,
+        chunk: *mut ChunkHeader,
+        on: bool,
+    ) -> Result<(), crate::source::PageSourceError> {
+        use crate::source::PageAccess;
+        let g = &self.geometry;
+        if g.tail > 0 {
+            if let Some(guard) = Self::at(chunk, g.chunk_size - g.tail) {
+                let access = if on {
+                    PageAccess::None
+                } else {
+                    PageAccess::ReadWrite
+                };
+                self.source.protect(guard, g.tail, access)?;
+            }
+        }
+        if self.protect_elements {
+            self.elements_writable(chunk, !on)?;
+        }
+        Ok(())
+    }
+
+    /// Maps the element pages of `chunk` read-write or read-only (protected read-only zones
+    /// only; the zone lock is held around every write window).
+    fn elements_writable(
+        &self,
+        chunk: *mut ChunkHeader,
+        writable: bool,
+    ) -> Result<(), crate::source::PageSourceError> {
+        use crate::source::PageAccess;
+        if !self.protect_elements {
+            return Ok(());
+        }
+        let (start, end) = self.geometry.element_pages(self.page);
+        let access = if writable {
+            PageAccess::ReadWrite
+        } else {
+            PageAccess::ReadOnly
+        };
+        match Self::at(chunk, start) {
+            Some(p) => self.source.protect(p, end - start, access),
+            None => Ok(()),
+        }
     }
 
     fn list_mut<'c>(&self, core: &'c mut Core, kind: ListKind) -> &'c mut ChunkList {
@@ -813,6 +924,11 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             if let Err(kind) = unsafe { self.check_free(elem) } {
                 return Err(self.report(kind, elem as usize));
             }
+        }
+        if self.flags.contains(ZoneFlags::READ_ONLY) {
+            // SAFETY: the caller's contract.
+            let result = unsafe { self.free_read_only(elem) };
+            return result.map_err(|kind| self.report(kind, elem as usize));
         }
         // SAFETY: `elem` is an element of this zone that the caller gives up.
         unsafe { self.enter_free_state(elem) };
@@ -938,7 +1054,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             } else {
                 core.quarantined += 1;
                 // Reported once the lock is released (see `report_pending`).
-                core.pending.get_or_insert((ViolationKind::ModifiedAfterFree, elem as usize));
+                core.pending
+                    .get_or_insert((ViolationKind::ModifiedAfterFree, elem as usize));
                 self.violation_pending.store(true, Ordering::Relaxed);
             }
         }
@@ -1088,6 +1205,152 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         self.core.lock().quarantined += 1;
     }
 
+    /// The checksum of a read-only element: its contents, address and the zone secret.
+    ///
+    /// # Safety
+    ///
+    /// `elem` is an element of this zone.
+    unsafe fn checksum(&self, elem: *mut u8) -> usize {
+        let words = self.size.div_ceil(size_of::<usize>());
+        let mut h = mix((self.codec.secret ^ elem as usize) as u64);
+        for i in 0..words {
+            // SAFETY: the element spans `words + 1` words (contents, then the checksum).
+            h = mix(h ^ unsafe { elem.cast::<usize>().add(i).read() } as u64);
+        }
+        h as usize
+    }
+
+    /// Writes a read-only element's checksum.
+    ///
+    /// # Safety
+    ///
+    /// `elem` is an element of this read-only zone whose pages are writable now.
+    unsafe fn seal(&self, elem: *mut u8) {
+        let words = self.size.div_ceil(size_of::<usize>());
+        // SAFETY: the checksum word follows the contents inside the stride.
+        unsafe {
+            let sum = self.checksum(elem);
+            elem.cast::<usize>().add(words).write(sum);
+        }
+    }
+
+    /// Checks a read-only element's checksum.
+    ///
+    /// # Safety
+    ///
+    /// `elem` is an allocated element of this read-only zone.
+    unsafe fn check_seal(&self, elem: *mut u8) -> Result<(), ViolationKind> {
+        let words = self.size.div_ceil(size_of::<usize>());
+        // SAFETY: as in `seal`.
+        let (stored, now) =
+            unsafe { (elem.cast::<usize>().add(words).read(), self.checksum(elem)) };
+        if stored == now {
+            Ok(())
+        } else {
+            Err(ViolationKind::ReadOnlyWrite)
+        }
+    }
+
+    /// Frees an element of a read-only zone: checks its seal, then returns it under the lock
+    /// with its pages writable for the moment.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free).
+    unsafe fn free_read_only(&self, elem: *mut u8) -> Result<(), ViolationKind> {
+        let mut core = self.core.lock();
+        // SAFETY: the caller's contract: an allocated element of this zone.
+        unsafe { self.check_seal(elem)? };
+        let chunk = self.geometry.chunk_of(elem);
+        self.elements_writable(chunk, true)
+            .map_err(|_| ViolationKind::ReadOnlyWrite)?;
+        // SAFETY: an element of this zone, pages writable, under the lock.
+        let result = unsafe {
+            self.enter_free_state(elem);
+            chunk::put(chunk, &self.geometry, &self.codec, elem)
+        };
+        self.elements_writable(chunk, false).ok();
+        result?;
+        core.out -= 1;
+        core.locked_frees += 1;
+        // SAFETY: `chunk` is an initialised chunk of the zone.
+        unsafe { self.relist(&mut core, chunk) };
+        self.clear_exhaustion(&mut core);
+        Ok(())
+    }
+
+    /// Changes bytes `[offset, offset + data.len())` of an element of a read-only zone (XNU's
+    /// `zalloc_ro_mut`): checks the element's seal, writes (with its pages writable for the
+    /// moment, under the zone lock) and seals it again.
+    ///
+    /// # Safety
+    ///
+    /// `elem` is an allocated element of this zone.
+    ///
+    /// # Errors
+    ///
+    /// [`ZoneError::BadConfig`] if the zone is not read-only or the range exceeds the element
+    /// (nothing is written); [`ZoneError::Violation`] with
+    /// [`ViolationKind::ReadOnlyWrite`] if the element was changed behind the zone's back
+    /// (after the handler returned; nothing is written).
+    pub unsafe fn mutate(
+        &self,
+        elem: NonNull<u8>,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), ZoneError> {
+        if !self.flags.contains(ZoneFlags::READ_ONLY)
+            || offset
+                .checked_add(data.len())
+                .is_none_or(|end| end > self.size)
+        {
+            return Err(ZoneError::BadConfig);
+        }
+        let elem = elem.as_ptr();
+        let result = {
+            let _core = self.core.lock();
+            // SAFETY: the caller's contract: an allocated element of this zone.
+            match unsafe { self.check_seal(elem) } {
+                Err(kind) => Err(kind),
+                Ok(()) => {
+                    let chunk = self.geometry.chunk_of(elem);
+                    self.elements_writable(chunk, true)?;
+                    // SAFETY: the range lies inside the element (checked), pages writable.
+                    unsafe {
+                        ptr::copy_nonoverlapping(data.as_ptr(), elem.add(offset), data.len());
+                        self.seal(elem);
+                    }
+                    self.elements_writable(chunk, false)?;
+                    Ok(())
+                }
+            }
+        };
+        result.map_err(|kind| self.report(kind, elem as usize))
+    }
+
+    /// Checks that a read-only element is unchanged since its last
+    /// [`mutate`](Self::mutate) (or allocation).
+    ///
+    /// # Safety
+    ///
+    /// `elem` is an allocated element of this zone.
+    ///
+    /// # Errors
+    ///
+    /// [`ViolationKind::ReadOnlyWrite`] after the handler returned; zones that are not
+    /// read-only always pass.
+    pub unsafe fn verify(&self, elem: NonNull<u8>) -> Result<(), ViolationKind> {
+        if !self.flags.contains(ZoneFlags::READ_ONLY) {
+            return Ok(());
+        }
+        // SAFETY: the caller's contract.
+        let result = unsafe { self.check_seal(elem.as_ptr()) };
+        if let Err(kind) = result {
+            self.report(kind, elem.as_ptr() as usize);
+        }
+        result
+    }
+
     /// Checks that `elem` is an element of this zone (XNU's `zone_require`).
     ///
     /// # Safety
@@ -1171,6 +1434,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
 
     fn release_chunk(&self, core: &mut Core, chunk: NonNull<ChunkHeader>) {
         let size = self.geometry.chunk_size;
+        // Guard and read-only pages become plain memory again before they go back.
+        self.protect_chunk(chunk.as_ptr(), false).ok();
         // SAFETY: the chunk came from `allocate(size, size)`, is on no list and holds no element
         // anyone uses (it is empty, or the zone is going away). Its magic is cleared first so a
         // stale pointer into recycled memory is not taken for ours.
@@ -1268,6 +1533,29 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> crate::leaks::LeakScan for Z
     }
 }
 
+/// Gives a chunk's pages read-write access back (`Drop` cannot borrow the zone whole).
+fn restore<S: PageSource>(
+    source: &S,
+    chunk: *mut ChunkHeader,
+    g: &Geometry,
+    page: usize,
+    elements: bool,
+) {
+    use crate::source::PageAccess;
+    let base = chunk.cast::<u8>();
+    if g.tail > 0 {
+        if let Some(p) = NonNull::new(base.wrapping_add(g.chunk_size - g.tail)) {
+            source.protect(p, g.tail, PageAccess::ReadWrite).ok();
+        }
+    }
+    if elements {
+        let (start, end) = g.element_pages(page);
+        if let Some(p) = NonNull::new(base.wrapping_add(start)) {
+            source.protect(p, end - start, PageAccess::ReadWrite).ok();
+        }
+    }
+}
+
 impl<S: PageSource, C: CpuLocal, const CPUS: usize> Drop for Zone<S, C, CPUS> {
     fn drop(&mut self) {
         let core = self.core.get_mut();
@@ -1281,6 +1569,17 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Drop for Zone<S, C, CPUS> {
             // SAFETY: the lists hold chunks from `allocate(size, size)`; the zone is going
             // away, so no element is used any more (the caller's `free`/`alloc` contracts).
             while let Some(chunk) = unsafe { list.pop() } {
+                // Writable and without guard again before the memory goes back.
+                if self.geometry.tail > 0 || self.protect_elements {
+                    let (g, page) = (self.geometry, self.page);
+                    restore(
+                        &self.source,
+                        chunk.as_ptr(),
+                        &g,
+                        page,
+                        self.protect_elements,
+                    );
+                }
                 // SAFETY: as above.
                 unsafe { self.source.deallocate(chunk.cast(), size, size) };
             }
