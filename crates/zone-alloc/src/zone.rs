@@ -1477,6 +1477,29 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         self.report_pending();
     }
 
+    /// Returns CPU `cpu`'s cached elements to their chunks, from another CPU (for a CPU taken
+    /// offline, or a stopped one).
+    ///
+    /// # Safety
+    ///
+    /// CPU `cpu` runs no code of this zone during the call (it is offline, or parked with
+    /// interrupts masked), so its cache can be taken over.
+    pub unsafe fn drain_offline_cpu(&self, cpu: CpuIndex) {
+        // SAFETY: the caller guarantees the owner of the slot does not use it meanwhile, and
+        // this call does not re-enter the cell.
+        unsafe {
+            self.caches.with_mut(cpu, |cache| {
+                let mut core = self.core.lock();
+                for m in [cache.loaded, cache.previous] {
+                    if let Some(m) = m.as_mut() {
+                        self.empty_into_chunks(&mut core, m);
+                    }
+                }
+            });
+        }
+        self.report_pending();
+    }
+
     /// Returns the zone's statistics now (the per-CPU counters are read without stopping the
     /// CPUs, so a busy zone's figures are a close snapshot).
     pub fn stats(&self) -> ZoneStats {

@@ -368,6 +368,15 @@ fn cross_cpu_frees_with_host_threads() {
     let stats = zone.stats();
     assert_eq!(stats.in_use, 0, "{stats:?}");
     assert_eq!(stats.alloc_count, PER_THREAD as u64);
+    // Both threads are gone: take over their caches, then everything goes back.
+    // SAFETY: no thread runs zone code any more.
+    unsafe {
+        zone.drain_offline_cpu(CpuIndex::new(0));
+        zone.drain_offline_cpu(CpuIndex::new(1));
+    }
+    zone.drain();
+    let stats = zone.stats();
+    assert_eq!((stats.cached, stats.cur_size), (0, 0), "{stats:?}");
 }
 
 #[test]
