@@ -688,10 +688,23 @@ impl SharedHeap64 for SystemHeap {
 // Harness.
 
 /// Adds a row to `group`: `run(iters)` returns the time `iters` iterations took (criterion's
-/// `iter_custom`); it first runs [`WARM_UP_ITERS`] untimed iterations.
-fn row(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut run: impl FnMut(u64) -> Duration) {
-    let _warm_up = run(WARM_UP_ITERS);
-    group.bench_function(name, |b| b.iter_custom(&mut run));
+/// `iter_custom`). If criterion runs the row (its filter may skip it), `prepare` (untimed
+/// checks) and [`WARM_UP_ITERS`] untimed iterations come first. Returns whether it ran.
+fn row(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    prepare: impl FnOnce(),
+    mut run: impl FnMut(u64) -> Duration,
+) -> bool {
+    let mut prepare = Some(prepare);
+    group.bench_function(name, |b| {
+        if let Some(prepare) = prepare.take() {
+            prepare();
+            let _warm_up = run(WARM_UP_ITERS);
+        }
+        b.iter_custom(&mut run);
+    });
+    prepare.is_none()
 }
 
 /// Checks an implementation once, untimed: `n` objects, 8-byte aligned, writable, disjoint.
@@ -766,12 +779,18 @@ fn shuffled(n: usize) -> Vec<u32> {
 }
 
 fn lifo_row<H: Heap64>(group: &mut BenchmarkGroup<'_, WallTime>, arena: Arena) {
-    row(group, H::NAME, |iters| timed::<H>(arena, iters, lifo::<H>));
-    record_extra(
-        "lifo_64b",
+    if row(
+        group,
         H::NAME,
-        &format!(r#"{{"pairs": {LIFO_PAIRS}}}"#),
-    );
+        || validate::<H>(arena, 1000),
+        |iters| timed::<H>(arena, iters, lifo::<H>),
+    ) {
+        record_extra(
+            "lifo_64b",
+            H::NAME,
+            &format!(r#"{{"pairs": {LIFO_PAIRS}}}"#),
+        );
+    }
 }
 
 fn random_free_row<H: Heap64>(
@@ -784,12 +803,17 @@ fn random_free_row<H: Heap64>(
     } else {
         (RANDOM_OBJECTS, &orders[0])
     };
-    validate::<H>(arena, n);
     let mut ptrs = vec![NonNull::<u8>::dangling(); n];
     group.throughput(Throughput::Elements(n as u64));
-    row(group, H::NAME, |iters| {
-        timed::<H>(arena, iters, |h| random_free(h, &mut ptrs, order))
-    });
+    let ran = row(
+        group,
+        H::NAME,
+        || validate::<H>(arena, n),
+        |iters| timed::<H>(arena, iters, |h| random_free(h, &mut ptrs, order)),
+    );
+    if !ran {
+        return;
+    }
     let note = if H::LINEAR_FREE {
         r#", "note": "10,000 objects instead of 100,000: free is linear in the free-list length""#
     } else {
@@ -971,11 +995,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn two_thread_row<H: SharedHeap64>(group: &mut BenchmarkGroup<'_, WallTime>, arena: Arena) {
-    row(group, H::NAME, |iters| {
-        (0..iters)
-            .map(|_| fresh_run::<H>(arena, two_threads::<H>))
-            .sum()
-    });
+    let ran = row(
+        group,
+        H::NAME,
+        || {},
+        |iters| {
+            (0..iters)
+                .map(|_| fresh_run::<H>(arena, two_threads::<H>))
+                .sum()
+        },
+    );
+    if !ran {
+        return;
+    }
     // One thread against two, alternating, medians of a few runs (untimed by criterion).
     let (mut one, mut two) = (Vec::new(), Vec::new());
     for _ in 0..SCALING_RUNS {
