@@ -71,6 +71,9 @@ pub(crate) struct Geometry {
     pub(crate) per_chunk: usize,
     /// Bytes at the end of the chunk kept free of elements (a guard page, or 0).
     pub(crate) tail: usize,
+    /// `ceil(2^64 / stride)`: divides an offset by the stride with one multiplication
+    /// (exact for offsets below 2^32; chunk offsets are below [`MAX_CHUNK`]).
+    recip: u64,
 }
 
 /// What a zone asks of its chunks' layout besides the element size.
@@ -118,12 +121,13 @@ impl Geometry {
         let bitmap = upper.div_ceil(64) * 8;
         let first = (size_of::<ChunkHeader>() + bitmap).next_multiple_of(align);
         let per_chunk = chunk_size.checked_sub(first)?.checked_sub(tail)? / stride;
-        (per_chunk > 0 && u32::try_from(per_chunk).is_ok()).then_some(Self {
+        (per_chunk > 0 && u32::try_from(per_chunk).is_ok() && stride > 1).then_some(Self {
             stride,
             chunk_size,
             first,
             per_chunk,
             tail,
+            recip: (u64::MAX / stride as u64).wrapping_add(1),
         })
     }
 
@@ -146,8 +150,12 @@ impl Geometry {
         let offset = (addr as usize)
             .checked_sub(chunk as usize)?
             .checked_sub(self.first)?;
-        let index = offset / self.stride;
-        (offset % self.stride == 0 && index < self.per_chunk).then_some(index)
+        if offset >= self.per_chunk * self.stride {
+            return None;
+        }
+        // offset < MAX_CHUNK < 2^32, where the multiply-high quotient is exact.
+        let index = ((u128::from(self.recip) * offset as u128) >> 64) as usize;
+        (index * self.stride == offset).then_some(index)
     }
 }
 
@@ -510,6 +518,20 @@ mod tests {
         assert_eq!(g.index_of(chunk, first.wrapping_add(48)), Some(1));
         assert_eq!(g.index_of(chunk, first.wrapping_add(8)), None);
         assert_eq!(g.index_of(chunk, chunk.cast()), None);
+        // The reciprocal division agrees with `/` and `%` on every offset of the chunk.
+        for g in [
+            Geometry::new(48, 16, 4096, Layout::default()).unwrap(),
+            Geometry::new(24, 8, 4096, Layout::default()).unwrap(),
+            Geometry::new(3072, 8, 4096, Layout::default()).unwrap(),
+            Geometry::new(32768, 16, 4096, Layout::default()).unwrap(),
+        ] {
+            for off in 0..g.per_chunk * g.stride + 64 {
+                let addr = (0x10_0000 + g.first + off) as *mut u8;
+                let want =
+                    (off % g.stride == 0 && off / g.stride < g.per_chunk).then(|| off / g.stride);
+                assert_eq!(g.index_of(chunk, addr), want, "{g:?} offset {off}");
+            }
+        }
         let past = first.wrapping_add(g.per_chunk * 48);
         assert_eq!(g.index_of(chunk, past), None);
         assert_eq!(g.chunk_of(first.wrapping_add(100)), chunk);

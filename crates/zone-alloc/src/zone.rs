@@ -341,6 +341,8 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     size: usize,
     geometry: Geometry,
     flags: ZoneFlags,
+    /// Full magazines the depot keeps before returning elements to their chunks.
+    depot_limit: usize,
     /// Read-only zone over a source that protects pages: element pages are mapped read-only.
     protect_elements: bool,
     page: usize,
@@ -475,11 +477,16 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             mark: flags.contains(ZoneFlags::CHECK_FREE),
             zero: flags.contains(ZoneFlags::ZERO_ON_FREE),
         };
+        // The depot holds up to 128 KiB of cached elements per CPU (XNU's per-CPU cache limit),
+        // and at least two full magazines per CPU.
+        let magazine_bytes = (magazine_size * stride).max(1);
+        let depot_limit = (CPUS.max(1) * (128 << 10) / magazine_bytes).max(2 * CPUS.max(1));
         Ok(Self {
             name,
             size: config.size,
             geometry,
             flags,
+            depot_limit,
             protect_elements,
             page,
             magazine_size,
@@ -589,6 +596,48 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// returned; the element is quarantined).
     #[inline]
     pub fn alloc(&self) -> Result<NonNull<u8>, ZoneError> {
+        // The fast path: pop from this CPU's loaded magazine. Everything else (swapping
+        // magazines, the depot, the chunks, violations, callbacks) is out of line.
+        let fast = self.cpu.with_cpu(|cpu| {
+            let cpu = self.cpu_slot(cpu)?;
+            // SAFETY: `CpuLocal` guarantees that this context alone uses `cpu`'s slot for the
+            // duration of the closure, and `pop` does not re-enter the cell.
+            unsafe { self.caches.with_mut(cpu, |cache| self.pop(cpu, cache)) }.flatten()
+        });
+        match fast {
+            Some(elem) => Ok(elem),
+            None => self.alloc_slow(),
+        }
+    }
+
+    /// Pops a checked element from the loaded magazine, if it has one.
+    #[inline(always)]
+    fn pop(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Option<NonNull<u8>> {
+        // SAFETY: a non-null magazine pointer in a CPU cache points to a magazine of this zone
+        // that only this CPU uses.
+        let m = unsafe { cache.loaded.as_mut() }?;
+        let top = m.count.checked_sub(1)?;
+        let elem = *m.slots.get(top)?;
+        // SAFETY: magazine slots hold elements of this zone in the free state.
+        if unsafe { self.verify_free_state(elem) }.is_err() {
+            // Left in place: the slow path pops it again and reports it.
+            return None;
+        }
+        m.count = top;
+        if self.codec.mark {
+            // SAFETY: the element is ours now; its marker word is inside it.
+            unsafe { elem.cast::<usize>().add(1).write(0) };
+        }
+        if let Some(c) = self.counters.get(cpu) {
+            CpuCounters::bump(&c.allocs);
+        }
+        NonNull::new(elem)
+    }
+
+    /// Allocation when the loaded magazine cannot serve it.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self) -> Result<NonNull<u8>, ZoneError> {
         let outcome = self.cpu.with_cpu(|cpu| match self.cpu_slot(cpu) {
             // SAFETY: `CpuLocal` guarantees that this context alone uses `cpu`'s slot for the
             // duration of the closure, and `alloc_cached` does not re-enter the cell.
@@ -620,9 +669,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                     m.count -= 1;
                     let elem = m.slots[m.count];
                     // SAFETY: magazine slots hold elements of this zone in the free state.
-                    if let Err(kind) = unsafe { self.check_free_state(elem) } {
+                    if let Err(kind) = unsafe { self.verify_free_state(elem) } {
                         self.quarantine_element();
                         return Outcome::Violation(kind, elem as usize);
+                    }
+                    if self.codec.mark {
+                        // SAFETY: the element is ours now.
+                        unsafe { elem.cast::<usize>().add(1).write(0) };
                     }
                     if let Some(c) = self.counters.get(cpu) {
                         CpuCounters::bump(&c.allocs);
@@ -932,6 +985,45 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
         // SAFETY: `elem` is an element of this zone that the caller gives up.
         unsafe { self.enter_free_state(elem) };
+        let pushed = self.cpu.with_cpu(|cpu| {
+            let Some(cpu) = self.cpu_slot(cpu) else {
+                return false;
+            };
+            // SAFETY: as in `alloc`.
+            unsafe {
+                self.caches
+                    .with_mut(cpu, |cache| self.push(cpu, cache, elem))
+            }
+            .unwrap_or(false)
+        });
+        if pushed { Ok(()) } else { self.free_slow(elem) }
+    }
+
+    /// Pushes a free-state element on the loaded magazine, if it has room.
+    #[inline(always)]
+    fn push(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> bool {
+        // SAFETY: a CPU cache's magazines are this CPU's.
+        let Some(m) = (unsafe { cache.loaded.as_mut() }) else {
+            return false;
+        };
+        if m.count >= self.magazine_size {
+            return false;
+        }
+        let Some(slot) = m.slots.get_mut(m.count) else {
+            return false;
+        };
+        *slot = elem;
+        m.count += 1;
+        if let Some(c) = self.counters.get(cpu) {
+            CpuCounters::bump(&c.frees);
+        }
+        true
+    }
+
+    /// Free when the loaded magazine is full (or missing); `elem` is in the free state.
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&self, elem: *mut u8) -> Result<(), ZoneError> {
         let outcome = self.cpu.with_cpu(|cpu| match self.cpu_slot(cpu) {
             // SAFETY: as in `alloc`.
             Some(cpu) => unsafe {
@@ -1038,11 +1130,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     unsafe fn empty_into_chunks(&self, core: &mut Core, m: &mut Magazine) {
         for i in 0..m.count {
             let elem = m.slots[i];
-            // SAFETY: magazine elements are elements of this zone in the free state.
-            let ok = unsafe { self.check_free_state(elem) }.is_ok() && {
-                // Restore the free state `check_free_state` consumed.
-                // SAFETY: as above.
-                unsafe { self.enter_free_state(elem) };
+            // SAFETY: magazine elements are elements of this zone in the free state; `put`
+            // keeps it (zeroed contents, marker) and adds the link.
+            let ok = unsafe { self.verify_free_state(elem) }.is_ok() && {
                 let chunk = self.geometry.chunk_of(elem);
                 // SAFETY: the element's chunk is an initialised chunk of this zone.
                 unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem) }.is_ok()
@@ -1082,8 +1172,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     }
 
     fn depot_limit(&self) -> usize {
-        // Enough full magazines for every CPU to reload twice.
-        2 * CPUS.max(1)
+        self.depot_limit
     }
 
     /// Returns an empty magazine from the depot, allocating a magazine page if needed.
@@ -1157,7 +1246,10 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // SAFETY: the element spans `stride` writable bytes (at least two words).
         unsafe {
             if self.codec.zero {
-                ptr::write_bytes(elem, 0, self.geometry.stride);
+                let words = elem.cast::<usize>();
+                for i in 0..self.geometry.stride / size_of::<usize>() {
+                    words.add(i).write(0);
+                }
             } else {
                 elem.cast::<usize>().write(0);
             }
@@ -1167,27 +1259,24 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
     }
 
-    /// Checks that a cached element is still in the free state and leaves it allocated (its
-    /// marker cleared).
+    /// Checks that a cached element is still in the free state (its marker in place, the
+    /// rest zero when the zone zeroes). Reads only.
     ///
     /// # Safety
     ///
     /// `elem` is an element of this zone held in a magazine.
-    #[inline]
-    unsafe fn check_free_state(&self, elem: *mut u8) -> Result<(), ViolationKind> {
-        // SAFETY: the element spans `stride` readable and writable bytes.
+    #[inline(always)]
+    unsafe fn verify_free_state(&self, elem: *mut u8) -> Result<(), ViolationKind> {
+        // SAFETY: the element spans `stride` readable bytes.
         unsafe {
             let words = elem.cast::<usize>();
-            if self.codec.mark {
-                if words.add(1).read() != self.codec.marker(elem) {
-                    return Err(ViolationKind::ModifiedAfterFree);
-                }
-                words.add(1).write(0);
+            if self.codec.mark && words.add(1).read() != self.codec.marker(elem) {
+                return Err(ViolationKind::ModifiedAfterFree);
             }
             if self.codec.zero {
                 let n = self.geometry.stride / size_of::<usize>();
-                let mut any = 0;
-                for i in 0..n {
+                let mut any = words.read();
+                for i in 2..n {
                     any |= words.add(i).read();
                 }
                 if any != 0 {
