@@ -44,7 +44,7 @@ pub enum Op {
         /// Which one.
         pick: u16,
     },
-    /// Write `byte` at word `word` of the `pick`-th free element of zone 0.
+    /// Write `byte` at word `1 + word % 7` of the `pick`-th free element of zone 0.
     WriteAfterFree {
         /// Which one.
         pick: u16,
@@ -221,7 +221,11 @@ pub fn run(ops: &[Op]) {
                     continue;
                 }
                 let a = free0[usize::from(pick) % free0.len()];
-                let word = usize::from(word) % (SIZES[0] / 8);
+                // Words 1.. (the marker and the zeroed contents). A write to word 0 of an
+                // element on a chunk freelist forges its link, which is caught when the link
+                // is checked but may by chance name another free element: the unit test
+                // `a_forged_freelist_link_is_caught` covers link forgery.
+                let word = 1 + usize::from(word) % (SIZES[0] / 8 - 1);
                 // SAFETY: deliberately writes a free element, still mapped (see DoubleFree).
                 unsafe { (a as *mut u8).add(word * 8).write(byte.max(1)) };
                 written.insert(a);

@@ -311,8 +311,24 @@ pub(crate) unsafe fn take(
                         return Err((ViolationKind::ModifiedAfterFree, elem));
                     }
                 }
-                w1.write(0);
+                // The element's own link must lead to another free element of this chunk (or
+                // end the list exactly when this is the last free one): a forged link is
+                // caught before the element holding it is handed out.
                 let next = code(elem.cast::<usize>().read(), elem, secret, encode);
+                let next_ok = if next == 0 {
+                    (*h).free == 1
+                } else {
+                    (*h).free > 1
+                        && g.index_of(chunk, chunk.cast::<u8>().with_addr(next))
+                            .is_some_and(|i| {
+                                let (w, m) = bit(chunk, i);
+                                *w & m == 0 && next != elem as usize
+                            })
+                };
+                if !next_ok {
+                    return Err((ViolationKind::FreelistCorrupted, elem));
+                }
+                w1.write(0);
                 elem.cast::<usize>().write(0);
                 // Re-encode the next link for the head slot.
                 (*h).free_head = code(next, slot_of_head, secret, encode);

@@ -218,10 +218,13 @@ fn a_forged_freelist_link_is_caught() {
     // pointing it at a chosen address.
     // SAFETY: deliberately corrupts freed zone memory.
     unsafe { b.as_ptr().cast::<usize>().write(0x4141_4141_4141_4141) };
-    // `b` itself is still a valid free element; the forged link is caught when it is followed.
-    assert_eq!(zone.alloc().unwrap(), b);
+    // The forged link is caught before `b`, which holds it, is handed out.
     let err = zone.alloc().unwrap_err();
     assert_eq!(err, ZoneError::Violation(ViolationKind::FreelistCorrupted));
+    assert_eq!(
+        seen("forged"),
+        [(ViolationKind::FreelistCorrupted, b.as_ptr() as usize)]
+    );
     let stats = zone.stats();
     assert_eq!(stats.quarantined_chunks, 1);
     // Allocation continues from a fresh chunk.
