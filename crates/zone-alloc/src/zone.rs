@@ -260,9 +260,48 @@ struct MagazinePage {
 }
 
 /// One CPU's two magazines (null until first used).
+///
+/// The loaded magazine's element count lives here, next to its pointer, while it is loaded
+/// (its own `count` field is stale until [`store_count`](Self::store_count)): the fast path
+/// then reads the pointer and the count in parallel instead of one after the other.
 struct CpuCache {
     loaded: *mut Magazine,
+    /// Elements in the loaded magazine (0 when there is none).
+    count: usize,
     previous: *mut Magazine,
+}
+
+impl CpuCache {
+    /// Writes the loaded magazine's count back into it, before it leaves the cache or is
+    /// emptied.
+    fn store_count(&mut self) {
+        // SAFETY: the cache's magazines are this CPU's (the caller holds its slot).
+        if let Some(m) = unsafe { self.loaded.as_mut() } {
+            m.count = self.count;
+        }
+    }
+
+    /// Makes `m` (null, or a magazine whose `count` is current) the loaded magazine; the
+    /// previous loaded one must have been stored or handed over already.
+    fn load(&mut self, m: *mut Magazine) {
+        self.loaded = m;
+        // SAFETY: as above.
+        self.count = unsafe { m.as_ref() }.map_or(0, |m| m.count);
+    }
+
+    /// Swaps the loaded and the previous magazine.
+    fn swap(&mut self) {
+        self.store_count();
+        let previous = self.previous;
+        self.previous = self.loaded;
+        self.load(previous);
+    }
+
+    /// Returns the previous magazine's count (0 when there is none).
+    fn previous_count(&self) -> Option<usize> {
+        // SAFETY: as above.
+        unsafe { self.previous.as_ref() }.map(|m| m.count)
+    }
 }
 
 /// One CPU's counters: written only by that CPU (load + store, no read-modify-write), read by
@@ -498,6 +537,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             cpu,
             caches: PerCpuCell::from_fn(|_| CpuCache {
                 loaded: ptr::null_mut(),
+                count: 0,
                 previous: ptr::null_mut(),
             }),
             counters: PerCpu::from_fn(|_| CpuCounters {
@@ -613,17 +653,17 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// Pops a checked element from the loaded magazine, if it has one.
     #[inline(always)]
     fn pop(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Option<NonNull<u8>> {
+        let top = cache.count.checked_sub(1)?;
         // SAFETY: a non-null magazine pointer in a CPU cache points to a magazine of this zone
         // that only this CPU uses.
-        let m = unsafe { cache.loaded.as_mut() }?;
-        let top = m.count.checked_sub(1)?;
+        let m = unsafe { cache.loaded.as_ref() }?;
         let elem = *m.slots.get(top)?;
         // SAFETY: magazine slots hold elements of this zone in the free state.
         if unsafe { self.verify_free_state(elem) }.is_err() {
             // Left in place: the slow path pops it again and reports it.
             return None;
         }
-        m.count = top;
+        cache.count = top;
         if self.codec.mark {
             // SAFETY: the element is ours now; its marker word is inside it.
             unsafe { elem.cast::<usize>().add(1).write(0) };
@@ -664,10 +704,10 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         loop {
             // SAFETY: a non-null magazine pointer in a CPU cache points to a magazine of this
             // zone that only this CPU uses.
-            if let Some(m) = unsafe { cache.loaded.as_mut() } {
-                if m.count > 0 {
-                    m.count -= 1;
-                    let elem = m.slots[m.count];
+            if let Some(m) = unsafe { cache.loaded.as_ref() } {
+                if cache.count > 0 {
+                    cache.count -= 1;
+                    let elem = m.slots[cache.count];
                     // SAFETY: magazine slots hold elements of this zone in the free state.
                     if let Err(kind) = unsafe { self.verify_free_state(elem) } {
                         self.quarantine_element();
@@ -685,8 +725,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 }
             }
             // SAFETY: as above.
-            if unsafe { cache.previous.as_ref() }.is_some_and(|m| m.count > 0) {
-                core::mem::swap(&mut cache.loaded, &mut cache.previous);
+            if cache.previous_count().is_some_and(|n| n > 0) {
+                cache.swap();
                 continue;
             }
             if let Err(outcome) = self.reload(cache) {
@@ -706,16 +746,18 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             unsafe {
                 core.depot_full = (*full).next;
                 core.depot_full_len -= 1;
+                cache.store_count();
                 if let Some(empty) = cache.loaded.as_mut() {
                     empty.next = core.depot_empty;
                     core.depot_empty = empty;
                 }
             }
-            cache.loaded = full;
+            cache.load(full);
             return Ok(());
         }
         if cache.loaded.is_null() {
-            cache.loaded = self.empty_magazine(&mut core).map_err(Outcome::Failed)?;
+            let m = self.empty_magazine(&mut core).map_err(Outcome::Failed)?;
+            cache.load(m);
         }
         // SAFETY: `cache.loaded` is non-null and this CPU's.
         let m = unsafe { &mut *cache.loaded };
@@ -734,6 +776,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             }
         }
         m.count = got;
+        cache.count = got;
         Ok(())
     }
 
@@ -1002,18 +1045,19 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// Pushes a free-state element on the loaded magazine, if it has room.
     #[inline(always)]
     fn push(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> bool {
+        let count = cache.count;
+        if count >= self.magazine_size {
+            return false;
+        }
         // SAFETY: a CPU cache's magazines are this CPU's.
         let Some(m) = (unsafe { cache.loaded.as_mut() }) else {
             return false;
         };
-        if m.count >= self.magazine_size {
-            return false;
-        }
-        let Some(slot) = m.slots.get_mut(m.count) else {
+        let Some(slot) = m.slots.get_mut(count) else {
             return false;
         };
         *slot = elem;
-        m.count += 1;
+        cache.count = count + 1;
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.frees);
         }
@@ -1048,9 +1092,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         loop {
             // SAFETY: a CPU cache's magazines are this CPU's.
             if let Some(m) = unsafe { cache.loaded.as_mut() } {
-                if m.count < self.magazine_size {
-                    m.slots[m.count] = elem;
-                    m.count += 1;
+                if cache.count < self.magazine_size {
+                    m.slots[cache.count] = elem;
+                    cache.count += 1;
                     if let Some(c) = self.counters.get(cpu) {
                         CpuCounters::bump(&c.frees);
                     }
@@ -1058,8 +1102,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 }
             }
             // SAFETY: as above.
-            if unsafe { cache.previous.as_ref() }.is_some_and(|m| m.count == 0) {
-                core::mem::swap(&mut cache.loaded, &mut cache.previous);
+            if cache.previous_count() == Some(0) {
+                cache.swap();
                 continue;
             }
             if let Err(e) = self.unload(cache) {
@@ -1074,12 +1118,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     fn unload(&self, cache: &mut CpuCache) -> Result<(), ZoneError> {
         let mut core = self.core.lock();
         if cache.loaded.is_null() {
-            cache.loaded = self.empty_magazine(&mut core)?;
+            let m = self.empty_magazine(&mut core)?;
+            cache.load(m);
             return Ok(());
         }
         if cache.previous.is_null() {
             cache.previous = self.empty_magazine(&mut core)?;
-            core::mem::swap(&mut cache.loaded, &mut cache.previous);
+            cache.swap();
             return Ok(());
         }
         // Both magazines are full: the previous one goes to the depot (or back to the chunks
@@ -1092,13 +1137,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 core.depot_full = full;
                 core.depot_full_len += 1;
                 cache.previous = empty;
-                core::mem::swap(&mut cache.loaded, &mut cache.previous);
+                cache.swap();
                 return Ok(());
             }
         }
         // SAFETY: `full` is this CPU's magazine, reached under the lock.
         unsafe { self.empty_into_chunks(&mut core, &mut *full) };
-        core::mem::swap(&mut cache.loaded, &mut cache.previous);
+        cache.swap();
         Ok(())
     }
 
@@ -1554,11 +1599,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 unsafe {
                     self.caches.with_mut(cpu, |cache| {
                         let mut core = self.core.lock();
+                        cache.store_count();
                         for m in [cache.loaded, cache.previous] {
                             if let Some(m) = m.as_mut() {
                                 self.empty_into_chunks(&mut core, m);
                             }
                         }
+                        cache.count = 0;
                     });
                 }
             }
@@ -1579,11 +1626,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         unsafe {
             self.caches.with_mut(cpu, |cache| {
                 let mut core = self.core.lock();
+                cache.store_count();
                 for m in [cache.loaded, cache.previous] {
                     if let Some(m) = m.as_mut() {
                         self.empty_into_chunks(&mut core, m);
                     }
                 }
+                cache.count = 0;
             });
         }
         self.report_pending();
