@@ -138,14 +138,14 @@ impl Geometry {
     }
 
     /// Returns the chunk holding `addr` (by masking).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn chunk_of(&self, addr: *mut u8) -> *mut ChunkHeader {
         addr.map_addr(|a| a & !(self.chunk_size - 1)).cast()
     }
 
     /// Returns the index of the element starting at `addr` in `chunk`, or `None` if `addr` is
     /// not an element boundary.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn index_of(&self, chunk: *mut ChunkHeader, addr: *mut u8) -> Option<usize> {
         let offset = (addr as usize)
             .checked_sub(chunk as usize)?
@@ -172,7 +172,7 @@ pub(crate) struct Codec {
 impl Codec {
     /// The value a free element's second word holds: it tells a double free (the marker is
     /// already there) and a write after free (it is gone) apart from normal use.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn marker(&self, elem: *mut u8) -> usize {
         (elem as usize) ^ self.secret.rotate_left(29) ^ 0xf4ee_f4ee_f4ee_f4ee_u64 as usize
     }
@@ -224,7 +224,7 @@ pub(crate) unsafe fn init(chunk: *mut ChunkHeader, g: &Geometry, c: &Codec) {
 /// # Safety
 ///
 /// `chunk` is readable for a header's size.
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn is_zones(chunk: *mut ChunkHeader, secret: usize) -> bool {
     // SAFETY: the caller guarantees the header is readable.
     unsafe { (*chunk).magic == magic(chunk, secret) }

@@ -618,6 +618,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
     }
 
+    #[inline(always)]
     fn cpu_slot(&self, cpu: Option<CpuIndex>) -> Option<CpuIndex> {
         cpu.filter(|c| c.as_usize() < CPUS && !self.flags.contains(ZoneFlags::NO_CACHE))
     }
@@ -634,7 +635,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// [`ZoneError::LimitReached`], [`ZoneError::Source`] when no memory is left, and
     /// [`ZoneError::Violation`] when a corrupt free element was found (after the handler
     /// returned; the element is quarantined).
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self) -> Result<NonNull<u8>, ZoneError> {
         // The fast path: pop from this CPU's loaded magazine. Everything else (swapping
         // magazines, the depot, the chunks, violations, callbacks) is out of line.
@@ -1011,7 +1012,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     ///
     /// [`ZoneError::Violation`] if a check failed and the handler returned (the element is
     /// left alone).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, elem: NonNull<u8>) -> Result<(), ZoneError> {
         let elem = elem.as_ptr();
         if self.flags.contains(ZoneFlags::CHECK_FREE) {
@@ -1264,6 +1265,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// # Safety
     ///
     /// The chunk-aligned block around `elem` is readable.
+    #[inline(always)]
     unsafe fn check_free(&self, elem: *mut u8) -> Result<(), ViolationKind> {
         let chunk = self.geometry.chunk_of(elem);
         // SAFETY: the caller's guarantee.
@@ -1286,7 +1288,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// # Safety
     ///
     /// `elem` is an element of this zone no one else uses.
-    #[inline]
+    #[inline(always)]
     unsafe fn enter_free_state(&self, elem: *mut u8) {
         // SAFETY: the element spans `stride` writable bytes (at least two words).
         unsafe {
