@@ -86,6 +86,10 @@ pub(crate) struct Layout {
     pub(crate) page_aligned: bool,
 }
 
+/// Smallest chunk a zone uses: 16 KiB keeps the headers of a zone's busy chunks few enough to
+/// stay cached when frees come in random order (every checked free reads its chunk's header).
+pub(crate) const MIN_CHUNK: usize = 16 << 10;
+
 /// Largest chunk a zone uses.
 pub(crate) const MAX_CHUNK: usize = 1 << 20;
 
@@ -95,7 +99,7 @@ impl Geometry {
     /// [`MAX_CHUNK`]) and wastes at most 1/16 of the chunk, else the least wasteful size.
     pub(crate) fn new(stride: usize, align: usize, page: usize, layout: Layout) -> Option<Self> {
         let mut best: Option<(usize, Self)> = None;
-        let mut chunk_size = page;
+        let mut chunk_size = page.max(MIN_CHUNK);
         let tail = if layout.guard { page } else { 0 };
         let first_align = if layout.page_aligned { page } else { align };
         while chunk_size <= MAX_CHUNK.max(page) {
@@ -504,7 +508,7 @@ mod tests {
     #[test]
     fn geometry_prefers_small_chunks_with_little_waste() {
         let g = Geometry::new(64, 16, 4096, Layout::default()).unwrap();
-        assert_eq!(g.chunk_size, 4096);
+        assert_eq!(g.chunk_size, MIN_CHUNK);
         assert!(g.per_chunk >= 8 && g.first >= size_of::<ChunkHeader>());
         assert_eq!(g.first % 16, 0);
         let g = Geometry::new(3072, 8, 4096, Layout::default()).unwrap();
