@@ -171,6 +171,10 @@ pub(crate) struct Codec {
     pub(crate) encode: bool,
     pub(crate) mark: bool,
     pub(crate) zero: bool,
+    /// `marker(elem) = elem ^ marker_key`.
+    marker_key: usize,
+    /// A chunk's magic is `magic_key ^ chunk address`.
+    pub(crate) magic_key: usize,
 }
 
 impl Codec {
@@ -178,14 +182,26 @@ impl Codec {
     /// already there) and a write after free (it is gone) apart from normal use.
     #[inline(always)]
     pub(crate) fn marker(&self, elem: *mut u8) -> usize {
-        (elem as usize) ^ self.secret.rotate_left(29) ^ 0xf4ee_f4ee_f4ee_f4ee_u64 as usize
+        (elem as usize) ^ self.marker_key
+    }
+
+    /// Returns the codec for `secret`, with the per-zone constants precomputed.
+    pub(crate) const fn new(secret: usize, encode: bool, mark: bool, zero: bool) -> Self {
+        Self {
+            secret,
+            encode,
+            mark,
+            zero,
+            marker_key: secret.rotate_left(29) ^ 0xf4ee_f4ee_f4ee_f4ee_u64 as usize,
+            magic_key: CHUNK_MAGIC ^ secret,
+        }
     }
 }
 
-/// Returns the magic a chunk at `chunk` of a zone with `secret` carries.
+/// Returns the magic a chunk at `chunk` carries (see [`Codec::magic_key`]).
 #[inline]
-fn magic(chunk: *mut ChunkHeader, secret: usize) -> usize {
-    CHUNK_MAGIC ^ secret ^ (chunk as usize)
+fn magic(chunk: *mut ChunkHeader, magic_key: usize) -> usize {
+    magic_key ^ (chunk as usize)
 }
 
 /// Encodes (or decodes: the operation is its own inverse) a freelist link stored at `slot`.
@@ -206,7 +222,7 @@ fn code(value: usize, slot: *mut u8, secret: usize, encode: bool) -> usize {
 /// else uses.
 pub(crate) unsafe fn init(chunk: *mut ChunkHeader, g: &Geometry, c: &Codec) {
     let header = ChunkHeader {
-        magic: magic(chunk, c.secret),
+        magic: magic(chunk, c.magic_key),
         free_head: code(0, chunk.cast(), c.secret, c.encode),
         free: 0,
         fresh: 0,
@@ -229,9 +245,9 @@ pub(crate) unsafe fn init(chunk: *mut ChunkHeader, g: &Geometry, c: &Codec) {
 ///
 /// `chunk` is readable for a header's size.
 #[inline(always)]
-pub(crate) unsafe fn is_zones(chunk: *mut ChunkHeader, secret: usize) -> bool {
+pub(crate) unsafe fn is_zones(chunk: *mut ChunkHeader, magic_key: usize) -> bool {
     // SAFETY: the caller guarantees the header is readable.
-    unsafe { (*chunk).magic == magic(chunk, secret) }
+    unsafe { (*chunk).magic == magic(chunk, magic_key) }
 }
 
 /// Returns `(out, list)` of a chunk.

@@ -510,12 +510,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             |s| s as u64,
         );
         let secret = mix(base ^ serial.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize;
-        let codec = Codec {
+        let codec = Codec::new(
             secret,
-            encode: flags.contains(ZoneFlags::ENCODE_FREELIST),
-            mark: flags.contains(ZoneFlags::CHECK_FREE),
-            zero: flags.contains(ZoneFlags::ZERO_ON_FREE),
-        };
+            flags.contains(ZoneFlags::ENCODE_FREELIST),
+            flags.contains(ZoneFlags::CHECK_FREE),
+            flags.contains(ZoneFlags::ZERO_ON_FREE),
+        );
         // The depot holds up to 128 KiB of cached elements per CPU (XNU's per-CPU cache limit),
         // and at least two full magazines per CPU.
         let magazine_bytes = (magazine_size * stride).max(1);
@@ -1269,7 +1269,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     unsafe fn check_free(&self, elem: *mut u8) -> Result<(), ViolationKind> {
         let chunk = self.geometry.chunk_of(elem);
         // SAFETY: the caller's guarantee.
-        if !unsafe { chunk::is_zones(chunk, self.codec.secret) } {
+        if !unsafe { chunk::is_zones(chunk, self.codec.magic_key) } {
             return Err(ViolationKind::ForeignPointer);
         }
         self.geometry
@@ -1501,7 +1501,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     pub unsafe fn require(&self, elem: NonNull<u8>) -> Result<(), ViolationKind> {
         let chunk = self.geometry.chunk_of(elem.as_ptr());
         // SAFETY: the caller's guarantee.
-        let result = if unsafe { chunk::is_zones(chunk, self.codec.secret) } {
+        let result = if unsafe { chunk::is_zones(chunk, self.codec.magic_key) } {
             self.geometry
                 .index_of(chunk, elem.as_ptr())
                 .map(|_| ())
