@@ -521,6 +521,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "32768 sizes are slow under miri and involve no unsafe code")]
     fn classes_cover_every_size_with_the_smallest_fit() {
         for size in 1..=KALLOC_MAX {
             let c = class_of(size, 8, 4096).unwrap();
