@@ -546,7 +546,10 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "every offset of four chunks is slow under miri; no unsafe code")]
+    #[cfg_attr(
+        miri,
+        ignore = "every offset of four chunks is slow under miri; no unsafe code"
+    )]
     fn index_of_accepts_only_boundaries() {
         let g = Geometry::new(48, 16, 4096, Layout::default()).unwrap();
         let chunk = 0x10_0000 as *mut ChunkHeader;

@@ -146,16 +146,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> fmt::Debug for Kalloc<'_, S,
 /// Writes `<prefix>.<size>` into a name buffer, truncating the prefix to fit [`MAX_NAME`].
 fn class_name(buf: &mut [u8; MAX_NAME], prefix: &str, size: usize) -> usize {
     let mut digits = [0u8; 20];
-    let mut n = size;
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    let digits = crate::stats::decimal(&mut digits, size);
+    let len = digits.len();
     // Keep the prefix on a character boundary.
     let mut keep = prefix.len().min(MAX_NAME - 1 - len);
     while !prefix.is_char_boundary(keep) {
@@ -163,9 +155,7 @@ fn class_name(buf: &mut [u8; MAX_NAME], prefix: &str, size: usize) -> usize {
     }
     buf[..keep].copy_from_slice(&prefix.as_bytes()[..keep]);
     buf[keep] = b'.';
-    for i in 0..len {
-        buf[keep + 1 + i] = digits[len - 1 - i];
-    }
+    buf[keep + 1..keep + 1 + len].copy_from_slice(digits);
     keep + 1 + len
 }
 
@@ -521,7 +511,10 @@ mod tests {
     use super::*;
 
     #[test]
-    #[cfg_attr(miri, ignore = "32768 sizes are slow under miri and involve no unsafe code")]
+    #[cfg_attr(
+        miri,
+        ignore = "32768 sizes are slow under miri and involve no unsafe code"
+    )]
     fn classes_cover_every_size_with_the_smallest_fit() {
         for size in 1..=KALLOC_MAX {
             let c = class_of(size, 8, 4096).unwrap();

@@ -79,22 +79,27 @@ fn human(f: &mut fmt::Formatter<'_>, width: usize, bytes: usize) -> fmt::Result 
     write!(f, "{text:>width$}")
 }
 
-/// Formats `value` followed by `unit` into `buf` without allocating.
-fn format_into<'b>(buf: &'b mut [u8; 24], value: usize, unit: &str) -> &'b str {
-    let mut digits = [0u8; 20];
+/// Writes the decimal digits of `value` into a buffer; returns them (at most 20 bytes).
+pub(crate) fn decimal(buf: &mut [u8; 20], value: usize) -> &[u8] {
     let mut n = value;
-    let mut len = 0;
+    let mut start = buf.len();
     loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    for i in 0..len {
-        buf[i] = digits[len - 1 - i];
-    }
+    &buf[start..]
+}
+
+/// Formats `value` followed by `unit` into `buf` without allocating.
+fn format_into<'b>(buf: &'b mut [u8; 24], value: usize, unit: &str) -> &'b str {
+    let mut digits = [0u8; 20];
+    let digits = decimal(&mut digits, value);
+    let len = digits.len();
+    buf[..len].copy_from_slice(digits);
     let unit = unit.as_bytes();
     buf[len..len + unit.len()].copy_from_slice(unit);
     core::str::from_utf8(&buf[..len + unit.len()]).unwrap_or("?")

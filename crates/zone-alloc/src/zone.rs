@@ -1598,18 +1598,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         self.cpu.with_cpu(|cpu| {
             if let Some(cpu) = self.cpu_slot(cpu) {
                 // SAFETY: as in `alloc`: the slot is this context's alone during the call.
-                unsafe {
-                    self.caches.with_mut(cpu, |cache| {
-                        let mut core = self.core.lock();
-                        cache.store_count();
-                        for m in [cache.loaded, cache.previous] {
-                            if let Some(m) = m.as_mut() {
-                                self.empty_into_chunks(&mut core, m);
-                            }
-                        }
-                        cache.count = 0;
-                    });
-                }
+                unsafe { self.caches.with_mut(cpu, |cache| self.empty_cache(cache)) };
             }
         });
         self.report_pending();
@@ -1625,19 +1614,23 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     pub unsafe fn drain_offline_cpu(&self, cpu: CpuIndex) {
         // SAFETY: the caller guarantees the owner of the slot does not use it meanwhile, and
         // this call does not re-enter the cell.
-        unsafe {
-            self.caches.with_mut(cpu, |cache| {
-                let mut core = self.core.lock();
-                cache.store_count();
-                for m in [cache.loaded, cache.previous] {
-                    if let Some(m) = m.as_mut() {
-                        self.empty_into_chunks(&mut core, m);
-                    }
-                }
-                cache.count = 0;
-            });
-        }
+        unsafe { self.caches.with_mut(cpu, |cache| self.empty_cache(cache)) };
         self.report_pending();
+    }
+
+    /// Returns both magazines of a CPU cache to the chunks (they stay with the cache, empty).
+    fn empty_cache(&self, cache: &mut CpuCache) {
+        let mut core = self.core.lock();
+        cache.store_count();
+        for m in [cache.loaded, cache.previous] {
+            // SAFETY: the cache's magazines are the zone's, reached under the lock by the
+            // context that holds the cache.
+            if let Some(m) = unsafe { m.as_mut() } {
+                // SAFETY: as above.
+                unsafe { self.empty_into_chunks(&mut core, m) };
+            }
+        }
+        cache.count = 0;
     }
 
     /// Returns the zone's statistics now (the per-CPU counters are read without stopping the
