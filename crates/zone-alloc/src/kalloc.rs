@@ -282,6 +282,9 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     fn alloc_large(&self, layout: Layout) -> Result<NonNull<u8>, ZoneError> {
         let (bytes, align, offset) = self.large_layout(layout).ok_or(ZoneError::BadConfig)?;
         let base = self.source.allocate(bytes, align)?;
+        // The block comes back with the caller's (narrower) provenance; the header in front
+        // of it is reached through the exposed one (see `free_large`).
+        let _ = base.as_ptr().expose_provenance();
         // SAFETY: `offset < bytes`, so the block starts inside the allocation.
         let p = unsafe { base.add(offset) };
         if let Some(list) = &self.tracked {

@@ -432,6 +432,18 @@ enum Outcome<T> {
     Locked,
 }
 
+/// Returns a pointer to `addr` with the provenance of the zone memory there.
+///
+/// Callers hand elements back with pointers whose provenance covers only what they asked for
+/// (a `Box<[u8; 40]>` covers 40 bytes); the zone must also reach the rest of the element and
+/// its chunk's header. Chunks expose their provenance when they are made (`new_chunk`), and this
+/// picks it up again from the address. In compiled code it is a plain cast; under miri it keeps
+/// the allocator's accesses within what the memory model allows.
+#[inline(always)]
+fn zone_ptr(addr: usize) -> *mut u8 {
+    ptr::with_exposed_provenance_mut(addr)
+}
+
 /// Numbers zones, so that zones configured with the same secret still get distinct ones. A
 /// `core` atomic (not the loom shim): it only has to be unique and lives in a `static`.
 static ZONE_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
@@ -888,6 +900,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     fn new_chunk(&self, core: &mut Core) -> Result<*mut ChunkHeader, ZoneError> {
         let size = self.geometry.chunk_size;
         let mem = self.source.allocate(size, size)?;
+        // Elements come back with narrower provenance: see `zone_ptr`.
+        let _ = mem.as_ptr().expose_provenance();
         let chunk = mem.as_ptr().cast::<ChunkHeader>();
         // SAFETY: the source gave us `size` bytes aligned to `size`, used by nothing else.
         unsafe { chunk::init(chunk, &self.geometry, &self.codec) };
@@ -1014,7 +1028,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// left alone).
     #[inline(always)]
     pub unsafe fn free(&self, elem: NonNull<u8>) -> Result<(), ZoneError> {
-        let elem = elem.as_ptr();
+        let elem = zone_ptr(elem.as_ptr().addr());
         if self.flags.contains(ZoneFlags::CHECK_FREE) {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
@@ -1442,7 +1456,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         {
             return Err(ZoneError::BadConfig);
         }
-        let elem = elem.as_ptr();
+        let elem = zone_ptr(elem.as_ptr().addr());
         let result = {
             let _core = self.core.lock();
             // SAFETY: the caller's contract: an allocated element of this zone.
@@ -1480,7 +1494,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             return Ok(());
         }
         // SAFETY: the caller's contract.
-        let result = unsafe { self.check_seal(elem.as_ptr()) };
+        let result = unsafe { self.check_seal(zone_ptr(elem.as_ptr().addr())) };
         if let Err(kind) = result {
             self.report(kind, elem.as_ptr() as usize);
         }
@@ -1499,7 +1513,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// [`ViolationKind::ForeignPointer`] or [`ViolationKind::NotAnElement`]; the violation
     /// handler is called first.
     pub unsafe fn require(&self, elem: NonNull<u8>) -> Result<(), ViolationKind> {
-        let chunk = self.geometry.chunk_of(elem.as_ptr());
+        let chunk = self.geometry.chunk_of(zone_ptr(elem.as_ptr().addr()));
         // SAFETY: the caller's guarantee.
         let result = if unsafe { chunk::is_zones(chunk, self.codec.magic_key) } {
             self.geometry
