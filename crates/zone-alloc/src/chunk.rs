@@ -67,6 +67,8 @@ pub(crate) struct Geometry {
     pub(crate) chunk_size: usize,
     /// Offset of element 0.
     pub(crate) first: usize,
+    /// Offset of the per-element state bytes (1: with a user, 0: free), after the bitmap.
+    pub(crate) states: usize,
     /// Elements per chunk.
     pub(crate) per_chunk: usize,
     /// Bytes at the end of the chunk kept free of elements (a guard page, or 0).
@@ -123,12 +125,14 @@ impl Geometry {
     fn with_chunk(stride: usize, align: usize, chunk_size: usize, tail: usize) -> Option<Self> {
         let upper = chunk_size / stride;
         let bitmap = upper.div_ceil(64) * 8;
-        let first = (size_of::<ChunkHeader>() + bitmap).next_multiple_of(align);
+        let states = size_of::<ChunkHeader>() + bitmap;
+        let first = (states + upper.next_multiple_of(8)).next_multiple_of(align);
         let per_chunk = chunk_size.checked_sub(first)?.checked_sub(tail)? / stride;
         (per_chunk > 0 && u32::try_from(per_chunk).is_ok() && stride > 1).then_some(Self {
             stride,
             chunk_size,
             first,
+            states,
             per_chunk,
             tail,
             recip: (u64::MAX / stride as u64).wrapping_add(1),
@@ -139,6 +143,16 @@ impl Geometry {
     /// chunk_size - tail)`, as offsets.
     pub(crate) fn element_pages(&self, page: usize) -> (usize, usize) {
         (self.first - self.first % page, self.chunk_size - self.tail)
+    }
+
+    /// Returns the state byte of element `index` of `chunk` (1: with a user, 0: free).
+    ///
+    /// Each element has its own byte, so CPUs freeing or allocating different elements of a
+    /// chunk never touch the same byte; one element moves between CPUs only through the zone
+    /// lock or the caller's own synchronisation.
+    #[inline(always)]
+    pub(crate) fn state(&self, chunk: *mut ChunkHeader, index: usize) -> *mut u8 {
+        chunk.cast::<u8>().wrapping_add(self.states + index)
     }
 
     /// Returns the chunk holding `addr` (by masking).
@@ -164,27 +178,19 @@ impl Geometry {
 }
 
 /// How a zone protects its free elements: the secret its encodings use, whether freelist links
-/// are encoded, whether free elements carry a marker word and whether they are zeroed.
+/// are encoded, whether element states are tracked (checked frees) and whether free elements
+/// are zeroed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Codec {
     pub(crate) secret: usize,
     pub(crate) encode: bool,
     pub(crate) mark: bool,
     pub(crate) zero: bool,
-    /// `marker(elem) = elem ^ marker_key`.
-    marker_key: usize,
     /// A chunk's magic is `magic_key ^ chunk address`.
     pub(crate) magic_key: usize,
 }
 
 impl Codec {
-    /// The value a free element's second word holds: it tells a double free (the marker is
-    /// already there) and a write after free (it is gone) apart from normal use.
-    #[inline(always)]
-    pub(crate) fn marker(&self, elem: *mut u8) -> usize {
-        (elem as usize) ^ self.marker_key
-    }
-
     /// Returns the codec for `secret`, with the per-zone constants precomputed.
     pub(crate) const fn new(secret: usize, encode: bool, mark: bool, zero: bool) -> Self {
         Self {
@@ -192,7 +198,6 @@ impl Codec {
             encode,
             mark,
             zero,
-            marker_key: secret.rotate_left(29) ^ 0xf4ee_f4ee_f4ee_f4ee_u64 as usize,
             magic_key: CHUNK_MAGIC ^ secret,
         }
     }
@@ -236,6 +241,7 @@ pub(crate) unsafe fn init(chunk: *mut ChunkHeader, g: &Geometry, c: &Codec) {
         chunk.write(header);
         let bitmap = chunk.add(1).cast::<u64>();
         ptr::write_bytes(bitmap, 0, g.per_chunk.div_ceil(64));
+        ptr::write_bytes(chunk.cast::<u8>().add(g.states), 0, g.per_chunk);
     }
 }
 
@@ -274,10 +280,9 @@ unsafe fn bit(chunk: *mut ChunkHeader, index: usize) -> (*mut u64, u64) {
 }
 
 /// Takes up to `out.len()` elements out of `chunk` into `out` (returns how many). When the
-/// codec marks, each taken element's second word must hold the free marker, and when it
-/// zeroes, every word after the marker must be zero (else the element was written after it
-/// was freed). The first two words of every taken element are zero
-/// afterwards, and a fresh element is zeroed whole when the codec zeroes.
+/// codec zeroes, every word of a freed element after its link must still be zero (else it was
+/// written after it was freed), and fresh elements are zeroed whole. The first word (the
+/// link) of every taken element is zero afterwards. Element states are not changed.
 ///
 /// # Safety
 ///
@@ -285,8 +290,8 @@ unsafe fn bit(chunk: *mut ChunkHeader, index: usize) -> (*mut u64, u64) {
 ///
 /// # Errors
 ///
-/// A decoded link that is not an element of this chunk, or a free element whose marker was
-/// overwritten: the chunk's freelist is corrupt and no element is taken after it.
+/// A decoded link that is not a free element of this chunk, or a free element written after
+/// it was freed: the chunk's freelist is corrupt and no element is taken after it.
 pub(crate) unsafe fn take(
     chunk: *mut ChunkHeader,
     g: &Geometry,
@@ -316,15 +321,11 @@ pub(crate) unsafe fn take(
                     // A link to an element that is out: the freelist was forged.
                     return Err((ViolationKind::FreelistCorrupted, elem));
                 }
-                let w1 = elem.cast::<usize>().add(1);
-                if c.mark && w1.read() != c.marker(elem) {
-                    return Err((ViolationKind::ModifiedAfterFree, elem));
-                }
                 if c.zero {
-                    // Everything after the link and the marker was zeroed when it was freed.
+                    // Everything after the link was zeroed when it was freed.
                     let words = g.stride / size_of::<usize>();
                     let mut any = 0;
-                    for i in 2..words {
+                    for i in 1..words {
                         any |= elem.cast::<usize>().add(i).read();
                     }
                     if any != 0 {
@@ -348,7 +349,6 @@ pub(crate) unsafe fn take(
                 if !next_ok {
                     return Err((ViolationKind::FreelistCorrupted, elem));
                 }
-                w1.write(0);
                 elem.cast::<usize>().write(0);
                 // Re-encode the next link for the head slot.
                 (*h).free_head = code(next, slot_of_head, secret, encode);
@@ -363,8 +363,6 @@ pub(crate) unsafe fn take(
                 (*h).fresh += 1;
                 if c.zero {
                     ptr::write_bytes(elem, 0, g.stride);
-                } else {
-                    elem.cast::<[usize; 2]>().write([0, 0]);
                 }
                 elem
             } else {
@@ -382,9 +380,8 @@ pub(crate) unsafe fn take(
     Ok(taken)
 }
 
-/// Returns `elem` to `chunk`. The element's first word becomes the encoded link, its second
-/// word the marker (when the codec marks); the caller has already zeroed the rest if the
-/// zone zeroes.
+/// Returns `elem` to `chunk`: its first word becomes the encoded link (the caller has already
+/// zeroed the rest if the zone zeroes, and set the element's state to free).
 ///
 /// # Safety
 ///
@@ -414,9 +411,6 @@ pub(crate) unsafe fn put(
         let slot_of_head = chunk.cast::<u8>();
         let head = code((*h).free_head, slot_of_head, secret, encode);
         elem.cast::<usize>().write(code(head, elem, secret, encode));
-        if c.mark {
-            elem.cast::<usize>().add(1).write(c.marker(elem));
-        }
         (*h).free_head = code(elem as usize, slot_of_head, secret, encode);
         (*h).free += 1;
         (*h).out -= 1;

@@ -61,7 +61,7 @@ pub enum ViolationKind {
     NotAnElement,
     /// An element freed while it was already free.
     DoubleFree,
-    /// A free element was written to (its zeroed contents or its free marker changed): a
+    /// A free element of a zeroing zone was written to (its contents are no longer zero): a
     /// use-after-free write.
     ModifiedAfterFree,
     /// A chunk's freelist link does not point at a free element of the chunk: the freelist was

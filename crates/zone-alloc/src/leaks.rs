@@ -13,9 +13,9 @@ use core::ops::Range;
 /// [`Kalloc`]: crate::Kalloc
 pub trait LeakScan {
     /// Calls `f(zone name, address, size)` for every element allocated to a user (cached free
-    /// elements are skipped when the zone marks free elements, [`ZoneFlags::CHECK_FREE`];
-    /// without the marker, cached elements are reported as allocated, so drain the caches
-    /// first).
+    /// elements are told apart by their state when the zone tracks states,
+    /// [`ZoneFlags::CHECK_FREE`]; without it cached elements are reported as allocated, so
+    /// drain the caches first).
     ///
     /// # Safety
     ///

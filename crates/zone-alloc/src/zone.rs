@@ -14,10 +14,11 @@
 //!    bitmap and a freelist (see `chunk.rs`), kept on empty / partial / full lists. Empty chunks
 //!    go back to the source when the zone is trimmed or drained.
 //!
-//! Free elements in magazines are in the zone's "free state": with
-//! [`ZoneFlags::CHECK_FREE`] their second word holds a marker derived from the zone secret and
-//! their address (a second free finds it and is a double free; a write after free erases it),
-//! and with [`ZoneFlags::ZERO_ON_FREE`] every other byte is zero and checked on allocation.
+//! With [`ZoneFlags::CHECK_FREE`] every element has a state byte in its chunk's metadata (with a
+//! user, or free): a free of a free element is a double free. With
+//! [`ZoneFlags::ZERO_ON_FREE`] free elements are zero (but for a chunk freelist link) and checked
+//! on allocation. The zone never reads the contents of an element a user hands back (they may
+//! be uninitialised); it reads only memory it wrote itself.
 
 use core::fmt;
 use core::ptr::{self, NonNull};
@@ -33,7 +34,7 @@ use crate::stats::ZoneStats;
 
 /// Largest element a zone holds (XNU's `ZONE_MAX_ALLOC_SIZE`).
 pub const MAX_ELEMENT_SIZE: usize = 32 * 1024;
-/// Smallest element stride: free elements hold a link and a marker word.
+/// Smallest element stride.
 pub const MIN_ELEMENT_SIZE: usize = 16;
 /// Longest zone name, in bytes.
 pub const MAX_NAME: usize = 32;
@@ -52,9 +53,9 @@ impl ZoneFlags {
     /// return zeroed memory.
     pub const ZERO_ON_FREE: Self = Self(1 << 0);
     /// Check every free: the pointer must be an element of one of the zone's chunks, and not
-    /// free already (a marker word in free elements). Reports
+    /// free already (a state byte per element in the chunk's metadata). Reports
     /// [`ViolationKind::ForeignPointer`], [`ViolationKind::NotAnElement`] and
-    /// [`ViolationKind::DoubleFree`]; the marker also catches writes to its word after free.
+    /// [`ViolationKind::DoubleFree`].
     pub const CHECK_FREE: Self = Self(1 << 1);
     /// Encode chunk freelist links with the zone secret and the link's own address, and check
     /// every decoded link ([`ViolationKind::FreelistCorrupted`]).
@@ -181,7 +182,7 @@ impl<'n> ZoneConfig<'n> {
         self
     }
 
-    /// Sets the secret that encodes freelist links, free markers and chunk headers. Pass a
+    /// Sets the secret that encodes freelist links and chunk headers. Pass a
     /// random value (a kernel draws it from its entropy source, e.g. `machvm-aslr`); each zone
     /// mixes it with its own serial number. Without one the zone derives a value from its name
     /// and a stack address, which is only as unpredictable as the kernel's layout.
@@ -678,8 +679,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
         cache.count = top;
         if self.codec.mark {
-            // SAFETY: the element is ours now; its marker word is inside it.
-            unsafe { elem.cast::<usize>().add(1).write(0) };
+            self.set_state(elem, 1);
         }
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.allocs);
@@ -727,8 +727,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                         return Outcome::Violation(kind, elem as usize);
                     }
                     if self.codec.mark {
-                        // SAFETY: the element is ours now.
-                        unsafe { elem.cast::<usize>().add(1).write(0) };
+                        self.set_state(elem, 1);
                     }
                     if let Some(c) = self.counters.get(cpu) {
                         CpuCounters::bump(&c.allocs);
@@ -781,13 +780,6 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 ZoneError::Violation(kind) => Outcome::Violation(kind, addr),
                 e => Outcome::Failed(e),
             })?;
-        if self.codec.mark {
-            for &elem in &m.slots[..got] {
-                // SAFETY: `fill` handed out these elements (zeroed as the zone requires, words
-                // 0 and 1 clear); marking them puts them in the free state of magazines.
-                unsafe { elem.cast::<usize>().add(1).write(self.codec.marker(elem)) };
-            }
-        }
         m.count = got;
         cache.count = got;
         Ok(())
@@ -801,6 +793,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         match self.fill(&mut core, &mut one) {
             Ok(_) => {
                 core.locked_allocs += 1;
+                if self.codec.mark {
+                    self.set_state(one[0], 1);
+                }
                 // SAFETY: `fill` returned one element, inside a chunk, so non-null.
                 Outcome::Done(unsafe { NonNull::new_unchecked(one[0]) })
             }
@@ -1191,7 +1186,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         for i in 0..m.count {
             let elem = m.slots[i];
             // SAFETY: magazine elements are elements of this zone in the free state; `put`
-            // keeps it (zeroed contents, marker) and adds the link.
+            // keeps it (zeroed contents) and adds the link.
             let ok = unsafe { self.verify_free_state(elem) }.is_ok() && {
                 let chunk = self.geometry.chunk_of(elem);
                 // SAFETY: the element's chunk is an initialised chunk of this zone.
@@ -1286,15 +1281,27 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         if !unsafe { chunk::is_zones(chunk, self.codec.magic_key) } {
             return Err(ViolationKind::ForeignPointer);
         }
-        self.geometry
+        let index = self
+            .geometry
             .index_of(chunk, elem)
             .ok_or(ViolationKind::NotAnElement)?;
-        // SAFETY: `elem` is an element boundary inside one of our chunks.
-        let marker = unsafe { elem.cast::<usize>().add(1).read() };
-        if marker == self.codec.marker(elem) {
+        // SAFETY: `index` is an element of this chunk, whose state byte the zone wrote.
+        if unsafe { self.geometry.state(chunk, index).read() } == 0 {
             return Err(ViolationKind::DoubleFree);
         }
         Ok(())
+    }
+
+    /// Sets the state byte of element `elem` (1: with a user, 0: free).
+    #[inline(always)]
+    fn set_state(&self, elem: *mut u8, state: u8) {
+        let chunk = self.geometry.chunk_of(elem);
+        if let Some(index) = self.geometry.index_of(chunk, elem) {
+            // SAFETY: `elem` is an element of one of this zone's chunks (the callers only pass
+            // elements the zone handed out or took back), so its state byte is in the chunk;
+            // each element has its own byte.
+            unsafe { self.geometry.state(chunk, index).write(state) };
+        }
     }
 
     /// Puts a freed element in the free state: zeroed if the zone zeroes, marked if it checks.
@@ -1311,17 +1318,15 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 for i in 0..self.geometry.stride / size_of::<usize>() {
                     words.add(i).write(0);
                 }
-            } else {
-                elem.cast::<usize>().write(0);
             }
             if self.codec.mark {
-                elem.cast::<usize>().add(1).write(self.codec.marker(elem));
+                self.set_state(elem, 0);
             }
         }
     }
 
-    /// Checks that a cached element is still in the free state (its marker in place, the
-    /// rest zero when the zone zeroes). Reads only.
+    /// Checks that a cached element is still in the free state (zero when the zone zeroes).
+    /// Reads only memory the zone wrote.
     ///
     /// # Safety
     ///
@@ -1331,13 +1336,10 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // SAFETY: the element spans `stride` readable bytes.
         unsafe {
             let words = elem.cast::<usize>();
-            if self.codec.mark && words.add(1).read() != self.codec.marker(elem) {
-                return Err(ViolationKind::ModifiedAfterFree);
-            }
             if self.codec.zero {
                 let n = self.geometry.stride / size_of::<usize>();
-                let mut any = words.read();
-                for i in 2..n {
+                let mut any = 0;
+                for i in 0..n {
                     any |= words.add(i).read();
                 }
                 if any != 0 {
@@ -1687,11 +1689,14 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> crate::leaks::LeakScan for Z
             while !chunk.is_null() {
                 // SAFETY: chunks on the zone's lists are initialised chunks of the zone, and
                 // the caller keeps everyone else out of the zone during the scan, so reading
-                // an element's marker word races with nothing.
+                // the element state bytes races with nothing.
                 unsafe {
                     chunk::for_each_out(chunk, &self.geometry, |elem| {
                         let cached = self.codec.mark
-                            && elem.cast::<usize>().add(1).read() == self.codec.marker(elem);
+                            && self
+                                .geometry
+                                .index_of(chunk, elem)
+                                .is_some_and(|i| self.geometry.state(chunk, i).read() == 0);
                         if !cached {
                             f(name, elem as usize, self.size);
                         }
