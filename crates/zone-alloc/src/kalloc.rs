@@ -323,8 +323,9 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     pub unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
         match self.zone_for(layout) {
             // A violation was reported to the zone's handler; the block is left alone.
-            // SAFETY: the caller's contract: `ptr` is a live element of this class's zone.
-            Some(zone) => drop(unsafe { zone.free(ptr) }),
+            // SAFETY: the caller's contract: `ptr` is a live element of this class's zone, and
+            // the caller's pointer covers `layout.size()` bytes of it.
+            Some(zone) => drop(unsafe { zone.free_sized(ptr, layout.size()) }),
             // SAFETY: as above, for a large block.
             None => unsafe { self.free_large(ptr, layout) },
         }

@@ -1023,7 +1023,22 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// left alone).
     #[inline(always)]
     pub unsafe fn free(&self, elem: NonNull<u8>) -> Result<(), ZoneError> {
-        let elem = zone_ptr(elem.as_ptr().addr());
+        // SAFETY: the caller's contract; its pointer covers the element's size.
+        unsafe { self.free_sized(elem, self.size) }
+    }
+
+    /// [`free`](Self::free) for a caller whose pointer covers only the first `len` bytes of
+    /// the element (kalloc: the requested size). The zone writes those bytes through the
+    /// caller's pointer and everything else (the rest of the element, the chunk metadata)
+    /// through its own, so it never steps on what the caller's pointer protects.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free); `len` is at most the element size.
+    #[inline(always)]
+    pub(crate) unsafe fn free_sized(&self, user: NonNull<u8>, len: usize) -> Result<(), ZoneError> {
+        let user = user.as_ptr();
+        let elem = zone_ptr(user.addr());
         if self.flags.contains(ZoneFlags::CHECK_FREE) {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
@@ -1036,8 +1051,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             let result = unsafe { self.free_read_only(elem) };
             return result.map_err(|kind| self.report(kind, elem as usize));
         }
-        // SAFETY: `elem` is an element of this zone that the caller gives up.
-        unsafe { self.enter_free_state(elem) };
+        // SAFETY: `elem` is an element of this zone that the caller gives up, `user` the
+        // caller's pointer to its first `len` bytes.
+        unsafe { self.enter_free_state(user, elem, len) };
         let pushed = self.cpu.with_cpu(|cpu| {
             let Some(cpu) = self.cpu_slot(cpu) else {
                 return false;
@@ -1304,19 +1320,28 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
     }
 
-    /// Puts a freed element in the free state: zeroed if the zone zeroes, marked if it checks.
+    /// Puts a freed element in the free state: zeroed if the zone zeroes, its state byte set to
+    /// free if the zone checks frees.
     ///
     /// # Safety
     ///
-    /// `elem` is an element of this zone no one else uses.
+    /// `elem` is an element of this zone no one else uses, reached through the zone's own
+    /// pointer; `user` is the caller's pointer to its first `len` bytes.
     #[inline(always)]
-    unsafe fn enter_free_state(&self, elem: *mut u8) {
-        // SAFETY: the element spans `stride` writable bytes (at least two words).
+    unsafe fn enter_free_state(&self, user: *mut u8, elem: *mut u8, len: usize) {
+        let stride = self.geometry.stride;
+        // SAFETY: the element spans `stride` writable bytes; the caller's pointer covers the
+        // first `len <= stride` of them, the zone's own pointer all of them.
         unsafe {
             if self.codec.zero {
-                let words = elem.cast::<usize>();
-                for i in 0..self.geometry.stride / size_of::<usize>() {
-                    words.add(i).write(0);
+                if len >= stride {
+                    let words = user.cast::<usize>();
+                    for i in 0..stride / size_of::<usize>() {
+                        words.add(i).write(0);
+                    }
+                } else {
+                    ptr::write_bytes(user, 0, len);
+                    ptr::write_bytes(elem.add(len), 0, stride - len);
                 }
             }
             if self.codec.mark {
@@ -1418,7 +1443,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             .map_err(|_| ViolationKind::ReadOnlyWrite)?;
         // SAFETY: an element of this zone, pages writable, under the lock.
         let result = unsafe {
-            self.enter_free_state(elem);
+            self.enter_free_state(elem, elem, self.geometry.stride);
             chunk::put(chunk, &self.geometry, &self.codec, elem)
         };
         self.elements_writable(chunk, false).ok();
