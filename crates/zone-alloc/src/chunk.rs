@@ -381,7 +381,9 @@ pub(crate) unsafe fn take(
 }
 
 /// Returns `elem` to `chunk`: its first word becomes the encoded link (the caller has already
-/// zeroed the rest if the zone zeroes, and set the element's state to free).
+/// zeroed the rest if the zone zeroes, and set the element's state to free). `user` is the
+/// pointer of a caller freeing the element right now and how many bytes it covers: the link's
+/// bytes within that reach are written through it (see `Zone::free_sized`).
 ///
 /// # Safety
 ///
@@ -397,6 +399,7 @@ pub(crate) unsafe fn put(
     g: &Geometry,
     c: &Codec,
     elem: *mut u8,
+    user: Option<(*mut u8, usize)>,
 ) -> Result<(), ViolationKind> {
     let (secret, encode) = (c.secret, c.encode);
     let index = g.index_of(chunk, elem).ok_or(ViolationKind::NotAnElement)?;
@@ -410,12 +413,38 @@ pub(crate) unsafe fn put(
         let h = chunk;
         let slot_of_head = chunk.cast::<u8>();
         let head = code((*h).free_head, slot_of_head, secret, encode);
-        elem.cast::<usize>().write(code(head, elem, secret, encode));
+        write_link(elem, user, code(head, elem, secret, encode));
         (*h).free_head = code(elem as usize, slot_of_head, secret, encode);
         (*h).free += 1;
         (*h).out -= 1;
     }
     Ok(())
+}
+
+/// Writes a link word at `elem`: through the caller's pointer for the bytes it covers, through
+/// the zone's own pointer for the rest.
+///
+/// # Safety
+///
+/// `elem` (the zone's pointer) and `user` (the caller's, covering `len` bytes) point to the
+/// same element of at least one word.
+unsafe fn write_link(elem: *mut u8, user: Option<(*mut u8, usize)>, value: usize) {
+    match user {
+        // SAFETY: the caller's pointer covers the whole word.
+        Some((user, len)) if len >= size_of::<usize>() => unsafe {
+            user.cast::<usize>().write(value);
+        },
+        Some((user, len)) => {
+            let bytes = value.to_ne_bytes();
+            for (i, b) in bytes.iter().enumerate() {
+                let dst = if i < len { user } else { elem };
+                // SAFETY: byte `i` of the element's first word, through a pointer that covers it.
+                unsafe { dst.add(i).write(*b) };
+            }
+        }
+        // SAFETY: the zone's pointer covers the element.
+        None => unsafe { elem.cast::<usize>().write(value) },
+    }
 }
 
 /// Calls `f` with every element of `chunk` that is out of the chunk (allocated or cached).

@@ -1065,7 +1065,11 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             }
             .unwrap_or(false)
         });
-        if pushed { Ok(()) } else { self.free_slow(elem) }
+        if pushed {
+            Ok(())
+        } else {
+            self.free_slow(elem, (user, len))
+        }
     }
 
     /// Pushes a free-state element on the loaded magazine, if it has room.
@@ -1093,7 +1097,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// Free when the loaded magazine is full (or missing); `elem` is in the free state.
     #[cold]
     #[inline(never)]
-    fn free_slow(&self, elem: *mut u8) -> Result<(), ZoneError> {
+    fn free_slow(&self, elem: *mut u8, user: (*mut u8, usize)) -> Result<(), ZoneError> {
         let outcome = self.cpu.with_cpu(|cpu| match self.cpu_slot(cpu) {
             // SAFETY: as in `alloc`.
             Some(cpu) => unsafe {
@@ -1104,7 +1108,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             None => Outcome::Locked,
         });
         let outcome = match outcome {
-            Outcome::Locked => self.free_locked(elem),
+            Outcome::Locked => self.free_locked(elem, user),
             other => other,
         };
         let result = self.finish(outcome);
@@ -1175,12 +1179,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
 
     /// Free under the lock, without a CPU cache; `elem` is in the free state.
     #[cold]
-    fn free_locked(&self, elem: *mut u8) -> Outcome<()> {
+    fn free_locked(&self, elem: *mut u8, user: (*mut u8, usize)) -> Outcome<()> {
         let mut core = self.core.lock();
         let chunk = self.geometry.chunk_of(elem);
         // SAFETY: `elem` is an element of this zone (checked, or by the caller's contract), so
         // `chunk` is an initialised chunk of the zone.
-        match unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem) } {
+        match unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem, Some(user)) } {
             Ok(()) => {
                 core.out -= 1;
                 core.locked_frees += 1;
@@ -1206,7 +1210,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             let ok = unsafe { self.verify_free_state(elem) }.is_ok() && {
                 let chunk = self.geometry.chunk_of(elem);
                 // SAFETY: the element's chunk is an initialised chunk of this zone.
-                unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem) }.is_ok()
+                unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem, None) }.is_ok()
             };
             if ok {
                 core.out -= 1;
@@ -1444,7 +1448,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // SAFETY: an element of this zone, pages writable, under the lock.
         let result = unsafe {
             self.enter_free_state(elem, elem, self.geometry.stride);
-            chunk::put(chunk, &self.geometry, &self.codec, elem)
+            chunk::put(chunk, &self.geometry, &self.codec, elem, None)
         };
         self.elements_writable(chunk, false).ok();
         result?;

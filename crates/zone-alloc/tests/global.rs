@@ -48,19 +48,28 @@ static CPUS: ThreadSlots = ThreadSlots;
 static HEAP: GlobalKalloc<SystemPages, ThreadSlots, 4> =
     GlobalKalloc::with_flags(&PAGES, &CPUS, 0x0123_4567_89ab_cdef, ZoneFlags::HARDENED);
 
+/// Scales a workload down under miri, which interprets every instruction.
+const fn scaled(n: u32) -> u32 {
+    if cfg!(miri) { n / 50 } else { n }
+}
+
 #[test]
 fn collections_run_on_the_zone_allocator() {
     let mut map = BTreeMap::new();
-    for i in 0..10_000u32 {
+    for i in 0..scaled(10_000) {
         map.insert(i, format!("value {i}"));
     }
-    assert_eq!(map[&4321], "value 4321");
+    assert_eq!(
+        map[&(scaled(10_000) / 2)],
+        format!("value {}", scaled(10_000) / 2)
+    );
+    let n = u64::from(scaled(100_000));
     let mut v: Vec<u64> = Vec::new();
-    for i in 0..100_000 {
+    for i in 0..n {
         v.push(i);
     }
-    assert_eq!(v.iter().sum::<u64>(), 100_000 * 99_999 / 2);
-    let big = vec![7u8; 1 << 20];
+    assert_eq!(v.iter().sum::<u64>(), n * (n - 1) / 2);
+    let big = vec![7u8; if cfg!(miri) { 40_000 } else { 1 << 20 }];
     assert!(big.iter().all(|&b| b == 7));
     let heap = HEAP.heap().expect("built");
     assert!(heap.large_stats().alloc_count > 0);
@@ -69,11 +78,11 @@ fn collections_run_on_the_zone_allocator() {
 
 #[test]
 fn threads_allocate_and_free_across_each_other() {
-    let handles: Vec<_> = (0..6)
+    let handles: Vec<_> = (0..if cfg!(miri) { 2 } else { 6 })
         .map(|t| {
             std::thread::spawn(move || {
                 let mut m = HashMap::new();
-                for i in 0..5_000 {
+                for i in 0..scaled(5_000) as usize {
                     m.insert(i, vec![t as u8; i % 300]);
                 }
                 m
@@ -83,7 +92,8 @@ fn threads_allocate_and_free_across_each_other() {
     // Maps built on other threads are dropped (freed) here.
     for (t, h) in handles.into_iter().enumerate() {
         let m = h.join().unwrap();
-        assert_eq!(m[&299], vec![t as u8; 299]);
+        let last = scaled(5_000) as usize - 1;
+        assert_eq!(m[&last], vec![t as u8; last % 300]);
     }
 }
 
@@ -97,7 +107,7 @@ fn try_reserve_reports_exhaustion_instead_of_panicking() {
 
 #[test]
 fn zeroed_allocations_are_zero() {
-    let v = vec![0u64; 4096];
+    let v = vec![0u64; scaled(4096) as usize];
     assert!(v.iter().all(|&x| x == 0));
     let small: Vec<u8> = std::iter::repeat_n(0u8, 100).collect();
     assert!(small.iter().all(|&x| x == 0));
