@@ -143,7 +143,7 @@ impl fmt::Display for ZprintTable<'_> {
             "{:<26}{:>6}{:>12}{:>12}{:>11}{:>12}{:>12}{:>7}{:>12}{:>6}",
             "", "size", "size", "size", "#elts", "#elts", "inuse", "size", "count", "%"
         )?;
-        writeln!(f, "{}", "-".repeat(116))?;
+        writeln!(f, "{:-<116}", "")?;
         for z in self.zones {
             write!(f, "{:<26}", z.name())?;
             write!(f, "{:>6}", z.element_size)?;
