@@ -141,7 +141,8 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
 }
 
 /// Checks a request against the rules of [`PageSource::allocate`].
-pub(crate) fn check_request(
+#[cfg(feature = "std")]
+fn check_request(
     bytes: usize,
     align: usize,
     page: usize,
