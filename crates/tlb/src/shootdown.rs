@@ -218,10 +218,11 @@ struct Mailbox {
     done: AtomicU64,
 }
 
-impl Mailbox {
-    #[cfg(not(loom))]
-    const fn new() -> Self {
-        Self {
+/// An empty mailbox (one body for the `const` constructor and the loom one, where the lock
+/// cannot be built in a `const fn`).
+macro_rules! empty_mailbox {
+    () => {
+        Mailbox {
             queue: Mutex::new(Queue {
                 requests: [None; MAILBOX_DEPTH],
                 len: 0,
@@ -230,19 +231,18 @@ impl Mailbox {
             posted: AtomicU64::new(0),
             done: AtomicU64::new(0),
         }
+    };
+}
+
+impl Mailbox {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        empty_mailbox!()
     }
 
     #[cfg(loom)]
     fn new() -> Self {
-        Self {
-            queue: Mutex::new(Queue {
-                requests: [None; MAILBOX_DEPTH],
-                len: 0,
-                overflow: false,
-            }),
-            posted: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-        }
+        empty_mailbox!()
     }
 
     /// Queues `request` and returns its ticket.
