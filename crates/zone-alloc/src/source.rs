@@ -142,11 +142,7 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
 
 /// Checks a request against the rules of [`PageSource::allocate`].
 #[cfg(feature = "std")]
-fn check_request(
-    bytes: usize,
-    align: usize,
-    page: usize,
-) -> Result<(), PageSourceError> {
+fn check_request(bytes: usize, align: usize, page: usize) -> Result<(), PageSourceError> {
     if bytes == 0 || bytes % page != 0 || !align.is_power_of_two() || align < page {
         return Err(PageSourceError::BadRequest { bytes, align });
     }
