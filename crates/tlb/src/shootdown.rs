@@ -34,7 +34,7 @@ pub const MAILBOX_DEPTH: usize = 8;
 
 /// A set of CPUs `0..64` (bit `i` stands for CPU `i`), updated atomically.
 ///
-/// Every access is sequentially consistent: [`SpaceCpus`](crate::SpaceCpus) relies on a
+/// Every access is sequentially consistent: [`SpaceCpus`] relies on a
 /// CPU's insertion and an initiator's snapshot being ordered with the generation counter it
 /// pairs them with.
 ///
