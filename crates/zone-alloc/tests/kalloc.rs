@@ -25,6 +25,11 @@ fn config() -> ProptestConfig {
     ProptestConfig::with_cases(cases)
 }
 
+/// Longest operation sequence: shorter under miri, which interprets every instruction.
+const fn max_ops() -> usize {
+    if cfg!(miri) { 24 } else { 200 }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Alloc { size: usize, align_shift: u32 },
@@ -65,7 +70,7 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn kalloc_matches_the_model(ops in proptest::collection::vec(op(), 1..200), hardened in any::<bool>()) {
+    fn kalloc_matches_the_model(ops in proptest::collection::vec(op(), 1..max_ops()), hardened in any::<bool>()) {
         let cpus = ThreadCpuId::new();
         let _cpu = cpus.bind(CpuIndex::new(0)).unwrap();
         let pages = SystemPages::new();

@@ -429,7 +429,7 @@ proptest! {
     /// elements overlap, each is aligned, keeps what was written to it, and the statistics
     /// count exactly the live elements.
     #[test]
-    fn zones_match_the_model(ops in proptest::collection::vec(op(), 1..300)) {
+    fn zones_match_the_model(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 300 })) {
         let b = Bound::new();
         let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
         let sizes = [24usize, 64, 520];
