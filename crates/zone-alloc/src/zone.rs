@@ -715,28 +715,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline]
     fn alloc_cached(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Outcome<NonNull<u8>> {
         loop {
-            // SAFETY: a non-null magazine pointer in a CPU cache points to a magazine of this
-            // zone that only this CPU uses.
-            if let Some(m) = unsafe { cache.loaded.as_ref() } {
-                if cache.count > 0 {
-                    cache.count -= 1;
-                    let elem = m.slots[cache.count];
-                    // SAFETY: magazine slots hold elements of this zone in the free state.
-                    if let Err(kind) = unsafe { self.verify_free_state(elem) } {
-                        self.quarantine_element();
-                        return Outcome::Violation(kind, elem as usize);
-                    }
-                    if self.codec.mark {
-                        self.set_state(elem, 1);
-                    }
-                    if let Some(c) = self.counters.get(cpu) {
-                        CpuCounters::bump(&c.allocs);
-                    }
-                    // SAFETY: elements are never null (they lie inside a chunk).
-                    return Outcome::Done(unsafe { NonNull::new_unchecked(elem) });
-                }
+            if let Some(elem) = self.pop(cpu, cache) {
+                return Outcome::Done(elem);
             }
-            // SAFETY: as above.
+            if cache.count > 0 {
+                // `pop` refused the top element: it was written after it was freed.
+                return self.quarantine_top(cache);
+            }
             if cache.previous_count().is_some_and(|n| n > 0) {
                 cache.swap();
                 continue;
@@ -745,6 +730,24 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 return outcome;
             }
         }
+    }
+
+    /// Takes the loaded magazine's top element out of circulation (it failed its free-state
+    /// check) and reports why.
+    #[cold]
+    fn quarantine_top(&self, cache: &mut CpuCache) -> Outcome<NonNull<u8>> {
+        // SAFETY: `count > 0` implies a loaded magazine of this CPU.
+        let Some(m) = (unsafe { cache.loaded.as_ref() }) else {
+            return Outcome::Failed(ZoneError::BadConfig);
+        };
+        cache.count -= 1;
+        let elem = m.slots[cache.count];
+        // SAFETY: magazine slots hold elements of this zone.
+        let kind = unsafe { self.verify_free_state(elem) }
+            .err()
+            .unwrap_or(ViolationKind::ModifiedAfterFree);
+        self.quarantine_element();
+        Outcome::Violation(kind, elem as usize)
     }
 
     /// Both magazines are empty: trade the loaded one for a full one from the depot, or fill it
@@ -1120,18 +1123,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline]
     fn free_cached(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> Outcome<()> {
         loop {
-            // SAFETY: a CPU cache's magazines are this CPU's.
-            if let Some(m) = unsafe { cache.loaded.as_mut() } {
-                if cache.count < self.magazine_size {
-                    m.slots[cache.count] = elem;
-                    cache.count += 1;
-                    if let Some(c) = self.counters.get(cpu) {
-                        CpuCounters::bump(&c.frees);
-                    }
-                    return Outcome::Done(());
-                }
+            if self.push(cpu, cache, elem) {
+                return Outcome::Done(());
             }
-            // SAFETY: as above.
             if cache.previous_count() == Some(0) {
                 cache.swap();
                 continue;
