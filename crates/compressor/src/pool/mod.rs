@@ -1,0 +1,1 @@
+//! The compressed-page pool: segments, handles, compaction and swap (see issue #6).
