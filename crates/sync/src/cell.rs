@@ -118,7 +118,7 @@ impl<T: ?Sized> UnsafeCell<T> {
     /// let doubled = cell.with(|p| unsafe { *p } * 2);
     /// assert_eq!(doubled, 10);
     /// ```
-    #[inline]
+    #[inline(always)]
     #[cfg_attr(loom, track_caller)]
     pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
         #[cfg(not(loom))]
@@ -152,7 +152,7 @@ impl<T: ?Sized> UnsafeCell<T> {
     /// cell.with_mut(|p| unsafe { (&mut *p).push(1) });
     /// assert_eq!(cell.into_inner(), [1]);
     /// ```
-    #[inline]
+    #[inline(always)]
     #[cfg_attr(loom, track_caller)]
     pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         #[cfg(not(loom))]

@@ -633,7 +633,7 @@ impl<T, const N: usize> PerCpuCell<T, N> {
     /// // SAFETY: as above; index 2 is out of range and `f` is not called.
     /// assert_eq!(unsafe { cells.with_mut(CpuIndex::new(2), |v| *v) }, None);
     /// ```
-    #[inline]
+    #[inline(always)]
     #[cfg_attr(loom, track_caller)]
     pub unsafe fn with_mut<R>(&self, cpu: CpuIndex, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let slot = self.slots.get(cpu.as_usize())?;

@@ -18,7 +18,9 @@
 //! once, so no measurement pays page faults; building and dropping the instance is not
 //! timed. Objects are 64 bytes, aligned to 8 (machvm's zone aligns to 16; its stride is 64
 //! either way), and never touched by the benchmark. Every implementation is called directly
-//! (monomorphised generics, no `dyn`): a dynamic call pair alone costs ~3.5 ns.
+//! (monomorphised generics, no `dyn`): a dynamic call pair alone costs ~3.5 ns. The
+//! benchmark's thin wrappers are `#[inline(always)]` for every implementation, so each pays
+//! exactly what a direct caller of its API pays (whatever the crate itself inlines).
 //!
 //! Cases (throughput `Elements(n)`, so xtask reports ns per alloc+free pair):
 //!
@@ -144,7 +146,7 @@ struct BenchCpu;
 // have no interrupt handlers, and no signal handler of this program allocates. `f` runs after
 // the thread-local read, outside the `with` closure, so nothing is re-entered.
 unsafe impl CpuLocal for BenchCpu {
-    #[inline]
+    #[inline(always)]
     fn with_cpu<R>(&self, f: impl FnOnce(Option<CpuIndex>) -> R) -> R {
         f(CPU.with(Cell::get))
     }
@@ -331,12 +333,12 @@ impl<const HARDENED: bool> Heap64 for Machvm<HARDENED> {
         unsafe { Self::build(arena) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         self.0.alloc().expect("zone alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&mut self, p: NonNull<u8>) {
         // SAFETY: the caller's contract is the zone's.
         unsafe { self.0.free(p) }.expect("zone free");
@@ -351,12 +353,12 @@ impl<const HARDENED: bool> SharedHeap64 for Machvm<HARDENED> {
         unsafe { Self::build(arena) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
         self.0.alloc().expect("zone alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&self, p: NonNull<u8>) {
         // SAFETY: the caller's contract is the zone's.
         unsafe { self.0.free(p) }.expect("zone free");
@@ -391,7 +393,7 @@ impl Slabmalloc {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         match self.sc.allocate(LAYOUT) {
             Ok(p) => p,
@@ -418,7 +420,7 @@ impl Slabmalloc {
             .expect("slabmalloc alloc after refill")
     }
 
-    #[inline]
+    #[inline(always)]
     fn free(&self, p: NonNull<u8>) {
         self.sc.deallocate(p, LAYOUT).expect("slabmalloc free");
     }
@@ -432,12 +434,12 @@ impl Heap64 for Slabmalloc {
         unsafe { Self::build(arena) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         Self::alloc(self)
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&mut self, p: NonNull<u8>) {
         Self::free(self, p);
     }
@@ -454,12 +456,12 @@ impl SharedHeap64 for SlabmallocLocked {
         Self(spin::Mutex::new(unsafe { Slabmalloc::build(arena) }))
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
         self.0.lock().alloc()
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&self, p: NonNull<u8>) {
         self.0.lock().free(p);
     }
@@ -479,13 +481,13 @@ impl Heap64 for TalcHeap {
         Self(t)
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         // SAFETY: the layout's size is not zero.
         unsafe { self.0.allocate(LAYOUT) }.expect("talc alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&mut self, p: NonNull<u8>) {
         // SAFETY: `p` was allocated by this talc with `LAYOUT` (the caller's contract).
         unsafe { self.0.deallocate(p.as_ptr(), LAYOUT) };
@@ -505,13 +507,13 @@ impl SharedHeap64 for TalcLocked {
         Self(t)
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
         // SAFETY: the layout's size is not zero.
         unsafe { self.0.lock().allocate(LAYOUT) }.expect("talc alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&self, p: NonNull<u8>) {
         // SAFETY: `p` was allocated by this talc with `LAYOUT` (the caller's contract).
         unsafe { self.0.lock().deallocate(p.as_ptr(), LAYOUT) };
@@ -532,12 +534,12 @@ impl Heap64 for Buddy {
         Self(h)
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         self.0.alloc(LAYOUT).expect("buddy alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&mut self, p: NonNull<u8>) {
         // SAFETY: `p` was allocated by this heap with `LAYOUT` (the caller's contract).
         unsafe { self.0.dealloc(p, LAYOUT) };
@@ -557,12 +559,12 @@ impl SharedHeap64 for BuddyLocked {
         Self(h)
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
         self.0.lock().alloc(LAYOUT).expect("buddy alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&self, p: NonNull<u8>) {
         // SAFETY: `p` was allocated by this heap with `LAYOUT` (the caller's contract).
         unsafe { self.0.lock().dealloc(p, LAYOUT) };
@@ -583,14 +585,14 @@ impl Heap64 for LinkedList {
         Self(h)
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         self.0
             .allocate_first_fit(LAYOUT)
             .expect("linked list alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&mut self, p: NonNull<u8>) {
         // SAFETY: `p` was allocated by this heap with `LAYOUT` (the caller's contract).
         unsafe { self.0.deallocate(p, LAYOUT) };
@@ -610,7 +612,7 @@ impl SharedHeap64 for LinkedListLocked {
         Self(h)
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
         self.0
             .lock()
@@ -618,7 +620,7 @@ impl SharedHeap64 for LinkedListLocked {
             .expect("linked list alloc")
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&self, p: NonNull<u8>) {
         // SAFETY: `p` was allocated by this heap with `LAYOUT` (the caller's contract).
         unsafe { self.0.lock().deallocate(p, LAYOUT) };
@@ -630,7 +632,7 @@ impl SharedHeap64 for LinkedListLocked {
 struct SystemHeap;
 
 impl SystemHeap {
-    #[inline]
+    #[inline(always)]
     fn alloc_one() -> NonNull<u8> {
         // SAFETY: the layout's size is not zero.
         NonNull::new(unsafe { System.alloc(LAYOUT) }).expect("system alloc")
@@ -639,7 +641,7 @@ impl SystemHeap {
     /// # Safety
     ///
     /// `p` came from [`alloc_one`](Self::alloc_one) and was not freed since.
-    #[inline]
+    #[inline(always)]
     unsafe fn free_one(p: NonNull<u8>) {
         // SAFETY: the caller's contract; the layout is the one allocated with.
         unsafe { System.dealloc(p.as_ptr(), LAYOUT) };
@@ -653,12 +655,12 @@ impl Heap64 for SystemHeap {
         Self
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
         Self::alloc_one()
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&mut self, p: NonNull<u8>) {
         // SAFETY: the caller's contract.
         unsafe { Self::free_one(p) };
@@ -672,12 +674,12 @@ impl SharedHeap64 for SystemHeap {
         Self
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
         Self::alloc_one()
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&self, p: NonNull<u8>) {
         // SAFETY: the caller's contract.
         unsafe { Self::free_one(p) };

@@ -71,6 +71,8 @@ pub(crate) struct Geometry {
     pub(crate) states: usize,
     /// Elements per chunk.
     pub(crate) per_chunk: usize,
+    /// `per_chunk * stride`: the bytes the elements span.
+    span: usize,
     /// Bytes at the end of the chunk kept free of elements (a guard page, or 0).
     pub(crate) tail: usize,
     /// `ceil(2^64 / stride)`: divides an offset by the stride with one multiplication
@@ -134,6 +136,7 @@ impl Geometry {
             first,
             states,
             per_chunk,
+            span: per_chunk * stride,
             tail,
             recip: (u64::MAX / stride as u64).wrapping_add(1),
         })
@@ -161,6 +164,18 @@ impl Geometry {
         addr.map_addr(|a| a & !(self.chunk_size - 1)).cast()
     }
 
+    /// Returns the state byte of `elem`, an element the zone itself handed out or cached (so
+    /// no bounds or boundary checks: those ran when the element entered the zone's hands).
+    #[inline(always)]
+    pub(crate) fn state_of_own(&self, elem: *mut u8) -> *mut u8 {
+        let chunk = self.chunk_of(elem);
+        let offset = (elem as usize)
+            .wrapping_sub(chunk as usize)
+            .wrapping_sub(self.first);
+        let index = ((u128::from(self.recip) * offset as u128) >> 64) as usize;
+        self.state(chunk, index)
+    }
+
     /// Returns the index of the element starting at `addr` in `chunk`, or `None` if `addr` is
     /// not an element boundary.
     #[inline(always)]
@@ -168,7 +183,7 @@ impl Geometry {
         let offset = (addr as usize)
             .checked_sub(chunk as usize)?
             .checked_sub(self.first)?;
-        if offset >= self.per_chunk * self.stride {
+        if offset >= self.span {
             return None;
         }
         // offset < MAX_CHUNK < 2^32, where the multiply-high quotient is exact.

@@ -381,6 +381,9 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     size: usize,
     geometry: Geometry,
     flags: ZoneFlags,
+    /// CPUs with a cache: `CPUS`, or 0 with [`ZoneFlags::NO_CACHE`] (one compare on the fast
+    /// paths).
+    cached_cpus: usize,
     /// Full magazines the depot keeps before returning elements to their chunks.
     depot_limit: usize,
     /// Read-only zone over a source that protects pages: element pages are mapped read-only.
@@ -443,6 +446,91 @@ enum Outcome<T> {
 #[inline(always)]
 fn zone_ptr(addr: usize) -> *mut u8 {
     ptr::with_exposed_provenance_mut(addr)
+}
+
+/// Zeroes the `stride` bytes of element `elem`, straight-line for the common small strides.
+///
+/// # Safety
+///
+/// `elem` is valid for writes of `stride` bytes, and 16-aligned when `stride` is a multiple
+/// of 16 (elements start 16-aligned in their chunk and are `stride` apart).
+#[inline(always)]
+unsafe fn zero(elem: *mut u8, stride: usize) {
+    #[inline(always)]
+    unsafe fn fixed<const N: usize>(p: *mut u128) {
+        for i in 0..N {
+            // SAFETY: the caller's contract covers `N * 16` bytes.
+            unsafe { p.add(i).write(0) };
+        }
+    }
+    let p = elem.cast::<u128>();
+    // SAFETY: the caller's contract; each arm writes `stride` bytes.
+    unsafe {
+        match stride {
+            16 => fixed::<1>(p),
+            32 => fixed::<2>(p),
+            48 => fixed::<3>(p),
+            64 => fixed::<4>(p),
+            96 => fixed::<6>(p),
+            128 => fixed::<8>(p),
+            _ => ptr::write_bytes(elem, 0, stride),
+        }
+    }
+}
+
+/// Returns whether the `stride` bytes of element `elem` are all zero, straight-line for the
+/// common small strides.
+///
+/// # Safety
+///
+/// `elem` is valid for reads of `stride` bytes and 8-aligned, 16-aligned when `stride` is a
+/// multiple of 16 (every zone's stride is a multiple of 8; elements start 16-aligned in their
+/// chunk and are `stride` apart).
+#[inline(always)]
+unsafe fn is_zero(elem: *mut u8, stride: usize) -> bool {
+    #[inline(always)]
+    unsafe fn fixed<const N: usize>(p: *const u128) -> bool {
+        let mut any = 0;
+        for i in 0..N {
+            // SAFETY: the caller's contract covers `N * 16` bytes.
+            any |= unsafe { p.add(i).read() };
+        }
+        any == 0
+    }
+    let p = elem.cast::<u128>().cast_const();
+    // SAFETY: the caller's contract; each arm reads `stride` bytes.
+    unsafe {
+        match stride {
+            16 => fixed::<1>(p),
+            32 => fixed::<2>(p),
+            48 => fixed::<3>(p),
+            64 => fixed::<4>(p),
+            96 => fixed::<6>(p),
+            128 => fixed::<8>(p),
+            _ => {
+                let words = elem.cast::<usize>().cast_const();
+                (0..stride / size_of::<usize>()).all(|i| words.add(i).read() == 0)
+            }
+        }
+    }
+}
+
+/// Zeroes an element the caller's pointer covers only partly: its first `len` bytes through
+/// `user`, the rest through `elem` (the zone's pointer to the same element). Out of line so
+/// the free fast path of full-size frees stays small.
+///
+/// # Safety
+///
+/// `user` covers `len` writable bytes, `elem` the element's `stride >= len` writable bytes,
+/// both at the same address.
+#[cold]
+#[inline(never)]
+unsafe fn zero_split(user: *mut u8, len: usize, elem: *mut u8, stride: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        ptr::write_bytes(user, 0, len);
+        ptr::write_bytes(elem.add(len), 0, stride - len);
+    }
 }
 
 /// Numbers zones, so that zones configured with the same secret still get distinct ones. A
@@ -538,6 +626,11 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             size: config.size,
             geometry,
             flags,
+            cached_cpus: if flags.contains(ZoneFlags::NO_CACHE) {
+                0
+            } else {
+                CPUS
+            },
             depot_limit,
             protect_elements,
             page,
@@ -633,7 +726,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
 
     #[inline(always)]
     fn cpu_slot(&self, cpu: Option<CpuIndex>) -> Option<CpuIndex> {
-        cpu.filter(|c| c.as_usize() < CPUS && !self.flags.contains(ZoneFlags::NO_CACHE))
+        cpu.filter(|c| c.as_usize() < self.cached_cpus)
     }
 
     // ---------------------------------------------------------------------------------------
@@ -652,12 +745,22 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     pub fn alloc(&self) -> Result<NonNull<u8>, ZoneError> {
         // The fast path: pop from this CPU's loaded magazine. Everything else (swapping
         // magazines, the depot, the chunks, violations, callbacks) is out of line.
-        let fast = self.cpu.with_cpu(|cpu| {
-            let cpu = self.cpu_slot(cpu)?;
-            // SAFETY: `CpuLocal` guarantees that this context alone uses `cpu`'s slot for the
-            // duration of the closure, and `pop` does not re-enter the cell.
-            unsafe { self.caches.with_mut(cpu, |cache| self.pop(cpu, cache)) }.flatten()
-        });
+        let fast = self.cpu.with_cpu(
+            #[inline(always)]
+            |cpu| {
+                let cpu = self.cpu_slot(cpu)?;
+                // SAFETY: `CpuLocal` guarantees that this context alone uses `cpu`'s slot for the
+                // duration of the closure, and `pop` does not re-enter the cell.
+                unsafe {
+                    self.caches.with_mut(
+                        cpu,
+                        #[inline(always)]
+                        |cache| self.pop(cpu, cache),
+                    )
+                }
+                .flatten()
+            },
+        );
         match fast {
             Some(elem) => Ok(elem),
             None => self.alloc_slow(),
@@ -679,7 +782,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
         cache.count = top;
         if self.codec.mark {
-            self.set_state(elem, 1);
+            // SAFETY: `elem` is an element of this zone (it was in a magazine), so its state
+            // byte is in its chunk; the element is this CPU's, and so is the byte.
+            unsafe { self.geometry.state_of_own(elem).write(1) };
         }
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.allocs);
@@ -1042,11 +1147,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     pub(crate) unsafe fn free_sized(&self, user: NonNull<u8>, len: usize) -> Result<(), ZoneError> {
         let user = user.as_ptr();
         let elem = zone_ptr(user.addr());
+        let mut state = ptr::null_mut();
         if self.flags.contains(ZoneFlags::CHECK_FREE) {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
-            if let Err(kind) = unsafe { self.check_free(elem) } {
-                return Err(self.report(kind, elem as usize));
+            match unsafe { self.check_free(elem) } {
+                Ok(byte) => state = byte,
+                Err(kind) => return Err(self.report(kind, elem as usize)),
             }
         }
         if self.flags.contains(ZoneFlags::READ_ONLY) {
@@ -1055,19 +1162,25 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             return result.map_err(|kind| self.report(kind, elem as usize));
         }
         // SAFETY: `elem` is an element of this zone that the caller gives up, `user` the
-        // caller's pointer to its first `len` bytes.
-        unsafe { self.enter_free_state(user, elem, len) };
-        let pushed = self.cpu.with_cpu(|cpu| {
-            let Some(cpu) = self.cpu_slot(cpu) else {
-                return false;
-            };
-            // SAFETY: as in `alloc`.
-            unsafe {
-                self.caches
-                    .with_mut(cpu, |cache| self.push(cpu, cache, elem))
-            }
-            .unwrap_or(false)
-        });
+        // caller's pointer to its first `len` bytes, `state` null or its state byte.
+        unsafe { self.enter_free_state(user, elem, len, state) };
+        let pushed = self.cpu.with_cpu(
+            #[inline(always)]
+            |cpu| {
+                let Some(cpu) = self.cpu_slot(cpu) else {
+                    return false;
+                };
+                // SAFETY: as in `alloc`.
+                unsafe {
+                    self.caches.with_mut(
+                        cpu,
+                        #[inline(always)]
+                        |cache| self.push(cpu, cache, elem),
+                    )
+                }
+                .unwrap_or(false)
+            },
+        );
         if pushed {
             Ok(())
         } else {
@@ -1284,12 +1397,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     // Hardening.
 
     /// Checks a pointer given to `free`: one of our chunks, an element boundary, not free.
+    /// Returns the element's state byte.
     ///
     /// # Safety
     ///
     /// The chunk-aligned block around `elem` is readable.
     #[inline(always)]
-    unsafe fn check_free(&self, elem: *mut u8) -> Result<(), ViolationKind> {
+    unsafe fn check_free(&self, elem: *mut u8) -> Result<*mut u8, ViolationKind> {
         let chunk = self.geometry.chunk_of(elem);
         // SAFETY: the caller's guarantee.
         if !unsafe { chunk::is_zones(chunk, self.codec.magic_key) } {
@@ -1299,11 +1413,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             .geometry
             .index_of(chunk, elem)
             .ok_or(ViolationKind::NotAnElement)?;
+        let state = self.geometry.state(chunk, index);
         // SAFETY: `index` is an element of this chunk, whose state byte the zone wrote.
-        if unsafe { self.geometry.state(chunk, index).read() } == 0 {
+        if unsafe { state.read() } == 0 {
             return Err(ViolationKind::DoubleFree);
         }
-        Ok(())
+        Ok(state)
     }
 
     /// Sets the state byte of element `elem` (1: with a user, 0: free).
@@ -1324,26 +1439,28 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// # Safety
     ///
     /// `elem` is an element of this zone no one else uses, reached through the zone's own
-    /// pointer; `user` is the caller's pointer to its first `len` bytes.
+    /// pointer; `user` is the caller's pointer to its first `len` bytes; `state` is null or
+    /// the element's state byte.
     #[inline(always)]
-    unsafe fn enter_free_state(&self, user: *mut u8, elem: *mut u8, len: usize) {
+    unsafe fn enter_free_state(&self, user: *mut u8, elem: *mut u8, len: usize, state: *mut u8) {
         let stride = self.geometry.stride;
         // SAFETY: the element spans `stride` writable bytes; the caller's pointer covers the
-        // first `len <= stride` of them, the zone's own pointer all of them.
+        // first `len <= stride` of them, the zone's own pointer all of them; `state` is the
+        // element's own byte.
         unsafe {
             if self.codec.zero {
                 if len >= stride {
-                    let words = user.cast::<usize>();
-                    for i in 0..stride / size_of::<usize>() {
-                        words.add(i).write(0);
-                    }
+                    zero(user, stride);
                 } else {
-                    ptr::write_bytes(user, 0, len);
-                    ptr::write_bytes(elem.add(len), 0, stride - len);
+                    zero_split(user, len, elem, stride);
                 }
             }
             if self.codec.mark {
-                self.set_state(elem, 0);
+                if state.is_null() {
+                    self.set_state(elem, 0);
+                } else {
+                    state.write(0);
+                }
             }
         }
     }
@@ -1358,16 +1475,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     unsafe fn verify_free_state(&self, elem: *mut u8) -> Result<(), ViolationKind> {
         // SAFETY: the element spans `stride` readable bytes.
         unsafe {
-            let words = elem.cast::<usize>();
-            if self.codec.zero {
-                let n = self.geometry.stride / size_of::<usize>();
-                let mut any = 0;
-                for i in 0..n {
-                    any |= words.add(i).read();
-                }
-                if any != 0 {
-                    return Err(ViolationKind::ModifiedAfterFree);
-                }
+            if self.codec.zero && !is_zero(elem, self.geometry.stride) {
+                return Err(ViolationKind::ModifiedAfterFree);
             }
         }
         Ok(())
@@ -1441,7 +1550,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             .map_err(|_| ViolationKind::ReadOnlyWrite)?;
         // SAFETY: an element of this zone, pages writable, under the lock.
         let result = unsafe {
-            self.enter_free_state(elem, elem, self.geometry.stride);
+            self.enter_free_state(elem, elem, self.geometry.stride, ptr::null_mut());
             chunk::put(chunk, &self.geometry, &self.codec, elem, None)
         };
         self.elements_writable(chunk, false).ok();
