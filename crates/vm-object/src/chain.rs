@@ -21,7 +21,9 @@ pub enum CopyResult {
         offset: u64,
     },
     /// Delayed copy: a new object that shadows the source; writes to the source push old
-    /// pages into it. The source's existing mappings must be write-protected.
+    /// pages into it. The source's existing mappings must be write-protected, and the copy
+    /// object is frozen like a backing object: map it needs-copy, so that the first write
+    /// creates a shadow of it (an older delayed copy of the same source may shadow it).
     Delayed {
         /// The copy object.
         object: ObjectRef,

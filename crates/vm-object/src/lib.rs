@@ -8,6 +8,8 @@ extern crate std;
 mod chain;
 mod error;
 mod fault;
+#[cfg(feature = "std")]
+mod mem_pager;
 mod memory;
 mod object;
 mod page;
@@ -16,6 +18,8 @@ mod pager;
 pub use chain::{CollapseStats, CopyResult};
 pub use error::{ObjectError, PagerError};
 pub use fault::{FaultKind, PageOutOutcome, ResolvedPage};
+#[cfg(feature = "std")]
+pub use mem_pager::{InMemoryPager, PagerCounters};
 pub use memory::PageMemory;
 #[cfg(feature = "std")]
 pub use memory::SimPageMemory;

@@ -136,6 +136,14 @@ impl ObjectState {
 /// A Mach VM object: a range of pages, some resident, the rest in its pager or in the object
 /// it shadows.
 ///
+/// **The copy-on-write contract.** An object that other objects shadow is frozen for them:
+/// it is not written directly any more (an address map writes through a new shadow instead,
+/// which is what needs-copy entries do), with one exception: the source of a delayed copy,
+/// whose writes push the old pages into its copy first. A delayed copy object is frozen in
+/// the same way (older copies may shadow it). [`VmObject::resolve`] zero-fills a page that no
+/// object of the chain has in the object it was asked about, so a shadow never shows pages
+/// its backing object gains later.
+///
 /// Objects are shared through [`ObjectRef`]s. All state sits behind one lock (from
 /// `machvm-sync`), which is never held across a pager call or while another object's lock is
 /// taken, except top-down along a shadow chain. Dropping the last reference frees every
