@@ -51,6 +51,10 @@ pub(crate) struct ChunkHeader {
     fresh: u32,
     /// Elements out of the chunk.
     out: u32,
+    /// Free elements on neither the freelist nor fresh: returned from magazines in bulk,
+    /// marked only in the loose bitmap (no element is written, so a bulk return touches no
+    /// element memory).
+    loose: u32,
     /// The list the chunk is on.
     pub(crate) list: ListKind,
     /// Neighbours on that list.
@@ -67,8 +71,10 @@ pub(crate) struct Geometry {
     pub(crate) chunk_size: usize,
     /// Offset of element 0.
     pub(crate) first: usize,
-    /// Offset of the per-element state bytes (1: with a user, 0: free), after the bitmap.
+    /// Offset of the per-element state bytes (1: with a user, 0: free), after the bitmaps.
     pub(crate) states: usize,
+    /// Bytes of each bitmap (the out bitmap right after the header, then the loose one).
+    bitmap: usize,
     /// Elements per chunk.
     pub(crate) per_chunk: usize,
     /// `per_chunk * stride`: the bytes the elements span.
@@ -127,7 +133,7 @@ impl Geometry {
     fn with_chunk(stride: usize, align: usize, chunk_size: usize, tail: usize) -> Option<Self> {
         let upper = chunk_size / stride;
         let bitmap = upper.div_ceil(64) * 8;
-        let states = size_of::<ChunkHeader>() + bitmap;
+        let states = size_of::<ChunkHeader>() + 2 * bitmap;
         let first = (states + upper.next_multiple_of(8)).next_multiple_of(align);
         let per_chunk = chunk_size.checked_sub(first)?.checked_sub(tail)? / stride;
         (per_chunk > 0 && u32::try_from(per_chunk).is_ok() && stride > 1).then_some(Self {
@@ -135,6 +141,7 @@ impl Geometry {
             chunk_size,
             first,
             states,
+            bitmap,
             per_chunk,
             span: per_chunk * stride,
             tail,
@@ -247,15 +254,16 @@ pub(crate) unsafe fn init(chunk: *mut ChunkHeader, g: &Geometry, c: &Codec) {
         free: 0,
         fresh: 0,
         out: 0,
+        loose: 0,
         list: ListKind::Empty,
         prev: ptr::null_mut(),
         next: ptr::null_mut(),
     };
-    // SAFETY: the caller gives us the whole chunk; the header and bitmap fit before `g.first`.
+    // SAFETY: the caller gives us the whole chunk; the header and bitmaps fit before
+    // `g.first`.
     unsafe {
         chunk.write(header);
-        let bitmap = chunk.add(1).cast::<u64>();
-        ptr::write_bytes(bitmap, 0, g.per_chunk.div_ceil(64));
+        ptr::write_bytes(chunk.add(1).cast::<u8>(), 0, 2 * g.bitmap);
         ptr::write_bytes(chunk.cast::<u8>().add(g.states), 0, g.per_chunk);
     }
 }
@@ -294,10 +302,86 @@ unsafe fn bit(chunk: *mut ChunkHeader, index: usize) -> (*mut u64, u64) {
     (word, 1 << (index % 64))
 }
 
-/// Takes up to `out.len()` elements out of `chunk` into `out` (returns how many). When the
-/// codec zeroes, every word of a freed element after its link must still be zero (else it was
-/// written after it was freed), and fresh elements are zeroed whole. The first word (the
-/// link) of every taken element is zero afterwards. Element states are not changed.
+/// Returns a pointer to the loose-bitmap word of element `index` and its bit.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk of geometry `g` and `index < per_chunk`.
+#[inline]
+unsafe fn loose_bit(chunk: *mut ChunkHeader, g: &Geometry, index: usize) -> (*mut u64, u64) {
+    // SAFETY: the loose bitmap follows the out bitmap and has a word for every index.
+    let word = unsafe {
+        chunk
+            .add(1)
+            .cast::<u8>()
+            .add(g.bitmap)
+            .cast::<u64>()
+            .add(index / 64)
+    };
+    (word, 1 << (index % 64))
+}
+
+/// Returns whether element `index` is loose.
+///
+/// # Safety
+///
+/// As for [`loose_bit`].
+#[inline]
+unsafe fn is_loose(chunk: *mut ChunkHeader, g: &Geometry, index: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (word, mask) = loose_bit(chunk, g, index);
+        *word & mask != 0
+    }
+}
+
+/// Takes the first loose element of `chunk` (the caller checked `loose > 0`): clears its loose
+/// bit and sets its out bit. With a zeroing codec the whole element must still be zero.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk of geometry `g` with at least one loose element.
+unsafe fn take_loose(
+    chunk: *mut ChunkHeader,
+    g: &Geometry,
+    c: &Codec,
+) -> Result<*mut u8, (ViolationKind, *mut u8)> {
+    // SAFETY: the caller's contract; indices come from set bits below `per_chunk`.
+    unsafe {
+        let words = g.per_chunk.div_ceil(64);
+        for w in 0..words {
+            let (word, _) = loose_bit(chunk, g, w * 64);
+            let bits = *word;
+            if bits == 0 {
+                continue;
+            }
+            let index = w * 64 + bits.trailing_zeros() as usize;
+            if index >= g.per_chunk {
+                break;
+            }
+            let elem = chunk.cast::<u8>().add(g.first + index * g.stride);
+            if c.zero {
+                let n = g.stride / size_of::<usize>();
+                if (0..n).any(|i| elem.cast::<usize>().add(i).read() != 0) {
+                    return Err((ViolationKind::ModifiedAfterFree, elem));
+                }
+            }
+            *word = bits & (bits - 1);
+            let (out_word, out_mask) = bit(chunk, index);
+            *out_word |= out_mask;
+            (*chunk).loose -= 1;
+            return Ok(elem);
+        }
+    }
+    // The count said there was one: the header was corrupted.
+    Err((ViolationKind::FreelistCorrupted, chunk.cast()))
+}
+
+/// Takes up to `out.len()` elements out of `chunk` into `out` (returns how many): loose
+/// elements first, then the freelist, then fresh ones. When the codec zeroes, every word of a
+/// freed element after its link (of a loose one: every word) must still be zero (else it was
+/// written after it was freed), and fresh elements are zeroed whole. The first word (the link)
+/// of every taken element is zero afterwards. Element states are not changed.
 ///
 /// # Safety
 ///
@@ -324,7 +408,9 @@ pub(crate) unsafe fn take(
     unsafe {
         let h = chunk;
         while taken < out.len() {
-            let elem = if (*h).free > 0 {
+            let elem = if (*h).loose > 0 {
+                take_loose(chunk, g, c)?
+            } else if (*h).free > 0 {
                 let slot_of_head = chunk.cast::<u8>();
                 let head = code((*h).free_head, slot_of_head, secret, encode);
                 let elem = chunk.cast::<u8>().with_addr(head);
@@ -332,8 +418,8 @@ pub(crate) unsafe fn take(
                     return Err((ViolationKind::FreelistCorrupted, elem));
                 };
                 let (word, mask) = bit(chunk, index);
-                if *word & mask != 0 {
-                    // A link to an element that is out: the freelist was forged.
+                if *word & mask != 0 || is_loose(chunk, g, index) {
+                    // A link to an element that is out (or loose): the freelist was forged.
                     return Err((ViolationKind::FreelistCorrupted, elem));
                 }
                 if c.zero {
@@ -358,7 +444,7 @@ pub(crate) unsafe fn take(
                         && g.index_of(chunk, chunk.cast::<u8>().with_addr(next))
                             .is_some_and(|i| {
                                 let (w, m) = bit(chunk, i);
-                                *w & m == 0 && next != elem as usize
+                                *w & m == 0 && !is_loose(chunk, g, i) && next != elem as usize
                             })
                 };
                 if !next_ok {
@@ -432,6 +518,39 @@ pub(crate) unsafe fn put(
         (*h).free_head = code(elem as usize, slot_of_head, secret, encode);
         (*h).free += 1;
         (*h).out -= 1;
+    }
+    Ok(())
+}
+
+/// Returns `elem`, an element checked by the zone (a magazine's), to `chunk` as a loose
+/// element: only the chunk's bitmaps and counts change, the element is not written.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk of the zone with geometry `g`, and `elem` is a pointer
+/// derived from the chunk.
+///
+/// # Errors
+///
+/// [`ViolationKind::NotAnElement`] if `elem` is not an element boundary of the chunk,
+/// [`ViolationKind::DoubleFree`] if the element is already in the chunk. Nothing changes.
+pub(crate) unsafe fn put_loose(
+    chunk: *mut ChunkHeader,
+    g: &Geometry,
+    elem: *mut u8,
+) -> Result<(), ViolationKind> {
+    let index = g.index_of(chunk, elem).ok_or(ViolationKind::NotAnElement)?;
+    // SAFETY: `index < per_chunk`, so both bitmap words are inside the chunk's header area.
+    unsafe {
+        let (word, mask) = bit(chunk, index);
+        if *word & mask == 0 {
+            return Err(ViolationKind::DoubleFree);
+        }
+        *word &= !mask;
+        let (loose, loose_mask) = loose_bit(chunk, g, index);
+        *loose |= loose_mask;
+        (*chunk).loose += 1;
+        (*chunk).out -= 1;
     }
     Ok(())
 }

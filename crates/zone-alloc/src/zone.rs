@@ -1312,12 +1312,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     unsafe fn empty_into_chunks(&self, core: &mut Core, m: &mut Magazine) {
         for i in 0..m.count {
             let elem = m.slots[i];
-            // SAFETY: magazine elements are elements of this zone in the free state; `put`
-            // keeps it (zeroed contents) and adds the link.
-            let ok = unsafe { self.verify_free_state(elem) }.is_ok() && {
+            // SAFETY: magazine elements are elements of this zone in the free state, checked
+            // when they were freed; they go back loose (no link written, the element is not
+            // touched), and their contents are checked again when they are taken.
+            let ok = {
                 let chunk = self.geometry.chunk_of(elem);
                 // SAFETY: the element's chunk is an initialised chunk of this zone.
-                unsafe { chunk::put(chunk, &self.geometry, &self.codec, elem, None) }.is_ok()
+                unsafe { chunk::put_loose(chunk, &self.geometry, elem) }.is_ok()
             };
             if ok {
                 core.out -= 1;

@@ -200,6 +200,40 @@ fn writes_after_free_are_caught_on_allocation() {
 }
 
 #[test]
+fn writes_after_free_to_an_element_back_in_its_chunk_are_caught() {
+    let b = Bound::new();
+    let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    let zone: Zone<_, _, 1> =
+        Zone::new(hardened("uaf.loose", 64), SystemPages::new(), &b.cpus).unwrap();
+    let keep = zone.alloc().unwrap();
+    let p = zone.alloc().unwrap();
+    // SAFETY: allocated above.
+    unsafe { zone.free(p).unwrap() };
+    // The magazines go back to the chunks: `p` is free in its chunk (which `keep` keeps).
+    zone.drain_cpu_cache();
+    zone.drain();
+    assert_eq!(zone.stats().cached, 0);
+    // SAFETY: deliberately writes freed zone memory, still owned by the zone (its chunk is
+    // not empty, so it stays).
+    unsafe { p.as_ptr().add(8).write(1) };
+    let err = zone.alloc().unwrap_err();
+    assert_eq!(err, ZoneError::Violation(ViolationKind::ModifiedAfterFree));
+    assert_eq!(
+        seen("uaf.loose"),
+        [(ViolationKind::ModifiedAfterFree, p.as_ptr() as usize)]
+    );
+    // The chunk is retired; allocation goes on from a new one.
+    assert_eq!(zone.stats().quarantined_chunks, 1);
+    let q = zone.alloc().unwrap();
+    assert_ne!(q, p);
+    // SAFETY: allocated above, freed once each.
+    unsafe {
+        zone.free(q).unwrap();
+        zone.free(keep).unwrap();
+    }
+}
+
+#[test]
 fn a_forged_freelist_link_is_caught() {
     let zone: Zone<_, _, 1> = Zone::new(
         hardened("forged", 64).flags(ZoneFlags::HARDENED.with(ZoneFlags::NO_CACHE)),
