@@ -208,6 +208,9 @@ pub(crate) struct Codec {
     pub(crate) encode: bool,
     pub(crate) mark: bool,
     pub(crate) zero: bool,
+    /// Links are signed with pointer authentication (aarch64 with `FEAT_PAuth`) instead of the
+    /// XOR encoding.
+    pub(crate) pac: bool,
     /// A chunk's magic is `magic_key ^ chunk address`.
     pub(crate) magic_key: usize,
 }
@@ -220,8 +223,36 @@ impl Codec {
             encode,
             mark,
             zero,
+            pac: false,
             magic_key: CHUNK_MAGIC ^ secret,
         }
+    }
+
+    /// Seals a freelist link `value` stored at `slot`: signed with pointer authentication,
+    /// XOR-encoded, or plain, as the zone is configured.
+    #[inline]
+    pub(crate) fn seal(&self, value: usize, slot: *mut u8) -> usize {
+        #[cfg(target_arch = "aarch64")]
+        if self.pac {
+            return crate::pac::sign(value, slot as usize ^ self.secret);
+        }
+        code(value, slot, self.secret, self.encode)
+    }
+
+    /// Opens a sealed link read from `slot`; a signed link whose signature does not match
+    /// opens to `usize::MAX`, which is no element of any chunk.
+    #[inline]
+    pub(crate) fn open(&self, stored: usize, slot: *mut u8) -> usize {
+        #[cfg(target_arch = "aarch64")]
+        if self.pac {
+            let value = crate::pac::strip(stored);
+            return if crate::pac::sign(value, slot as usize ^ self.secret) == stored {
+                value
+            } else {
+                usize::MAX
+            };
+        }
+        code(stored, slot, self.secret, self.encode)
     }
 }
 
@@ -250,7 +281,7 @@ fn code(value: usize, slot: *mut u8, secret: usize, encode: bool) -> usize {
 pub(crate) unsafe fn init(chunk: *mut ChunkHeader, g: &Geometry, c: &Codec) {
     let header = ChunkHeader {
         magic: magic(chunk, c.magic_key),
-        free_head: code(0, chunk.cast(), c.secret, c.encode),
+        free_head: c.seal(0, chunk.cast()),
         free: 0,
         fresh: 0,
         out: 0,
@@ -397,7 +428,6 @@ pub(crate) unsafe fn take(
     c: &Codec,
     out: &mut [*mut u8],
 ) -> Result<usize, (ViolationKind, *mut u8)> {
-    let (secret, encode) = (c.secret, c.encode);
     let mut taken = 0;
     // SAFETY: `chunk` is an initialised chunk of `g` (the caller's guarantee); every element
     // pointer below is derived from `chunk` and stays inside it (indices are checked against
@@ -412,7 +442,7 @@ pub(crate) unsafe fn take(
                 take_loose(chunk, g, c)?
             } else if (*h).free > 0 {
                 let slot_of_head = chunk.cast::<u8>();
-                let head = code((*h).free_head, slot_of_head, secret, encode);
+                let head = c.open((*h).free_head, slot_of_head);
                 let elem = chunk.cast::<u8>().with_addr(head);
                 let Some(index) = g.index_of(chunk, elem) else {
                     return Err((ViolationKind::FreelistCorrupted, elem));
@@ -436,7 +466,7 @@ pub(crate) unsafe fn take(
                 // The element's own link must lead to another free element of this chunk (or
                 // end the list exactly when this is the last free one): a forged link is
                 // caught before the element holding it is handed out.
-                let next = code(elem.cast::<usize>().read(), elem, secret, encode);
+                let next = c.open(elem.cast::<usize>().read(), elem);
                 let next_ok = if next == 0 {
                     (*h).free == 1
                 } else {
@@ -452,7 +482,7 @@ pub(crate) unsafe fn take(
                 }
                 elem.cast::<usize>().write(0);
                 // Re-encode the next link for the head slot.
-                (*h).free_head = code(next, slot_of_head, secret, encode);
+                (*h).free_head = c.seal(next, slot_of_head);
                 (*h).free -= 1;
                 *word |= mask;
                 elem
@@ -475,7 +505,7 @@ pub(crate) unsafe fn take(
         }
         // An empty freelist must encode "none".
         if (*h).free == 0 {
-            (*h).free_head = code(0, chunk.cast(), secret, encode);
+            (*h).free_head = c.seal(0, chunk.cast());
         }
     }
     Ok(taken)
@@ -502,7 +532,6 @@ pub(crate) unsafe fn put(
     elem: *mut u8,
     user: Option<(*mut u8, usize)>,
 ) -> Result<(), ViolationKind> {
-    let (secret, encode) = (c.secret, c.encode);
     let index = g.index_of(chunk, elem).ok_or(ViolationKind::NotAnElement)?;
     // SAFETY: `index < per_chunk`, so the bitmap word and the element are inside the chunk.
     unsafe {
@@ -513,9 +542,9 @@ pub(crate) unsafe fn put(
         *word &= !mask;
         let h = chunk;
         let slot_of_head = chunk.cast::<u8>();
-        let head = code((*h).free_head, slot_of_head, secret, encode);
-        write_link(elem, user, code(head, elem, secret, encode));
-        (*h).free_head = code(elem as usize, slot_of_head, secret, encode);
+        let head = c.open((*h).free_head, slot_of_head);
+        write_link(elem, user, c.seal(head, elem));
+        (*h).free_head = c.seal(elem as usize, slot_of_head);
         (*h).free += 1;
         (*h).out -= 1;
     }

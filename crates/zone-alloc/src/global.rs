@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::cpu::CpuLocal;
 use crate::kalloc::Kalloc;
+use crate::pac::PacKeys;
 use crate::source::PageSource;
 use crate::zone::ZoneFlags;
 
@@ -47,6 +48,7 @@ pub struct GlobalKalloc<S: PageSource + 'static, C: CpuLocal + 'static, const CP
     cpu: &'static C,
     secret: usize,
     flags: ZoneFlags,
+    pac: Option<PacKeys>,
     state: AtomicU8,
     heap: UnsafeCell<MaybeUninit<Kalloc<'static, S, C, CPUS>>>,
 }
@@ -88,9 +90,18 @@ impl<S: PageSource + 'static, C: CpuLocal + 'static, const CPUS: usize> GlobalKa
             cpu,
             secret,
             flags,
+            pac: None,
             state: AtomicU8::new(UNINIT),
             heap: UnsafeCell::new(MaybeUninit::uninit()),
         }
+    }
+
+    /// Makes the heap's zones sign their freelist links with pointer authentication (see
+    /// [`ZoneConfig::pac_freelist`](crate::ZoneConfig::pac_freelist)).
+    #[must_use]
+    pub const fn pac_freelist(mut self, keys: PacKeys) -> Self {
+        self.pac = Some(keys);
+        self
     }
 
     /// Returns the heap, building it if this is the first use; `None` if it cannot be built
@@ -110,13 +121,23 @@ impl<S: PageSource + 'static, C: CpuLocal + 'static, const CPUS: usize> GlobalKa
                     {
                         // Building allocates nothing (zones take pages on first allocation),
                         // so it cannot recurse into this allocator.
-                        let built = Kalloc::with_flags(
-                            "kalloc",
-                            self.source,
-                            self.cpu,
-                            self.secret,
-                            self.flags,
-                        );
+                        let built = match self.pac {
+                            Some(keys) => Kalloc::with_pac(
+                                "kalloc",
+                                self.source,
+                                self.cpu,
+                                self.secret,
+                                self.flags,
+                                keys,
+                            ),
+                            None => Kalloc::with_flags(
+                                "kalloc",
+                                self.source,
+                                self.cpu,
+                                self.secret,
+                                self.flags,
+                            ),
+                        };
                         match built {
                             Ok(heap) => {
                                 // SAFETY: only the thread that won the CAS writes the cell, and

@@ -11,6 +11,7 @@ use machvm_sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpu::CpuLocal;
 use crate::error::ZoneError;
+use crate::pac::PacKeys;
 use crate::source::PageSource;
 use crate::stats::ZoneStats;
 use crate::zone::{MAX_NAME, Zone, ZoneConfig, ZoneFlags, ZoneName};
@@ -184,6 +185,34 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
         secret: usize,
         flags: ZoneFlags,
     ) -> Result<Self, ZoneError> {
+        Self::build(name, source, cpu, secret, flags, None)
+    }
+
+    /// Creates a heap whose zones use `flags` and sign their freelist links with pointer
+    /// authentication (see [`ZoneConfig::pac_freelist`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
+    pub fn with_pac(
+        name: &str,
+        source: &'a S,
+        cpu: &'a C,
+        secret: usize,
+        flags: ZoneFlags,
+        keys: PacKeys,
+    ) -> Result<Self, ZoneError> {
+        Self::build(name, source, cpu, secret, flags, Some(keys))
+    }
+
+    fn build(
+        name: &str,
+        source: &'a S,
+        cpu: &'a C,
+        secret: usize,
+        flags: ZoneFlags,
+        pac: Option<PacKeys>,
+    ) -> Result<Self, ZoneError> {
         let page = source.page_size();
         if page < 4096 {
             return Err(ZoneError::BadConfig);
@@ -201,10 +230,13 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
             let mut buf = [0u8; MAX_NAME];
             let len = class_name(&mut buf, name, size);
             let zone_name = core::str::from_utf8(&buf[..len]).unwrap_or("kalloc");
-            let config = ZoneConfig::new(zone_name, size)
+            let mut config = ZoneConfig::new(zone_name, size)
                 .align(align)
                 .flags(flags)
                 .secret(secret);
+            if let Some(keys) = pac {
+                config = config.pac_freelist(keys);
+            }
             match Zone::new(config, source, cpu) {
                 Ok(zone) => {
                     slot.write(zone);

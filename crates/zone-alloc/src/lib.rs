@@ -15,6 +15,7 @@ mod global;
 mod kalloc;
 mod leaks;
 mod malloc;
+mod pac;
 mod source;
 mod stats;
 mod zone;
@@ -27,6 +28,7 @@ pub use leaks::LeakScan;
 #[cfg(feature = "alloc")]
 pub use leaks::{Leak, find_leaks};
 pub use malloc::{DEFAULT_ZONE_NAME, MALLOC_ALIGN, MallocStats, MallocZoneId, MallocZones};
+pub use pac::PacKeys;
 #[cfg(feature = "std")]
 pub use source::SystemPages;
 pub use source::{PageAccess, PageSource, PageSourceError};

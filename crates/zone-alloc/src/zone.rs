@@ -29,6 +29,7 @@ use machvm_sync::{CpuIndex, Mutex, PerCpu, PerCpuCell};
 use crate::chunk::{self, ChunkHeader, ChunkList, Codec, Geometry, ListKind};
 use crate::cpu::CpuLocal;
 use crate::error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
+use crate::pac::PacKeys;
 use crate::source::PageSource;
 use crate::stats::ZoneStats;
 
@@ -129,6 +130,7 @@ pub struct ZoneConfig<'n> {
     flags: ZoneFlags,
     magazine: Option<usize>,
     secret: Option<usize>,
+    pac: Option<PacKeys>,
     on_violation: ViolationHandler,
     on_exhaustion: Option<fn(&ZoneStats)>,
 }
@@ -145,9 +147,21 @@ impl<'n> ZoneConfig<'n> {
             flags: ZoneFlags::BUILD_DEFAULT,
             magazine: None,
             secret: None,
+            pac: None,
             on_violation: panic_on_violation,
             on_exhaustion: None,
         }
+    }
+
+    /// Signs the freelist links with pointer authentication (aarch64 `FEAT_PAuth`, data key
+    /// A, modifier: the link's address mixed with the zone secret) instead of the software
+    /// encoding, when [`ZoneFlags::ENCODE_FREELIST`] is set. A link whose signature does not
+    /// match is reported as [`ViolationKind::FreelistCorrupted`](crate::ViolationKind). On
+    /// other architectures this changes nothing. See [`PacKeys`].
+    #[must_use]
+    pub const fn pac_freelist(mut self, keys: PacKeys) -> Self {
+        self.pac = Some(keys);
+        self
     }
 
     /// Sets the element alignment (a power of two, at most the page size).
@@ -611,12 +625,15 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             |s| s as u64,
         );
         let secret = mix(base ^ serial.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize;
-        let codec = Codec::new(
+        let mut codec = Codec::new(
             secret,
             flags.contains(ZoneFlags::ENCODE_FREELIST),
             flags.contains(ZoneFlags::CHECK_FREE),
             flags.contains(ZoneFlags::ZERO_ON_FREE),
         );
+        codec.pac = cfg!(target_arch = "aarch64")
+            && config.pac.is_some()
+            && flags.contains(ZoneFlags::ENCODE_FREELIST);
         // The depot holds up to 128 KiB of cached elements per CPU (XNU's per-CPU cache limit),
         // and at least two full magazines per CPU.
         let magazine_bytes = (magazine_size * stride).max(1);

@@ -27,6 +27,7 @@ use core::arch::asm;
 use machvm_addr::PageSize;
 use machvm_boot_common::checks::{self, pattern};
 use machvm_boot_common::fault::{Cpu, ProbeRead};
+use machvm_boot_common::heap::{self, ARENA_PAGES, KernelCpu, KernelHeap};
 use machvm_boot_common::report::{self, info, pass};
 use machvm_boot_common::space::DATA;
 use machvm_boot_common::{AddressSpace, FramePool, Platform, cmdline, console};
@@ -42,6 +43,11 @@ static PLATFORM: Platform = Platform {
     put_byte: platform::put_byte,
     exit: platform::exit,
 };
+
+/// The kernel heap: kalloc's zones over the static arena (per-CPU caches for CPUs 0 and 1).
+#[global_allocator]
+static HEAP: KernelHeap<A64Cpu> = KernelHeap::new(&ARENA_PAGES, &KERNEL_CPU, 0x6d61_6368_766d_0001);
+static KERNEL_CPU: KernelCpu<A64Cpu> = KernelCpu::new();
 
 /// Bytes of the frame pool (tables, test frames; 16 KiB frames need more).
 const POOL_BYTES: usize = 8 << 20;
@@ -210,6 +216,8 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
     if smp {
         smp::run::<F>(&space1, &regs);
     }
+    heap::check(&HEAP);
+    pac();
     let (in_use, untouched) = {
         let pool = pool.lock();
         (pool.in_use(), pool.untouched_bytes())
@@ -219,6 +227,35 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
         untouched >> 10
     );
     report::finish()
+}
+
+/// Enables the data key A (`APDAKey{Lo,Hi}_EL1`, `SCTLR_EL1.EnDA`) when the CPU has
+/// pointer authentication, and runs the signed-freelist check.
+fn pac() {
+    let Some(keys) = machvm_zone_alloc::PacKeys::detect() else {
+        info(
+            "zone-pac",
+            format_args!("no FEAT_PAuth on this CPU: links use the XOR encoding"),
+        );
+        return;
+    };
+    // SAFETY: EL1. The key registers are written before any signing, and EnDA only affects
+    // PACDA/AUTDA-class instructions, which nothing has executed yet.
+    unsafe {
+        asm!(
+            "msr S3_0_C2_C2_0, {lo}", // APDAKeyLo_EL1
+            "msr S3_0_C2_C2_1, {hi}", // APDAKeyHi_EL1
+            "mrs {t}, sctlr_el1",
+            "orr {t}, {t}, #(1 << 27)", // EnDA
+            "msr sctlr_el1, {t}",
+            "isb",
+            lo = in(reg) 0x0123_4567_89ab_cdefu64,
+            hi = in(reg) 0xfedc_ba98_7654_3210u64,
+            t = out(reg) _,
+            options(nostack)
+        );
+    }
+    heap::check_pac(keys);
 }
 
 /// Two address spaces with different ASIDs map the same VA to different frames: switching

@@ -9,6 +9,7 @@
 //!   verdict ([`report`]);
 //! - [`pool`]: a [`FrameAllocator`](machvm_addr::FrameAllocator) over a static frame pool;
 //! - [`fault`]: per-CPU fault counters and the demand-paging hook the exception handlers call;
+//! - [`heap`]: `machvm-zone-alloc` as the kernels' global heap, and the zone checks;
 //! - [`space`]: an address space (page table + frame pool + TLB operations) whose every edit
 //!   is flushed through `machvm-tlb`'s `TlbFlush` hook;
 //! - [`checks`]: the TLB and page-table checks, generic over the translation format and the
@@ -16,10 +17,13 @@
 //!   granule.
 #![no_std]
 
+extern crate alloc;
+
 pub mod checks;
 pub mod cmdline;
 pub mod console;
 pub mod fault;
+pub mod heap;
 pub mod pool;
 pub mod report;
 pub mod shootdown;

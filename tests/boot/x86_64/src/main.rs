@@ -24,6 +24,7 @@ use core::arch::asm;
 
 use machvm_addr::PageSize;
 use machvm_boot_common::fault::{Cpu, ProbeRead};
+use machvm_boot_common::heap::{self, ARENA_PAGES, KernelCpu, KernelHeap};
 use machvm_boot_common::report::{self, info, pass};
 use machvm_boot_common::space::DATA;
 use machvm_boot_common::{AddressSpace, FramePool, Platform, checks, cmdline, console};
@@ -37,6 +38,11 @@ static PLATFORM: Platform = Platform {
     put_byte: serial::put_byte,
     exit: serial::exit,
 };
+
+/// The kernel heap: kalloc's zones over the static arena (per-CPU caches for CPUs 0 and 1).
+#[global_allocator]
+static HEAP: KernelHeap<X86Cpu> = KernelHeap::new(&ARENA_PAGES, &KERNEL_CPU, 0x6d61_6368_766d_0002);
+static KERNEL_CPU: KernelCpu<X86Cpu> = KernelCpu::new();
 
 /// Bytes of the frame pool the page tables and test frames come from.
 const POOL_BYTES: usize = 4 << 20;
@@ -232,6 +238,7 @@ fn run<F: Format>(pool: &Mutex<FramePool>, la57: bool, smp: bool) -> ! {
     if smp {
         smp::run::<F>(&space, root);
     }
+    heap::check(&HEAP);
     let (in_use, untouched) = {
         let pool = pool.lock();
         (pool.in_use(), pool.untouched_bytes())
