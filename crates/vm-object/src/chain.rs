@@ -76,10 +76,23 @@ impl VmObject {
     /// A bad range, [`ObjectError::NoMemory`], [`ObjectError::Purged`], or a pager error
     /// during an eager copy (the partial copy is dropped; the source is unchanged).
     pub fn copy(source: &ObjectRef, offset: u64, size: u64) -> Result<CopyResult, ObjectError> {
-        let (strategy, object_size) = {
-            let st = source.lock();
-            (st.strategy, st.size)
-        };
+        let strategy = source.copy_strategy();
+        Self::copy_with(source, offset, size, strategy)
+    }
+
+    /// Copies `[offset, offset + size)` of `source` with `strategy` instead of the object's
+    /// own (a map copying wired memory eagerly, for instance).
+    ///
+    /// # Errors
+    ///
+    /// As for [`copy`](Self::copy).
+    pub fn copy_with(
+        source: &ObjectRef,
+        offset: u64,
+        size: u64,
+        strategy: CopyStrategy,
+    ) -> Result<CopyResult, ObjectError> {
+        let object_size = source.size();
         let page = source.page_size();
         if size == 0 || size % page != 0 {
             return Err(ObjectError::BadSize);
@@ -256,7 +269,11 @@ impl VmObject {
             }
             return true;
         }
-        // Bypass: every backing page inside the window is hidden by a page of `this`.
+        // Bypass: every backing page inside the window is hidden by a page of `this` (never
+        // when the backing object has more pages than `this`: no scan then).
+        if back.counts.resident > top.counts.resident {
+            return false;
+        }
         let hidden = back
             .pages
             .range(window..end)

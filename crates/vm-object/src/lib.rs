@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![forbid(unsafe_code)]
 
 extern crate alloc;
 #[cfg(feature = "std")]

@@ -356,6 +356,13 @@ impl VmObject {
         self.lock().strategy
     }
 
+    /// Changes the copy strategy: a map sharing an anonymous object between address spaces
+    /// switches it from symmetric to delayed copies (XNU's "true share"), since symmetric
+    /// copies assume nobody writes the object directly.
+    pub fn set_copy_strategy(&self, strategy: CopyStrategy) {
+        self.lock().strategy = strategy;
+    }
+
     /// The object this one shadows, if any.
     #[must_use]
     pub fn shadow(&self) -> Option<Shadow> {
