@@ -1,0 +1,154 @@
+//! The fault path: find the entry, check the protection, resolve copy on write, find the
+//! page through the object layer and map it.
+
+use alloc::sync::Arc;
+
+use machvm_addr::{PhysAddr, VirtAddr, VmProt};
+use machvm_vm_object::{FaultKind, ObjectRef, VmObject};
+
+use crate::{FaultError, Pmap, VmMap};
+
+/// What a resolved fault did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FaultOutcome {
+    /// The page address that was mapped.
+    pub va: VirtAddr,
+    /// The frame mapped there.
+    pub frame: PhysAddr,
+    /// The protection the translation got: the entry's current protection, without write
+    /// while the page is still shared copy-on-write.
+    pub prot: VmProt,
+    /// How the page was found (the `vm_stat` counter it moved).
+    pub kind: FaultKind,
+    /// How far down the shadow chain the page was (0: the entry's own object).
+    pub depth: usize,
+}
+
+/// The page a fault found, with the object page that holds it.
+pub(crate) struct Found {
+    pub(crate) outcome: FaultOutcome,
+    pub(crate) object: ObjectRef,
+    pub(crate) offset: u64,
+}
+
+impl<P: Pmap> VmMap<P> {
+    /// Handles a page fault at `addr` for `access` (`vm_fault`): finds the entry, checks its
+    /// current protection, gives the entry its own shadow object on the first write after a
+    /// copy (needs-copy), resolves the page through the object's shadow chain (zero fill,
+    /// page-in, copy on write) and maps it through the pmap. A page still shared copy on
+    /// write is mapped without write permission, so a later write faults again and copies.
+    ///
+    /// Execute access is a read of the page. Counts the outcome in [`stats`](Self::stats).
+    ///
+    /// # Errors
+    ///
+    /// - [`FaultError::InvalidAccess`] for an empty access or unknown bits;
+    /// - [`FaultError::NotMapped`] when no entry maps `addr`;
+    /// - [`FaultError::Protection`] when the entry's current protection does not grant
+    ///   `access` (nothing changes);
+    /// - [`FaultError::Object`] when the object layer fails (no memory, pager error, purged
+    ///   object) and [`FaultError::Pmap`] when the translation cannot be installed; the page
+    ///   may have been brought in, but the map is otherwise unchanged.
+    pub fn fault(&mut self, addr: VirtAddr, access: VmProt) -> Result<FaultOutcome, FaultError> {
+        if access.is_empty() || access.bits() & !VmProt::all().bits() != 0 {
+            return Err(FaultError::InvalidAccess {
+                bits: access.bits(),
+            });
+        }
+        let a = addr.as_u64();
+        let va = a & !(self.page_size - 1);
+        let Some(key) = self.entry_key(va) else {
+            self.stats.invalid_faults += 1;
+            return Err(FaultError::NotMapped { addr: a });
+        };
+        let protection = self
+            .entries
+            .get(&key)
+            .map_or(VmProt::NONE, |e| e.protection);
+        if !protection.permits(access) {
+            self.stats.protection_faults += 1;
+            return Err(FaultError::Protection {
+                addr: a,
+                access,
+                protection,
+            });
+        }
+        self.fault_page(key, va, access, false)
+            .map(|found| found.outcome)
+    }
+
+    /// Faults in page `va` of the entry at `key` (protection already checked). With
+    /// `wiring`, the page is made the entry's own (needs-copy resolved, a page found below
+    /// the top object copied up) and mapped wired.
+    pub(crate) fn fault_page(
+        &mut self,
+        key: u64,
+        va: u64,
+        access: VmProt,
+        wiring: bool,
+    ) -> Result<Found, FaultError> {
+        let write = access.contains(VmProt::WRITE);
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Err(FaultError::NotMapped { addr: va });
+        };
+        let private = entry.copy_on_read || wiring;
+        if entry.needs_copy && (write || private) {
+            if Arc::strong_count(&entry.object) == 1 {
+                // Nobody else references the object any more: it is ours to write.
+                entry.needs_copy = false;
+            } else {
+                let shadow =
+                    VmObject::shadow_of(&entry.object, entry.offset, entry.end - entry.start)?;
+                entry.object = shadow;
+                entry.offset = 0;
+                entry.needs_copy = false;
+            }
+        }
+        let object = entry.object.clone();
+        let offset = entry.object_offset(va);
+        let want = if write { VmProt::WRITE } else { VmProt::READ };
+        let mut page = VmObject::resolve(&object, offset, want)?;
+        if !write && private && page.depth > 0 {
+            // The page below may change or vanish (shared object, delayed-copy source):
+            // take a private copy now rather than map a page that can go stale.
+            page = VmObject::resolve(&object, offset, VmProt::WRITE)?;
+        }
+        let mut prot = entry.protection;
+        if !page.writable || entry.needs_copy {
+            prot.remove(VmProt::WRITE);
+        }
+        let wired = wiring || entry.wired_count > 0;
+        self.pmap
+            .enter(VirtAddr::new(va), page.frame, prot, wired)?;
+        if page.kind == FaultKind::CopyOnWrite {
+            // Keep chains short: once this object holds the only reference to its backing
+            // object (the other sharers are gone), merge the two. Checked here first because
+            // a collapse attempt that fails still scans the backing object's pages.
+            let sole = object
+                .shadow()
+                .is_some_and(|s| Arc::strong_count(&s.object) == 2);
+            if sole {
+                let _ = VmObject::collapse(&object);
+            }
+        }
+        self.stats.faults += 1;
+        match page.kind {
+            FaultKind::ZeroFill => self.stats.zero_fill += 1,
+            FaultKind::CopyOnWrite => self.stats.cow += 1,
+            FaultKind::PageIn => self.stats.pageins += 1,
+            _ => self.stats.reactivations += 1,
+        }
+        Ok(Found {
+            outcome: FaultOutcome {
+                va: VirtAddr::new(va),
+                frame: page.frame,
+                prot,
+                kind: page.kind,
+                depth: page.depth,
+            },
+            object: page.object,
+            offset: page.offset,
+        })
+    }
+}
