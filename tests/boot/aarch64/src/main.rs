@@ -218,6 +218,19 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
     }
     heap::check(&HEAP);
     pac();
+    // machvm-aslr lays out 39- and 48-bit address spaces; the 47-bit configuration reports
+    // the 48-bit layout.
+    let width = match mmu::va_bits::<F>() {
+        39 => machvm_addr::VaWidth::AARCH64_39,
+        _ => machvm_addr::VaWidth::AARCH64_48,
+    };
+    // SAFETY: EL1, where ID_AA64ISAR0_EL1 is readable; RNDR runs only if it says so.
+    let rng = unsafe { machvm_aslr::arch::A64Rng::detect() };
+    let config = must!(
+        machvm_aslr::LayoutConfig::aarch64(width, F::GRANULE),
+        "aarch64 layout configuration"
+    );
+    machvm_boot_common::aslr::check(rng, config);
     let (in_use, untouched) = {
         let pool = pool.lock();
         (pool.in_use(), pool.untouched_bytes())

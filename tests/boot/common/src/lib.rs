@@ -9,6 +9,7 @@
 //!   verdict ([`report`]);
 //! - [`pool`]: a [`FrameAllocator`](machvm_addr::FrameAllocator) over a static frame pool;
 //! - [`fault`]: per-CPU fault counters and the demand-paging hook the exception handlers call;
+//! - [`aslr`]: `machvm-aslr` seeded from the CPU's random-number instruction;
 //! - [`heap`]: `machvm-zone-alloc` as the kernels' global heap, and the zone checks;
 //! - [`space`]: an address space (page table + frame pool + TLB operations) whose every edit
 //!   is flushed through `machvm-tlb`'s `TlbFlush` hook;
@@ -19,6 +20,7 @@
 
 extern crate alloc;
 
+pub mod aslr;
 pub mod checks;
 pub mod cmdline;
 pub mod console;

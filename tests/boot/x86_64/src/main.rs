@@ -239,6 +239,16 @@ fn run<F: Format>(pool: &Mutex<FramePool>, la57: bool, smp: bool) -> ! {
         smp::run::<F>(&space, root);
     }
     heap::check(&HEAP);
+    let width = if la57 {
+        machvm_addr::VaWidth::X86_64_5LEVEL
+    } else {
+        machvm_addr::VaWidth::X86_64_4LEVEL
+    };
+    let config = must!(
+        machvm_aslr::LayoutConfig::x86_64(width),
+        "x86_64 layout configuration"
+    );
+    machvm_boot_common::aslr::check(machvm_aslr::arch::X86Rng::detect(), config);
     let (in_use, untouched) = {
         let pool = pool.lock();
         (pool.in_use(), pool.untouched_bytes())
