@@ -170,10 +170,12 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 200 }))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 200 }))]
 
     #[test]
-    fn objects_read_what_the_model_says(ops in proptest::collection::vec(op(), 1..80)) {
+    fn objects_read_what_the_model_says(
+        ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 24 } else { 80 })
+    ) {
         run(ops);
     }
 }

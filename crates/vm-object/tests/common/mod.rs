@@ -9,9 +9,9 @@ use machvm_vm_object::{FaultKind, ObjectRef, PageMemory, SimPageMemory, VmObject
 
 pub const PAGE: u64 = 4096;
 
-/// 16 MiB of simulated physical memory with 4 KiB pages.
+/// 16 MiB of simulated physical memory with 4 KiB pages (1 MiB under miri).
 pub fn memory() -> Arc<SimPageMemory> {
-    memory_of(16 << 20)
+    memory_of(if cfg!(miri) { 1 << 20 } else { 16 << 20 })
 }
 
 pub fn memory_of(bytes: u64) -> Arc<SimPageMemory> {
