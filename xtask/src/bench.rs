@@ -182,18 +182,40 @@ pub fn geomean(values: &[f64]) -> Option<f64> {
     Some((log_sum / values.len() as f64).exp())
 }
 
+/// Returns whether `imp` names one of machvm's implementations: `machvm`, or `machvm-…` in
+/// suites that compare several variants of ours (the compressor's codecs).
+fn is_ours(imp: &str) -> bool {
+    imp == OURS || imp.starts_with("machvm-")
+}
+
 /// Renders the ratio tables, one per suite: case, machvm ns/op, then per anchor its ns/op and
 /// anchor/machvm (>1 means machvm is faster), and a geometric-mean row.
+///
+/// The implementation called `machvm` is the reference when a suite has one (its other
+/// `machvm-…` variants are then compared with it like anchors). A suite without it but with
+/// several `machvm-…` implementations gets one row per case and variant, each compared with
+/// every anchor, and one geometric-mean row per variant.
 pub fn ratio_tables(results: &[BenchResult]) -> String {
     let suites: BTreeSet<&str> = results.iter().map(|r| r.suite.as_str()).collect();
     let mut out = String::new();
     for suite in suites {
         let rows: Vec<&BenchResult> = results.iter().filter(|r| r.suite == suite).collect();
-        let has_ours = rows.iter().any(|r| r.imp == OURS);
+        let ours: Vec<&str> = if rows.iter().any(|r| r.imp == OURS) {
+            vec![OURS]
+        } else {
+            let set: BTreeSet<&str> = rows
+                .iter()
+                .map(|r| r.imp.as_str())
+                .filter(|i| is_ours(i))
+                .collect();
+            set.into_iter().collect()
+        };
+        let has_ours = !ours.is_empty();
+        let variants = ours.len() > 1;
         let anchors: BTreeSet<&str> = rows
             .iter()
             .map(|r| r.imp.as_str())
-            .filter(|i| *i != OURS)
+            .filter(|i| !ours.contains(i))
             .collect();
         let cases: BTreeSet<&str> = rows.iter().map(|r| r.case.as_str()).collect();
         let ns = |case: &str, imp: &str| {
@@ -201,57 +223,84 @@ pub fn ratio_tables(results: &[BenchResult]) -> String {
                 .find(|r| r.case == case && r.imp == imp)
                 .map(|r| r.ns_per_op)
         };
+        let ours_label = if variants { "machvm-…" } else { OURS };
         let mut header = vec!["case".to_owned()];
+        if variants {
+            header.push("impl".to_owned());
+        }
         if has_ours {
-            header.push(format!("{OURS} ns/op"));
+            header.push(format!("{ours_label} ns/op"));
         }
         for a in &anchors {
             header.push(format!("{a} ns/op"));
             if has_ours {
-                header.push(format!("{a}/{OURS}"));
+                header.push(format!("{a}/{ours_label}"));
             }
         }
         let mut table = vec![header];
-        let mut ratios: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut ratios: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+        let ours_rows: Vec<Option<&str>> = if has_ours {
+            ours.iter().map(|o| Some(*o)).collect()
+        } else {
+            vec![None]
+        };
         for case in &cases {
-            let ours = ns(case, OURS);
-            let mut row = vec![(*case).to_owned()];
-            if has_ours {
-                row.push(ours.map_or("-".into(), fmt_ns));
-            }
-            for a in &anchors {
-                let theirs = ns(case, a);
-                row.push(theirs.map_or("-".into(), fmt_ns));
+            for imp in &ours_rows {
+                let mine = imp.and_then(|i| ns(case, i));
+                if variants && mine.is_none() {
+                    continue;
+                }
+                let mut row = vec![(*case).to_owned()];
+                if variants {
+                    row.push(imp.unwrap_or_default().to_owned());
+                }
                 if has_ours {
-                    match (theirs, ours) {
-                        (Some(t), Some(o)) if o > 0.0 && t > 0.0 => {
-                            let r = t / o;
-                            ratios.entry(a).or_default().push(r);
-                            row.push(fmt_ratio(r));
+                    row.push(mine.map_or("-".into(), fmt_ns));
+                }
+                for a in &anchors {
+                    let theirs = ns(case, a);
+                    row.push(theirs.map_or("-".into(), fmt_ns));
+                    if has_ours {
+                        match (theirs, mine) {
+                            (Some(t), Some(o)) if o > 0.0 && t > 0.0 => {
+                                let r = t / o;
+                                ratios
+                                    .entry((imp.unwrap_or_default(), a))
+                                    .or_default()
+                                    .push(r);
+                                row.push(fmt_ratio(r));
+                            }
+                            _ => row.push("-".into()),
                         }
-                        _ => row.push("-".into()),
                     }
                 }
+                table.push(row);
             }
-            table.push(row);
         }
         if has_ours && !anchors.is_empty() {
-            let mut row = vec!["geomean".to_owned(), String::new()];
-            for a in &anchors {
+            for imp in &ours {
+                let mut row = vec!["geomean".to_owned()];
+                if variants {
+                    row.push((*imp).to_owned());
+                }
                 row.push(String::new());
-                let g = ratios.get(a).and_then(|r| geomean(r));
-                row.push(g.map_or("-".into(), fmt_ratio));
+                for a in &anchors {
+                    row.push(String::new());
+                    let g = ratios.get(&(*imp, *a)).and_then(|r| geomean(r));
+                    row.push(g.map_or("-".into(), fmt_ratio));
+                }
+                table.push(row);
             }
-            table.push(row);
         }
         let _ = writeln!(out, "== {suite}");
-        out.push_str(&render(&table));
+        out.push_str(&render(&table, if variants { 2 } else { 1 }));
         out.push('\n');
     }
     out
 }
 
-fn render(table: &[Vec<String>]) -> String {
+/// Renders `table` in aligned columns: the first `left` columns left-aligned, the rest right.
+fn render(table: &[Vec<String>], left: usize) -> String {
     let cols = table.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -269,6 +318,8 @@ fn render(table: &[Vec<String>]) -> String {
         for (c, cell) in row.iter().enumerate() {
             if c == 0 {
                 let _ = write!(line, "{cell:<w$}", w = widths[c]);
+            } else if c < left {
+                let _ = write!(line, "  {cell:<w$}", w = widths[c]);
             } else {
                 let _ = write!(line, "  {cell:>w$}", w = widths[c]);
             }
@@ -295,7 +346,12 @@ fn fresh_results(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
 
 fn sort_results(results: &mut [BenchResult]) {
     results.sort_by(|a, b| {
-        (&a.suite, &a.case, a.imp != OURS, &a.imp).cmp(&(&b.suite, &b.case, b.imp != OURS, &b.imp))
+        (&a.suite, &a.case, !is_ours(&a.imp), &a.imp).cmp(&(
+            &b.suite,
+            &b.case,
+            !is_ours(&b.imp),
+            &b.imp,
+        ))
     });
 }
 
@@ -481,6 +537,30 @@ geomean                                                         0.50x           
 
 ";
         assert_eq!(t, expected);
+    }
+
+    #[test]
+    fn table_of_machvm_variants_compares_each_with_every_anchor() {
+        let mut rs = vec![
+            result("compressor", "compress_4k", "lz4_flex", 4000.0),
+            result("compressor", "compress_4k", "machvm-wkdm", 1000.0),
+            result("compressor", "compress_4k", "machvm-hybrid", 2000.0),
+            result("compressor", "decompress_4k", "lz4_flex", 1000.0),
+            result("compressor", "decompress_4k", "machvm-wkdm", 2000.0),
+        ];
+        sort_results(&mut rs);
+        assert!(rs[0].imp.starts_with("machvm-"));
+        let expected = "\
+== compressor
+case           impl           machvm-… ns/op  lz4_flex ns/op  lz4_flex/machvm-…
+compress_4k    machvm-hybrid            2000            4000              2.00x
+compress_4k    machvm-wkdm              1000            4000              4.00x
+decompress_4k  machvm-wkdm              2000            1000              0.50x
+geomean        machvm-hybrid                                              2.00x
+geomean        machvm-wkdm                                                1.41x
+
+";
+        assert_eq!(ratio_tables(&rs), expected);
     }
 
     #[test]
