@@ -1,11 +1,13 @@
 //! Map entries: one contiguous range of a map backed by a window of one VM object.
 
+use alloc::sync::{Arc, Weak};
 use core::fmt;
 
 use machvm_addr::{VirtAddr, VmProt};
-use machvm_vm_object::ObjectRef;
+use machvm_vm_object::{ObjectRef, VmObject};
 
 use crate::MapError;
+use crate::fault::CollapseHint;
 
 /// What a child address space gets of an entry at [`fork`](crate::VmMap::fork)
 /// (`vm_inherit_t`).
@@ -115,7 +117,14 @@ impl fmt::Display for VmTag {
 pub struct VmMapEntry {
     pub(crate) start: u64,
     pub(crate) end: u64,
+    /// Changed only through [`set_object`](Self::set_object), which keeps `mapper` in step.
     pub(crate) object: ObjectRef,
+    /// A weak reference to `object`: the object's weak count is the number of entries, in
+    /// every map, whose top object it is (the object layer's only weak reference, a source's
+    /// link to its newest delayed copy, can only add to it). Those entries are the only
+    /// holders of translations that can write the object's pages, which is what `fork`
+    /// must know before it makes a delayed copy.
+    pub(crate) mapper: Weak<VmObject>,
     pub(crate) offset: u64,
     pub(crate) protection: VmProt,
     pub(crate) max_protection: VmProt,
@@ -123,7 +132,8 @@ pub struct VmMapEntry {
     /// The object must be shadowed before the first write through this entry.
     pub(crate) needs_copy: bool,
     /// The object may be written through other mappings directly (shared memory): a
-    /// symmetric copy is not allowed, copies are made eagerly.
+    /// symmetric copy is not allowed (an anonymous object is switched to delayed copies when
+    /// it becomes shared; other objects are copied eagerly).
     pub(crate) is_shared: bool,
     /// Something on the entry's shadow chain may still change under it (a shared object, a
     /// delayed-copy source): a page found below the top object is copied up even on a read,
@@ -131,6 +141,8 @@ pub struct VmMapEntry {
     pub(crate) copy_on_read: bool,
     pub(crate) wired_count: u32,
     pub(crate) tag: VmTag,
+    /// When the fault path next tries to collapse the object.
+    pub(crate) collapse: CollapseHint,
 }
 
 impl VmMapEntry {
@@ -205,6 +217,15 @@ impl VmMapEntry {
     #[must_use]
     pub fn tag(&self) -> VmTag {
         self.tag
+    }
+
+    /// Maps the window at `offset` of `object` from now on (the mapper marker follows, and
+    /// collapse back-off starts afresh).
+    pub(crate) fn set_object(&mut self, object: ObjectRef, offset: u64) {
+        self.mapper = Arc::downgrade(&object);
+        self.object = object;
+        self.offset = offset;
+        self.collapse = CollapseHint::default();
     }
 
     /// The object offset of address `va` (inside the entry).

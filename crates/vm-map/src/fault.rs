@@ -94,14 +94,17 @@ impl<P: Pmap> VmMap<P> {
         };
         let private = entry.copy_on_read || wiring;
         if entry.needs_copy && (write || private) {
-            if Arc::strong_count(&entry.object) == 1 {
-                // Nobody else references the object any more: it is ours to write.
+            if Arc::strong_count(&entry.object) == 1
+                && entry.object.kind() == machvm_vm_object::ObjectKind::Internal
+            {
+                // Nobody else references the anonymous object any more: it is ours to write.
+                // (A pager-backed object is never written in place for a private mapping:
+                // its pager would write the changes back to the file.)
                 entry.needs_copy = false;
             } else {
                 let shadow =
                     VmObject::shadow_of(&entry.object, entry.offset, entry.end - entry.start)?;
-                entry.object = shadow;
-                entry.offset = 0;
+                entry.set_object(shadow, 0);
                 entry.needs_copy = false;
             }
         }
@@ -122,14 +125,21 @@ impl<P: Pmap> VmMap<P> {
         self.pmap
             .enter(VirtAddr::new(va), page.frame, prot, wired)?;
         if page.kind == FaultKind::CopyOnWrite {
-            // Keep chains short: once this object holds the only reference to its backing
-            // object (the other sharers are gone), merge the two. Checked here first because
-            // a collapse attempt that fails still scans the backing object's pages.
+            // Keep chains short. Once this object holds the only reference to its backing
+            // object (the other sharers are gone), the two merge: checked on every copy on
+            // write (one lock). While others still hold the backing object, it can be linked
+            // past once this object hides every page of it, which the hint times.
             let sole = object
                 .shadow()
                 .is_some_and(|s| Arc::strong_count(&s.object) == 2);
-            if sole {
-                let _ = VmObject::collapse(&object);
+            if entry.collapse.due(sole) {
+                let progress =
+                    VmObject::collapse(&object).is_ok_and(|s| s.collapsed + s.bypassed > 0);
+                entry.collapse.tried(progress, sole, || {
+                    object
+                        .shadow()
+                        .map_or(0, |s| s.object.page_counts().resident)
+                });
             }
         }
         self.stats.faults += 1;
@@ -150,5 +160,52 @@ impl<P: Pmap> VmMap<P> {
             object: page.object,
             offset: page.offset,
         })
+    }
+}
+
+/// When the fault path next tries [`VmObject::collapse`] after a copy on write through an
+/// entry (kept per entry, started afresh when the entry's object changes).
+///
+/// A merge (the object holds the only reference to its backing object) is tried at once. A
+/// bypass needs every page of the backing object hidden by a page of this object, and each
+/// copy on write hides at most one: the object layer refuses at once while the backing object
+/// has more pages than this one, and otherwise scans the backing object's pages. So after an
+/// attempt that did nothing, the next waits until there have been as many copies on write as
+/// the backing object has pages, or, when there have been that many already (pages copied
+/// from further down hide none of it), half as many more: each scan is paid for by as many
+/// faults as half the pages it reads, O(1) per fault amortised.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CollapseHint {
+    /// Copies on write through the entry since its object's backing object last changed.
+    cows: u32,
+    /// The next attempt comes when `cows` reaches this.
+    at: u32,
+    /// The last attempt did nothing although it was for a sole reference (the merge is
+    /// blocked: a pager, wired or busy pages), so sole references wait like the rest.
+    sole_failed: bool,
+}
+
+impl CollapseHint {
+    /// Counts a copy on write; returns whether to try a collapse now.
+    fn due(&mut self, sole: bool) -> bool {
+        self.cows = self.cows.saturating_add(1);
+        self.cows >= self.at || (sole && !self.sole_failed)
+    }
+
+    /// Records an attempt; `backing_pages` reads the resident pages of the (new) backing
+    /// object.
+    fn tried(&mut self, progress: bool, sole: bool, backing_pages: impl FnOnce() -> u64) {
+        if progress {
+            // A new backing object (or none): try again on the next copy on write.
+            *self = Self::default();
+            return;
+        }
+        let back = u32::try_from(backing_pages()).unwrap_or(u32::MAX);
+        self.at = if back > self.cows {
+            back
+        } else {
+            self.cows.saturating_add((back / 2).max(1))
+        };
+        self.sole_failed = sole;
     }
 }

@@ -8,9 +8,10 @@ use core::fmt;
 use core::ops::Bound;
 
 use machvm_addr::{PageSize, VaWidth, VirtAddr, VmProt};
-use machvm_vm_object::{ObjectRef, PageMemory, VmObject};
+use machvm_vm_object::{CopyStrategy, ObjectKind, ObjectRef, PageMemory, VmObject};
 
 use crate::entry::{Inheritance, VmMapEntry, VmTag};
+use crate::fault::CollapseHint;
 use crate::placement::{FirstFit, Gap, Placement};
 use crate::{MapError, Pmap};
 
@@ -34,7 +35,9 @@ pub enum Backing {
     /// New anonymous memory (zero-filled on demand, private).
     Anonymous,
     /// A window of an existing object, shared: writes go to the object and are seen by every
-    /// other mapping of it (`MAP_SHARED`).
+    /// other mapping of it (`MAP_SHARED`). An anonymous object mapped this way switches from
+    /// symmetric to delayed copies ("true share"), so a later fork copies it correctly
+    /// although its sharers write it directly.
     Shared {
         /// The object.
         object: ObjectRef,
@@ -491,6 +494,15 @@ impl<P> VmMap<P> {
     }
 }
 
+/// Makes an anonymous object that is about to be mapped shared a "true share" object: its
+/// copies from now on are delayed copies, not symmetric ones (a symmetric copy assumes nobody
+/// writes the object directly, and sharers do). Other objects keep their strategy.
+pub(crate) fn true_share(object: &ObjectRef) {
+    if object.kind() == ObjectKind::Internal && object.copy_strategy() == CopyStrategy::Symmetric {
+        object.set_copy_strategy(CopyStrategy::Delay);
+    }
+}
+
 /// Checks that `prot` holds only read, write and execute.
 pub(crate) fn check_prot(prot: VmProt) -> Result<(), MapError> {
     if prot.bits() & !VmProt::all().bits() != 0 {
@@ -627,11 +639,15 @@ impl<P: Pmap> VmMap<P> {
         if overwrite {
             self.remove_range(start, end);
         }
+        if shared {
+            true_share(&object);
+        }
         self.entries.insert(
             start,
             VmMapEntry {
                 start,
                 end,
+                mapper: Arc::downgrade(&object),
                 object,
                 offset,
                 protection: request.protection,
@@ -642,6 +658,7 @@ impl<P: Pmap> VmMap<P> {
                 copy_on_read,
                 wired_count: 0,
                 tag: request.tag,
+                collapse: CollapseHint::default(),
             },
         );
         Ok(VirtAddr::new(start))

@@ -1,6 +1,7 @@
 //! Copy-on-write and sharing scenarios (after XNU's fork / COW tests): fork then write on
-//! both sides, fork chains with collapse, protect during COW, wired + copy, share, delayed
-//! and eager copy strategies, pager-backed private mappings.
+//! both sides, fork chains with collapse, protect during COW, wired + copy, share, true
+//! share (shared anonymous objects copied by delayed copies), delayed and eager copy
+//! strategies, pager-backed private mappings, linking past a fully copied backing object.
 
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
@@ -11,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use common::{BASE, PS, map, memory, pmap, read, write};
 use machvm_addr::{VirtAddr, VmProt};
 use machvm_vm_map::{FaultError, FaultKind, Inheritance, Location, MapRequest, ShareMode, VmTag};
-use machvm_vm_object::{CopyStrategy, MemoryObject, PageIn, PageOutKind, PagerError, VmObject};
+use machvm_vm_object::{
+    CopyStrategy, MemoryObject, PageIn, PageOutKind, PagerError, SimPageMemory, VmObject,
+};
 
 #[test]
 fn fork_then_write_in_parent_and_child_each_sees_its_own() {
@@ -394,4 +397,289 @@ fn zero_fill_is_counted_and_reads_zero() {
     assert_eq!(m.stats().reactivations, 1);
     assert_eq!(m.region(at).unwrap().share_mode, ShareMode::Private);
     assert_eq!(m.region(at).unwrap().resident_bytes, PS);
+}
+
+/// Reads the first byte of each of `pages` pages from `at`.
+fn bytes(m: &mut common::Map, mem: &SimPageMemory, at: u64, pages: u64) -> Vec<u8> {
+    (0..pages)
+        .map(|i| read(m, mem, at + i * PS).unwrap())
+        .collect()
+}
+
+#[test]
+fn fork_of_a_shared_anonymous_mapping_makes_a_delayed_copy() {
+    let mem = memory(1 << 22);
+    let object = VmObject::anonymous(4 * PS, mem.clone()).unwrap();
+    assert_eq!(object.copy_strategy(), CopyStrategy::Symmetric);
+    let mut parent = map(&mem, 256);
+    let at = parent
+        .enter(MapRequest::shared(object.clone(), 0, 4 * PS))
+        .unwrap()
+        .as_u64();
+    // True share: a symmetric copy would assume nobody writes the object directly.
+    assert_eq!(object.copy_strategy(), CopyStrategy::Delay);
+    // The sharer: a second mapping of the object in the same map.
+    let bt = parent
+        .enter(MapRequest::shared(object.clone(), 0, 4 * PS))
+        .unwrap()
+        .as_u64();
+    // A third mapping the child does not inherit: its translations must lose write too.
+    let ct = parent
+        .enter(MapRequest::shared(object.clone(), 0, 4 * PS).inheritance(Inheritance::None))
+        .unwrap()
+        .as_u64();
+    write(&mut parent, &mem, at, 1).unwrap();
+    write(&mut parent, &mem, bt + PS, 2).unwrap();
+    write(&mut parent, &mem, ct + 3 * PS, 3).unwrap();
+    assert_eq!(bytes(&mut parent, &mem, bt, 2), [1, 2]);
+    assert!(
+        parent
+            .pmap()
+            .translate(VirtAddr::new(bt + PS))
+            .unwrap()
+            .prot
+            .contains(VmProt::WRITE)
+    );
+
+    let mut child = parent.fork(pmap()).unwrap();
+    // A delayed copy: one copy object for both entries of the object, shadowing it, mapped
+    // needs-copy, with nothing copied yet.
+    let copy = object.delayed_copy().expect("a delayed copy");
+    assert!(Arc::ptr_eq(&copy.shadow().unwrap().object, &object));
+    assert_eq!(copy.page_counts().resident, 0);
+    for a in [at, bt] {
+        let c = child.lookup(VirtAddr::new(a)).unwrap();
+        assert!(c.needs_copy() && !c.is_shared());
+        assert!(Arc::ptr_eq(c.object(), &copy));
+        assert!(Arc::ptr_eq(
+            parent.lookup(VirtAddr::new(a)).unwrap().object(),
+            &object
+        ));
+    }
+    // The parent's mappings lost write, so their next writes push first.
+    assert!(child.lookup(VirtAddr::new(ct)).is_none());
+    for a in [at, bt + PS, ct + 3 * PS] {
+        let t = parent.pmap().translate(VirtAddr::new(a)).unwrap();
+        assert!(!t.prot.contains(VmProt::WRITE));
+    }
+
+    write(&mut parent, &mem, at, 10).unwrap();
+    write(&mut parent, &mem, bt + PS, 20).unwrap(); // the sharer
+    write(&mut child, &mem, at + 2 * PS, 30).unwrap();
+    write(&mut child, &mem, bt + 3 * PS, 40).unwrap();
+    write(&mut parent, &mem, ct + 3 * PS, 50).unwrap();
+    assert_eq!(copy.page_counts().resident, 3, "old pages pushed");
+    // The parent's mappings still show one object.
+    for a in [at, bt, ct] {
+        assert_eq!(bytes(&mut parent, &mem, a, 4), [10, 20, 0, 50]);
+    }
+    // The child has the fork-time contents, each entry its own copy.
+    assert_eq!(bytes(&mut child, &mem, at, 4), [1, 2, 30, 3]);
+    assert_eq!(bytes(&mut child, &mem, bt, 4), [1, 2, 0, 40]);
+    drop((parent, child, copy, object));
+    assert_eq!(mem.memory().frames_in_use(), 0, "frames leaked");
+}
+
+#[test]
+fn true_share_with_a_sharer_in_another_map_copies_eagerly_until_it_is_gone() {
+    let mem = memory(1 << 22);
+    let mut parent = map(&mem, 256);
+    let at = parent
+        .enter(MapRequest::anonymous(2 * PS).inheritance(Inheritance::Share))
+        .unwrap()
+        .as_u64();
+    write(&mut parent, &mem, at, 1).unwrap();
+    let object = parent.lookup(VirtAddr::new(at)).unwrap().object().clone();
+    assert_eq!(object.copy_strategy(), CopyStrategy::Symmetric);
+    let mut sharer = parent.fork(pmap()).unwrap();
+    assert_eq!(object.copy_strategy(), CopyStrategy::Delay);
+    write(&mut sharer, &mem, at, 2).unwrap();
+    assert_eq!(read(&mut parent, &mem, at).unwrap(), 2);
+
+    parent
+        .inherit(VirtAddr::new(at), 2 * PS, Inheritance::Copy)
+        .unwrap();
+    let mut snapshot = parent.fork(pmap()).unwrap();
+    // The sharer's writable translation is out of this map's reach: the copy is eager.
+    assert!(object.delayed_copy().is_none());
+    let s = snapshot.lookup(VirtAddr::new(at)).unwrap();
+    assert!(!s.needs_copy() && s.object().shadow().is_none());
+    let faults = sharer.stats().faults;
+    write(&mut sharer, &mem, at, 3).unwrap();
+    assert_eq!(sharer.stats().faults, faults, "written without a fault");
+    assert_eq!(read(&mut snapshot, &mem, at).unwrap(), 2);
+    assert_eq!(read(&mut parent, &mem, at).unwrap(), 3);
+
+    // With the sharer gone, every mapping of the object is the parent's: delayed copies.
+    drop(sharer);
+    let mut later = parent.fork(pmap()).unwrap();
+    assert!(object.delayed_copy().is_some());
+    write(&mut parent, &mem, at, 4).unwrap();
+    write(&mut parent, &mem, at + PS, 5).unwrap();
+    assert_eq!(bytes(&mut later, &mem, at, 2), [3, 0]);
+    assert_eq!(bytes(&mut snapshot, &mem, at, 2), [2, 0]);
+    assert_eq!(bytes(&mut parent, &mem, at, 2), [4, 5]);
+}
+
+#[test]
+fn delayed_copy_of_an_object_another_map_writes_is_eager() {
+    let mem = memory(1 << 22);
+    let object = VmObject::builder(4 * PS, mem.clone())
+        .strategy(CopyStrategy::Delay)
+        .build()
+        .unwrap();
+    let mut a = map(&mem, 256);
+    let mut b = map(&mem, 256);
+    let at = a
+        .enter(MapRequest::shared(object.clone(), 0, 4 * PS))
+        .unwrap()
+        .as_u64();
+    let bt = b
+        .enter(MapRequest::shared(object.clone(), 0, 4 * PS).fixed(VirtAddr::new(BASE + 16 * PS)))
+        .unwrap()
+        .as_u64();
+    write(&mut a, &mem, at, 1).unwrap();
+    let mut child = b.fork(pmap()).unwrap();
+    assert!(object.delayed_copy().is_none());
+    write(&mut a, &mem, at, 9).unwrap(); // through a's writable translation
+    assert_eq!(read(&mut child, &mem, bt).unwrap(), 1);
+    assert_eq!(read(&mut b, &mem, bt).unwrap(), 9);
+}
+
+#[test]
+fn successive_delayed_copies_keep_their_children_apart() {
+    let mem = memory(1 << 22);
+    let object = VmObject::builder(4 * PS, mem.clone())
+        .strategy(CopyStrategy::Delay)
+        .build()
+        .unwrap();
+    let mut parent = map(&mem, 256);
+    let at = parent
+        .enter(MapRequest::shared(object.clone(), 0, 4 * PS))
+        .unwrap()
+        .as_u64();
+    write(&mut parent, &mem, at, 1).unwrap();
+    let mut first = parent.fork(pmap()).unwrap();
+    write(&mut parent, &mem, at + PS, 2).unwrap();
+    let mut second = parent.fork(pmap()).unwrap();
+    // The older copy now shadows the newer one: the newer one must stay frozen.
+    write(&mut second, &mem, at, 20).unwrap();
+    write(&mut second, &mem, at + 2 * PS, 30).unwrap();
+    write(&mut parent, &mem, at + 3 * PS, 4).unwrap();
+    assert_eq!(bytes(&mut first, &mem, at, 4), [1, 0, 0, 0]);
+    assert_eq!(bytes(&mut second, &mem, at, 4), [20, 2, 30, 0]);
+    assert_eq!(bytes(&mut parent, &mem, at, 4), [1, 2, 0, 4]);
+    drop((parent, first, second, object));
+    assert_eq!(mem.memory().frames_in_use(), 0, "frames leaked");
+}
+
+#[test]
+fn fork_of_a_wired_entry_makes_an_eager_copy_that_keeps_its_contents() {
+    let mem = memory(1 << 22);
+    let mut parent = map(&mem, 256);
+    let at = parent
+        .enter(MapRequest::anonymous(4 * PS))
+        .unwrap()
+        .as_u64();
+    for i in 0..3 {
+        write(&mut parent, &mem, at + i * PS, 10 + i as u8).unwrap();
+    }
+    // A chain below the parent's object, so the copy reads more than one level.
+    let older = parent.fork(pmap()).unwrap();
+    write(&mut parent, &mem, at, 20).unwrap();
+    parent.wire(VirtAddr::new(at), 4 * PS).unwrap();
+    let pobj = parent.lookup(VirtAddr::new(at)).unwrap().object().clone();
+
+    let mut child = parent.fork(pmap()).unwrap();
+    let c = child.lookup(VirtAddr::new(at)).unwrap();
+    assert!(!c.needs_copy() && c.wired_count() == 0);
+    assert!(!Arc::ptr_eq(c.object(), &pobj));
+    assert!(
+        c.object().shadow().is_none(),
+        "an eager copy shadows nothing"
+    );
+    assert_eq!(c.object().page_counts().resident, 4);
+    assert!(!parent.lookup(VirtAddr::new(at)).unwrap().needs_copy());
+    let expect = [20, 11, 12, 0];
+    assert_eq!(bytes(&mut child, &mem, at, 4), expect);
+
+    // The parent writes through its wired translations: no fault, and the copy stays.
+    let faults = parent.stats().faults;
+    for i in 0..4 {
+        write(&mut parent, &mem, at + i * PS, 100 + i as u8).unwrap();
+    }
+    assert_eq!(parent.stats().faults, faults);
+    assert_eq!(bytes(&mut child, &mem, at, 4), expect);
+    write(&mut child, &mem, at + 3 * PS, 7).unwrap();
+    assert_eq!(bytes(&mut parent, &mem, at, 4), [100, 101, 102, 103]);
+    drop((parent, child, older, pobj));
+    assert_eq!(mem.memory().frames_in_use(), 0, "frames leaked");
+}
+
+#[test]
+fn cow_faults_link_past_a_backing_object_the_child_has_copied_whole() {
+    let mem = memory(1 << 23);
+    let mut parent = map(&mem, 256);
+    // Pages 0..8 written by the parent; the child zero-fills 8..16 before copying 0..8.
+    let at = parent
+        .enter(MapRequest::anonymous(16 * PS))
+        .unwrap()
+        .as_u64();
+    for i in 0..8 {
+        write(&mut parent, &mem, at + i * PS, i as u8 + 1).unwrap();
+    }
+    let mut child = parent.fork(pmap()).unwrap();
+    let backing = parent.lookup(VirtAddr::new(at)).unwrap().object().clone();
+    for i in 8..16 {
+        write(&mut child, &mem, at + i * PS, 90).unwrap();
+    }
+    for i in 0..7 {
+        write(&mut child, &mem, at + i * PS, 50 + i as u8).unwrap();
+    }
+    let cobj = child.lookup(VirtAddr::new(at)).unwrap().object().clone();
+    assert!(cobj.shadow().is_some(), "page 7 still shows the parent's");
+    write(&mut child, &mem, at + 7 * PS, 57).unwrap();
+    assert!(cobj.shadow().is_none(), "linked past the parent's object");
+    assert_eq!(child.stats().cow, 8);
+    drop(cobj);
+    // The parent's object is its own again: its next write needs no copy.
+    assert_eq!(Arc::strong_count(&backing), 2);
+    drop(backing);
+    let cow = parent.stats().cow;
+    write(&mut parent, &mem, at, 100).unwrap();
+    assert_eq!(parent.stats().cow, cow);
+    assert_eq!(
+        bytes(&mut parent, &mem, at, 9),
+        [100, 2, 3, 4, 5, 6, 7, 8, 0]
+    );
+    assert_eq!(
+        bytes(&mut child, &mem, at, 9),
+        [50, 51, 52, 53, 54, 55, 56, 57, 90]
+    );
+}
+
+#[test]
+fn sharing_drops_translations_left_below_a_copy_on_read_entry() {
+    let mem = memory(1 << 22);
+    let file =
+        VmObject::with_pager(2 * PS, Arc::new(PatternPager::default()), mem.clone()).unwrap();
+    let mut parent = map(&mem, 256);
+    let at = parent
+        .enter(MapRequest::private(file.clone(), 0, 2 * PS))
+        .unwrap()
+        .as_u64();
+    write(&mut parent, &mem, at, 5).unwrap();
+    let older = parent.fork(pmap()).unwrap();
+    // The parent's next write gives it a new object; its read-only translation of page 0
+    // now points at the object below.
+    write(&mut parent, &mem, at + PS, 6).unwrap();
+    assert_eq!(read(&mut parent, &mem, at).unwrap(), 5);
+    parent
+        .inherit(VirtAddr::new(at), 2 * PS, Inheritance::Share)
+        .unwrap();
+    let mut child = parent.fork(pmap()).unwrap();
+    write(&mut child, &mem, at, 7).unwrap();
+    assert_eq!(read(&mut parent, &mem, at).unwrap(), 7);
+    assert_eq!(read(&mut child, &mem, at + PS).unwrap(), 6);
+    drop(older);
 }
