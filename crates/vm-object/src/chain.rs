@@ -274,10 +274,13 @@ impl VmObject {
         if back.counts.resident > top.counts.resident {
             return false;
         }
-        let hidden = back
-            .pages
-            .range(window..end)
-            .all(|(off, _)| top.pages.contains_key(&(off - window)));
+        // One merged walk over the two sorted page maps.
+        let mut mine = top.pages.keys().peekable();
+        let hidden = back.pages.range(window..end).all(|(off, _)| {
+            let want = off - window;
+            while mine.next_if(|k| **k < want).is_some() {}
+            mine.peek().is_some_and(|k| **k == want)
+        });
         if hidden {
             let next = back.shadow.clone();
             drop(back);
