@@ -1,11 +1,12 @@
 //! Decoding and checking logic for the machvm fuzz targets; the targets in `fuzz_targets/` only
 //! forward to [`addr_ops::run`], [`sim_frames::run`], [`page_table_ops::run`],
-//! [`tlb_flush::run`], [`shootdown_ops::run`] and [`zone_ops::run`]. Each panics
+//! [`tlb_flush::run`], [`shootdown_ops::run`], [`zone_ops::run`] and [`vm_object_ops::run`]. Each panics
 //! only on a real mismatch between a machvm crate and a reference model.
 
 pub mod page_table_ops;
 pub mod shootdown_ops;
 pub mod tlb_flush;
+pub mod vm_object_ops;
 pub mod zone_ops;
 
 pub mod addr_ops {

@@ -8,3 +8,7 @@ extern crate std;
 
 pub mod codec;
 pub mod pool;
+
+pub use pool::{
+    Handle, Pool, PoolConfig, PoolError, PoolPressure, PoolStats, SegmentMemory, SegmentStore,
+};

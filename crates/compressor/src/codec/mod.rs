@@ -209,3 +209,18 @@ pub trait PageCodec {
     fn decompress(&self, kind: CodecKind, input: &[u8], out: &mut [u32])
     -> Result<(), DecodeError>;
 }
+
+mod bytes;
+pub mod hybrid;
+pub mod lz4;
+mod raw;
+pub mod single;
+pub mod stats;
+pub mod vector;
+pub mod wkdm;
+
+pub use hybrid::{Best, Hybrid};
+pub use lz4::Lz4;
+pub use stats::{CodecCounters, CodecCountersSnapshot, CodecStats, CodecStatsSnapshot};
+pub use vector::{CodePath, CpuFeatures, VectorPolicy};
+pub use wkdm::Wkdm;
