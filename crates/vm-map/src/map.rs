@@ -402,6 +402,18 @@ impl<P> VmMap<P> {
     }
 
     /// The keys of the entries overlapping `[start, end)`.
+    /// Splits the entries at `start` and `end` (validated, covered) and runs `f` on each entry
+    /// in between, with the pmap.
+    fn update_range(&mut self, start: u64, end: u64, mut f: impl FnMut(&mut VmMapEntry, &mut P)) {
+        self.clip(start);
+        self.clip(end);
+        for key in self.overlapping_keys(start, end) {
+            if let Some(e) = self.entries.get_mut(&key) {
+                f(e, &mut self.pmap);
+            }
+        }
+    }
+
     pub(crate) fn overlapping_keys(&self, start: u64, end: u64) -> Vec<u64> {
         self.overlapping(start, end).map(|e| e.start).collect()
     }
@@ -728,13 +740,7 @@ impl<P: Pmap> VmMap<P> {
                 })
             }
         })?;
-        self.clip(start);
-        self.clip(end);
-        for key in self.overlapping_keys(start, end) {
-            if let Some(e) = self.entries.get_mut(&key) {
-                e.protection = protection;
-            }
-        }
+        self.update_range(start, end, |e, _| e.protection = protection);
         self.pmap
             .protect(VirtAddr::new(start), VirtAddr::new(end), protection);
         Ok(())
@@ -767,16 +773,11 @@ impl<P: Pmap> VmMap<P> {
                 })
             }
         })?;
-        self.clip(start);
-        self.clip(end);
-        for key in self.overlapping_keys(start, end) {
-            if let Some(e) = self.entries.get_mut(&key) {
-                e.max_protection = maximum;
-                e.protection &= maximum;
-                let (s, t, p) = (e.start, e.end, e.protection);
-                self.pmap.protect(VirtAddr::new(s), VirtAddr::new(t), p);
-            }
-        }
+        self.update_range(start, end, |e, pmap| {
+            e.max_protection = maximum;
+            e.protection &= maximum;
+            pmap.protect(VirtAddr::new(e.start), VirtAddr::new(e.end), e.protection);
+        });
         Ok(())
     }
 
@@ -794,13 +795,7 @@ impl<P: Pmap> VmMap<P> {
     ) -> Result<(), MapError> {
         let start = start.as_u64();
         let end = self.check_range(start, size)?;
-        self.clip(start);
-        self.clip(end);
-        for key in self.overlapping_keys(start, end) {
-            if let Some(e) = self.entries.get_mut(&key) {
-                e.inheritance = inheritance;
-            }
-        }
+        self.update_range(start, end, |e, _| e.inheritance = inheritance);
         Ok(())
     }
 }

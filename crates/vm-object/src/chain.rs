@@ -257,10 +257,7 @@ impl VmObject {
             }
             let next = back.shadow.take();
             drop(back);
-            top.shadow = next.map(|s| Shadow {
-                offset: s.offset + window,
-                object: s.object,
-            });
+            top.shadow = rebased(next, window);
             drop(top);
             stats.collapsed += 1;
             stats.pages_freed += freed.len() as u64;
@@ -284,14 +281,20 @@ impl VmObject {
         if hidden {
             let next = back.shadow.clone();
             drop(back);
-            top.shadow = next.map(|s| Shadow {
-                offset: s.offset + window,
-                object: s.object,
-            });
+            top.shadow = rebased(next, window);
             drop(top);
             stats.bypassed += 1;
             return true;
         }
         false
     }
+}
+
+/// The backing object's own shadow link as seen from an object whose window starts at
+/// `window` in it (the sum cannot overflow: each window lies inside its backing object).
+fn rebased(next: Option<Shadow>, window: u64) -> Option<Shadow> {
+    next.map(|s| Shadow {
+        offset: s.offset.saturating_add(window),
+        object: s.object,
+    })
 }

@@ -74,6 +74,26 @@ enum Old {
     Private(PhysAddr),
 }
 
+/// Passes on a step that did not complete (a retry or an error), giving back `frame`, which
+/// the faulting path allocated and no object holds yet; `None` when the step completed.
+fn unless_done(
+    memory: &dyn crate::PageMemory,
+    frame: PhysAddr,
+    step: Result<Step<()>, ObjectError>,
+) -> Option<Result<Step<ResolvedPage>, ObjectError>> {
+    match step {
+        Ok(Step::Done(())) => None,
+        Ok(Step::Retry) => {
+            memory.free_page(frame);
+            Some(Ok(Step::Retry))
+        }
+        Err(e) => {
+            memory.free_page(frame);
+            Some(Err(e))
+        }
+    }
+}
+
 /// One step of a walk that must start over (a page turned busy, a race was lost).
 enum Step<T> {
     Done(T),
@@ -182,28 +202,13 @@ impl VmObject {
                 let memory = top.memory().clone();
                 let frame = memory.alloc_page()?;
                 let copied = Self::with_busy(&object, off, |src| memory.copy_page(src, frame));
-                match copied {
-                    Ok(Step::Done(())) => {}
-                    Ok(Step::Retry) => {
-                        memory.free_page(frame);
-                        return Ok(Step::Retry);
-                    }
-                    Err(e) => {
-                        memory.free_page(frame);
-                        return Err(e);
-                    }
+                if let Some(out) = unless_done(&*memory, frame, copied) {
+                    return out;
                 }
                 if let Some(copy) = top.lock().live_copy() {
-                    match Self::push(top, &copy, offset, Old::Private(frame)) {
-                        Ok(Step::Done(())) => {}
-                        Ok(Step::Retry) => {
-                            memory.free_page(frame);
-                            return Ok(Step::Retry);
-                        }
-                        Err(e) => {
-                            memory.free_page(frame);
-                            return Err(e);
-                        }
+                    let pushed = Self::push(top, &copy, offset, Old::Private(frame));
+                    if let Some(out) = unless_done(&*memory, frame, pushed) {
+                        return out;
                     }
                 }
                 Self::install(top, offset, frame, FaultKind::CopyOnWrite)
@@ -214,16 +219,9 @@ impl VmObject {
                 memory.zero_page(frame);
                 if write {
                     if let Some(copy) = top.lock().live_copy() {
-                        match Self::push(top, &copy, offset, Old::Zero) {
-                            Ok(Step::Done(())) => {}
-                            Ok(Step::Retry) => {
-                                memory.free_page(frame);
-                                return Ok(Step::Retry);
-                            }
-                            Err(e) => {
-                                memory.free_page(frame);
-                                return Err(e);
-                            }
+                        let pushed = Self::push(top, &copy, offset, Old::Zero);
+                        if let Some(out) = unless_done(&*memory, frame, pushed) {
+                            return out;
                         }
                     }
                 }
@@ -506,10 +504,7 @@ impl VmObject {
             let mut st = self.lock();
             self.check(&st, offset)?;
             let pager = st.pager.clone().ok_or(ObjectError::NoPager)?;
-            let page = *st
-                .pages
-                .get(&offset)
-                .ok_or(ObjectError::NotResident { offset })?;
+            let page = self.resident(&st, offset)?;
             if page.is_busy() {
                 return Err(ObjectError::PageBusy { offset });
             }

@@ -419,6 +419,15 @@ impl VmObject {
         Ok(())
     }
 
+    /// The resident page at `offset` (checked) in the locked state `st`.
+    pub(crate) fn resident(&self, st: &ObjectState, offset: u64) -> Result<VmPage, ObjectError> {
+        self.check(st, offset)?;
+        st.pages
+            .get(&offset)
+            .copied()
+            .ok_or(ObjectError::NotResident { offset })
+    }
+
     /// The resident page at `offset` of this object (not its shadows), if any.
     ///
     /// # Errors
@@ -461,11 +470,7 @@ impl VmObject {
     /// or a bad offset.
     pub fn remove_page(&self, offset: u64) -> Result<VmPage, ObjectError> {
         let mut st = self.lock();
-        self.check(&st, offset)?;
-        let page = *st
-            .pages
-            .get(&offset)
-            .ok_or(ObjectError::NotResident { offset })?;
+        let page = self.resident(&st, offset)?;
         if page.is_busy() {
             return Err(ObjectError::PageBusy { offset });
         }
@@ -517,11 +522,7 @@ impl VmObject {
     /// [`ObjectError::WireOverflow`], or a bad offset.
     pub fn wire_page(&self, offset: u64) -> Result<VmPage, ObjectError> {
         let mut st = self.lock();
-        self.check(&st, offset)?;
-        let page = *st
-            .pages
-            .get(&offset)
-            .ok_or(ObjectError::NotResident { offset })?;
+        let page = self.resident(&st, offset)?;
         if page.is_busy() {
             return Err(ObjectError::PageBusy { offset });
         }
@@ -540,11 +541,7 @@ impl VmObject {
     /// [`ObjectError::NotResident`], [`ObjectError::NotWired`], or a bad offset.
     pub fn unwire_page(&self, offset: u64) -> Result<VmPage, ObjectError> {
         let mut st = self.lock();
-        self.check(&st, offset)?;
-        let page = *st
-            .pages
-            .get(&offset)
-            .ok_or(ObjectError::NotResident { offset })?;
+        let page = self.resident(&st, offset)?;
         let count = page
             .wire_count
             .checked_sub(1)
