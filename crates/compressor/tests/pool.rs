@@ -132,6 +132,10 @@ fn single_values_that_miss_the_table_go_to_a_segment() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "fills segments page by page: minutes under miri; the memory paths it uses run in the other tests"
+)]
 fn a_store_at_the_in_core_limit_fails_and_changes_nothing() {
     let config = PoolConfig::new(SegmentSize::K64)
         .max_in_core_segments(2)
@@ -205,6 +209,10 @@ fn pressure_passes_nearing_limit_at_98_percent_of_the_handle_table() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "fills segments page by page: minutes under miri; the memory paths it uses run in the other tests"
+)]
 fn segment_memory_refusal_is_reported_and_changes_nothing() {
     let mem = CountingMemory::with_limit(1);
     let store = Arc::new(MemoryStore::new());
@@ -354,6 +362,10 @@ fn pages_freed_while_swapped_out_are_dropped_on_swap_in() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "fills segments page by page: minutes under miri; the memory paths it uses run in the other tests"
+)]
 fn a_failed_swap_out_leaves_the_segment_in_core() {
     let mem = CountingMemory::new();
     let store = Arc::new(MemoryStore::with_limit(0));
@@ -568,6 +580,10 @@ fn a_pool_runs_without_a_heap_on_borrowed_tables_and_a_memory_region() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "fills segments page by page: minutes under miri; the memory paths it uses run in the other tests"
+)]
 fn dropping_the_pool_returns_every_buffer_and_store_record() {
     let (pool, mem, store) = pool(small());
     for i in 0..n(40).max(16) {
@@ -592,6 +608,10 @@ fn raw_pages_are_counted_as_incompressible() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "fills segments page by page: minutes under miri; the memory paths it uses run in the other tests"
+)]
 fn threads_store_load_and_free_concurrently() {
     let (pool, mem, store) = pool(small().max_in_core_segments(16));
     let pool = Arc::new(pool);
