@@ -4,9 +4,7 @@
 
 use super::stats::CodecStats;
 use super::vector::{CodePath, VectorPolicy};
-use super::{
-    CodecKind, CompressError, DecodeError, Encoded, PageCodec, PageSize, lz4, raw, single, wkdm,
-};
+use super::{CodecKind, CompressError, DecodeError, Encoded, PageCodec, PageSize, lz4, raw, wkdm};
 
 /// The default LZ4 threshold for `page_size`: XNU's (2048 bytes for 4 KiB pages, 12288 for
 /// 16 KiB pages).
@@ -84,10 +82,11 @@ impl PageCodec for Hybrid {
     }
 
     fn compress(&self, page: &[u32], out: &mut [u8]) -> Result<Encoded, CompressError> {
-        raw::check_compress_args(self.page_size, page, out, self.max_encoded_len())?;
-        if let Some(v) = single::detect(page) {
-            self.stats.record_single_value();
-            return Ok(Encoded::SingleValue(v));
+        if let Some(single) = self
+            .stats
+            .begin(self.page_size, page, out, self.max_encoded_len())?
+        {
+            return Ok(single);
         }
         let bytes = self.page_size.bytes();
         let (wk_out, lz_out) = out.split_at_mut(bytes);
@@ -95,11 +94,7 @@ impl PageCodec for Hybrid {
         self.stats.wkdm.record_attempt(bytes, wk);
         if let Some(len) = wk {
             if len <= self.threshold {
-                self.stats.wkdm.record_win();
-                return Ok(Encoded::Stored {
-                    kind: CodecKind::Wkdm,
-                    len,
-                });
+                return CodecStats::keep(&self.stats.wkdm, CodecKind::Wkdm, len);
             }
         }
         let lz = lz4::compress_page(page, lz_out).filter(|&len| len < bytes);
@@ -107,17 +102,8 @@ impl PageCodec for Hybrid {
         match (wk, lz) {
             (Some(w), Some(l)) if l < w => self.keep_lz4(out, l),
             (None, Some(l)) => self.keep_lz4(out, l),
-            (Some(w), _) => {
-                self.stats.wkdm.record_win();
-                Ok(Encoded::Stored {
-                    kind: CodecKind::Wkdm,
-                    len: w,
-                })
-            }
-            (None, None) => {
-                self.stats.record_raw();
-                raw::store(page, out)
-            }
+            (Some(w), _) => CodecStats::keep(&self.stats.wkdm, CodecKind::Wkdm, w),
+            (None, None) => self.stats.keep_raw(page, out),
         }
     }
 
@@ -137,11 +123,7 @@ impl Hybrid {
     fn keep_lz4(&self, out: &mut [u8], len: usize) -> Result<Encoded, CompressError> {
         let bytes = self.page_size.bytes();
         out.copy_within(bytes..bytes + len, 0);
-        self.stats.lz4.record_win();
-        Ok(Encoded::Stored {
-            kind: CodecKind::Lz4,
-            len,
-        })
+        CodecStats::keep(&self.stats.lz4, CodecKind::Lz4, len)
     }
 }
 

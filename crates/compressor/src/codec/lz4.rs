@@ -11,7 +11,7 @@ use lz4_flex::block;
 
 use super::bytes::{as_bytes, as_bytes_mut};
 use super::stats::CodecStats;
-use super::{CodecKind, CompressError, DecodeError, Encoded, PageCodec, PageSize, raw, single};
+use super::{CodecKind, CompressError, DecodeError, Encoded, PageCodec, PageSize, raw};
 
 /// The output space LZ4 needs for a page of `page_size` (LZ4's worst case for that input).
 #[must_use]
@@ -87,26 +87,18 @@ impl PageCodec for Lz4 {
     }
 
     fn compress(&self, page: &[u32], out: &mut [u8]) -> Result<Encoded, CompressError> {
-        raw::check_compress_args(self.page_size, page, out, self.max_encoded_len())?;
-        if let Some(v) = single::detect(page) {
-            self.stats.record_single_value();
-            return Ok(Encoded::SingleValue(v));
+        if let Some(single) = self
+            .stats
+            .begin(self.page_size, page, out, self.max_encoded_len())?
+        {
+            return Ok(single);
         }
         let bytes = self.page_size.bytes();
         let len = compress_page(page, out);
         self.stats.lz4.record_attempt(bytes, len);
         match len {
-            Some(len) if len < bytes => {
-                self.stats.lz4.record_win();
-                Ok(Encoded::Stored {
-                    kind: CodecKind::Lz4,
-                    len,
-                })
-            }
-            _ => {
-                self.stats.record_raw();
-                raw::store(page, out)
-            }
+            Some(len) if len < bytes => CodecStats::keep(&self.stats.lz4, CodecKind::Lz4, len),
+            _ => self.stats.keep_raw(page, out),
         }
     }
 

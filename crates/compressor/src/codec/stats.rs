@@ -125,6 +125,43 @@ impl CodecStats {
         self.raw_pages.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The start every codec shares: checks the arguments, and reports (and counts) a page
+    /// of one repeated value, which needs no codec.
+    pub(crate) fn begin(
+        &self,
+        page_size: super::PageSize,
+        page: &[u32],
+        out: &[u8],
+        max_encoded_len: usize,
+    ) -> Result<Option<super::Encoded>, super::CompressError> {
+        super::raw::check_compress_args(page_size, page, out, max_encoded_len)?;
+        Ok(super::single::detect(page).map(|v| {
+            self.record_single_value();
+            super::Encoded::SingleValue(v)
+        }))
+    }
+
+    /// Counts a win of `counters`' codec and reports its `len` bytes at the start of the
+    /// output as the page.
+    pub(crate) fn keep(
+        counters: &CodecCounters,
+        kind: super::CodecKind,
+        len: usize,
+    ) -> Result<super::Encoded, super::CompressError> {
+        counters.record_win();
+        Ok(super::Encoded::Stored { kind, len })
+    }
+
+    /// Stores `page` raw (no codec made it smaller) and counts it.
+    pub(crate) fn keep_raw(
+        &self,
+        page: &[u32],
+        out: &mut [u8],
+    ) -> Result<super::Encoded, super::CompressError> {
+        self.record_raw();
+        super::raw::store(page, out)
+    }
+
     pub(crate) fn record_single_value(&self) {
         self.single_value_pages.fetch_add(1, Ordering::Relaxed);
     }

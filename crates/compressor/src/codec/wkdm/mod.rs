@@ -16,7 +16,7 @@ mod x86;
 
 use super::stats::CodecStats;
 use super::vector::{CodePath, VectorPolicy};
-use super::{CodecKind, CompressError, DecodeError, Encoded, PageCodec, PageSize, raw, single};
+use super::{CodecKind, CompressError, DecodeError, Encoded, PageCodec, PageSize, raw};
 
 /// Compresses one page with WKdm into `out` on the path `policy` selects. Returns the encoded
 /// length, or `None` when the output would be longer than `budget` (or than `out`).
@@ -166,26 +166,18 @@ impl PageCodec for Wkdm {
     }
 
     fn compress(&self, page: &[u32], out: &mut [u8]) -> Result<Encoded, CompressError> {
-        raw::check_compress_args(self.page_size, page, out, self.max_encoded_len())?;
-        if let Some(v) = single::detect(page) {
-            self.stats.record_single_value();
-            return Ok(Encoded::SingleValue(v));
+        if let Some(single) = self
+            .stats
+            .begin(self.page_size, page, out, self.max_encoded_len())?
+        {
+            return Ok(single);
         }
         let bytes = self.page_size.bytes();
         let len = compress_with(self.page_size, self.path, page, out, bytes - 1)?;
         self.stats.wkdm.record_attempt(bytes, len);
         match len {
-            Some(len) => {
-                self.stats.wkdm.record_win();
-                Ok(Encoded::Stored {
-                    kind: CodecKind::Wkdm,
-                    len,
-                })
-            }
-            None => {
-                self.stats.record_raw();
-                raw::store(page, out)
-            }
+            Some(len) => CodecStats::keep(&self.stats.wkdm, CodecKind::Wkdm, len),
+            None => self.stats.keep_raw(page, out),
         }
     }
 
