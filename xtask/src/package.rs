@@ -95,6 +95,7 @@ pub fn run(args: &PackageArgs) -> Result<()> {
         .filter(|p| !p.publishable)
         .map(|p| p.name.clone())
         .collect();
+    clear_stale_unpacks(&ws.root, &publishable);
     let mut cargo = Cargo::new(Action::Package)
         .packages(Packages::Workspace { exclude })
         .cwd(&ws.root);
@@ -105,10 +106,74 @@ pub fn run(args: &PackageArgs) -> Result<()> {
     run_cmd(STEP, &mut cargo.command())
 }
 
+/// Removes what earlier `cargo package` runs left of our own crates outside `target/`.
+///
+/// Cargo unpacks the temporary registry's crates into `$CARGO_HOME/registry/src/-<hash>/`,
+/// where the hash depends only on the registry's path, and reuses an unpacked
+/// `name-version` directory as it finds it. Our crates keep one version while their code
+/// changes, so a machine that packaged an older commit from the same path (a CI runner)
+/// would verify against that older code. Only directories of local registries (named
+/// `-<hash>`, never the crates.io index) and only our crates' entries are removed.
+fn clear_stale_unpacks(root: &std::path::Path, publishable: &[&Package]) {
+    let _ = std::fs::remove_dir_all(root.join("target/package/tmp-registry"));
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")));
+    let Some(cargo_home) = cargo_home else {
+        return;
+    };
+    for area in ["registry/src", "registry/cache"] {
+        let Ok(registries) = std::fs::read_dir(cargo_home.join(area)) else {
+            continue;
+        };
+        for registry in registries.flatten() {
+            if !registry.file_name().to_string_lossy().starts_with('-') {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(registry.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if publishable.iter().any(|p| is_unpack_of(&name, &p.name)) {
+                    let path = entry.path();
+                    let removed = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    if removed.is_ok() {
+                        eprintln!("[{STEP}] removed stale {}", path.display());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `entry` (`name-1.2.3` or `name-1.2.3.crate`) is an unpack of crate `name`.
+fn is_unpack_of(entry: &str, name: &str) -> bool {
+    entry
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn unpack_names() {
+        assert!(is_unpack_of("machvm-vm-object-0.1.0", "machvm-vm-object"));
+        assert!(is_unpack_of(
+            "machvm-vm-object-0.1.0.crate",
+            "machvm-vm-object"
+        ));
+        assert!(!is_unpack_of("machvm-vm-object-0.1.0", "machvm-vm"));
+        assert!(!is_unpack_of("machvm-vm-map-0.1.0", "machvm-vm-object"));
+    }
 
     fn pkg(raw: Value) -> Package {
         Package {
