@@ -2,6 +2,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod pmap;
+
 #[doc(inline)]
 pub use machvm_addr as addr;
 #[doc(inline)]

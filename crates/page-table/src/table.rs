@@ -579,6 +579,25 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
         freed
     }
 
+    /// Consumes the table and frees every table frame of it (root included) to `alloc`, like
+    /// [`into_freed_tables`](Self::into_freed_tables) followed by [`FreedTables::release`]
+    /// through the table's own mapper.
+    ///
+    /// Mapped pages are not touched. Call it only once every CPU has stopped using the table
+    /// and flushed its translations.
+    ///
+    /// # Errors
+    ///
+    /// As [`FreedTables::release`].
+    pub fn free_all_tables<A: FrameAllocator + ?Sized>(
+        self,
+        alloc: &mut A,
+    ) -> Result<(), PageTableError> {
+        let mut freed = FreedTables::new(F::GRANULE);
+        self.free_subtree(Geo::<F>::ROOT, self.root, &mut freed);
+        freed.release(&self.mapper, alloc)
+    }
+
     // ------------------------------------------------------------------------------------
     // map
     // ------------------------------------------------------------------------------------

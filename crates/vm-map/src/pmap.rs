@@ -22,8 +22,11 @@ pub trait Pmap {
     ///
     /// # Errors
     ///
-    /// [`PmapError::NoMemory`] when a page-table page cannot be allocated (the old
-    /// translation, if any, stays), [`PmapError::BadAddress`] when `va` cannot be mapped.
+    /// [`PmapError::NoMemory`] when a page-table page cannot be allocated: `va` is then left
+    /// with its old translation or with none (a pmap that must break the old translation
+    /// before making the new one may not be able to restore it), never with a partial one;
+    /// the next access faults and retries. [`PmapError::BadAddress`] when `va` cannot be
+    /// mapped.
     fn enter(
         &mut self,
         va: VirtAddr,
