@@ -1,8 +1,23 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+extern crate alloc;
+
+// The frame table touches frame bytes through the kernel's physical mapper.
+#[allow(unsafe_code)]
+pub mod frames;
 pub mod pmap;
+pub mod pressure;
+pub mod report;
+mod system;
+
+pub use frames::{PageQueue, QueueCounts, SpaceId};
+pub use pressure::PressureLevel;
+pub use system::{
+    AnonymousPager, FlushProvider, PageoutStep, PageoutTargets, PagerStats, PressureCallback,
+    PvObserver, SpaceMap, SpacePmap, VmCounters, VmError, VmSystem,
+};
 
 #[doc(inline)]
 pub use machvm_addr as addr;

@@ -61,6 +61,35 @@ impl fmt::Display for PmapSetupError {
 
 impl core::error::Error for PmapSetupError {}
 
+/// Hears about every translation a [`TablePmap`] creates or removes: how a VM system keeps
+/// its reverse map (which translations map a frame) and its wired page queue.
+///
+/// `()` ignores everything.
+pub trait PmapObserver {
+    /// `va` now maps `frame` (`wired`: the translation is wired).
+    fn mapped(&mut self, va: VirtAddr, frame: PhysAddr, wired: bool) {
+        let _ = (va, frame, wired);
+    }
+
+    /// `va` no longer maps `frame` (`wired`: the translation was wired).
+    fn unmapped(&mut self, va: VirtAddr, frame: PhysAddr, wired: bool) {
+        let _ = (va, frame, wired);
+    }
+
+    /// The translation of `va` to `frame` became wired (`true`) or pageable.
+    fn wiring(&mut self, va: VirtAddr, frame: PhysAddr, wired: bool) {
+        let _ = (va, frame, wired);
+    }
+
+    /// The translation of `va` to `frame` allows writes (new, or upgraded): the frame may be
+    /// modified from now on without any fault telling the VM layer.
+    fn writable(&mut self, va: VirtAddr, frame: PhysAddr) {
+        let _ = (va, frame);
+    }
+}
+
+impl PmapObserver for () {}
+
 /// Counters of a [`TablePmap`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -125,18 +154,22 @@ pub struct PmapStats {
 /// assert_eq!(pmap.stats().resident, 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct TablePmap<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> {
+pub struct TablePmap<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O = ()>
+where
+    O: PmapObserver,
+{
     table: Option<PageTable<F, M>>,
     alloc: A,
     hook: H,
+    observer: O,
     start: u64,
     end: u64,
     user: bool,
     stats: PmapStats,
 }
 
-impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> fmt::Debug
-    for TablePmap<F, M, A, H>
+impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver> fmt::Debug
+    for TablePmap<F, M, A, H, O>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TablePmap")
@@ -149,7 +182,7 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> fmt::Debug
     }
 }
 
-impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, A, H> {
+impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, A, H, ()> {
     /// Creates a pmap for user pages of `page_size` in `[start, end)`, with a new page table
     /// whose frames come from `alloc`.
     ///
@@ -175,11 +208,16 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, 
         } else {
             Region::Lower
         };
-        Self::with_region(page_size, start, end, region, true, mapper, alloc, hook)
+        Self::with_region(page_size, start, end, region, true, mapper, alloc, hook, ())
     }
+}
 
+impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver>
+    TablePmap<F, M, A, H, O>
+{
     /// Creates a pmap for pages of `page_size` in `[start, end)` with a new table translating
-    /// `region`; `user` sets the user-accessible bit of every entry.
+    /// `region`; `user` sets the user-accessible bit of every entry; `observer` hears about
+    /// every translation made or removed.
     ///
     /// # Errors
     ///
@@ -195,6 +233,7 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, 
         mapper: M,
         mut alloc: A,
         hook: H,
+        observer: O,
     ) -> Result<Self, PmapSetupError> {
         if page_size != F::GRANULE {
             return Err(PmapSetupError::GranuleMismatch {
@@ -222,6 +261,7 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, 
             table: Some(table),
             alloc,
             hook,
+            observer,
             start: s,
             end: e,
             user,
@@ -255,6 +295,12 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, 
     /// The flush hook, mutably.
     pub fn hook_mut(&mut self) -> &mut H {
         &mut self.hook
+    }
+
+    /// The observer.
+    #[must_use]
+    pub fn observer(&self) -> &O {
+        &self.observer
     }
 
     /// The counters.
@@ -363,14 +409,24 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, 
     fn unmap(&mut self, va: VirtAddr, len: u64) {
         let (mut removed, mut wired) = (0u64, 0u64);
         let Self {
-            table, alloc, hook, ..
+            table,
+            alloc,
+            hook,
+            observer,
+            ..
         } = self;
         let table = table.as_mut().unwrap_or_else(|| unreachable!());
         let mut visit = |m: &Mapping| {
             removed += m.size.bytes() / F::GRANULE.bytes();
-            if m.attrs.sw_flags().contains(SwFlags::WIRED) {
+            let was_wired = m.attrs.sw_flags().contains(SwFlags::WIRED);
+            if was_wired {
                 wired += 1;
             }
+            if m.access.dirty {
+                // Hardware recorded a write the VM layer may not know about.
+                observer.writable(m.va, m.pa);
+            }
+            observer.unmapped(m.va, m.pa, was_wired);
         };
         // Only pages of the granule are ever mapped, so no split (the one thing that can
         // fail) is needed, and the range is inside the window.
@@ -447,7 +503,9 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> TablePmap<F, M, 
     }
 }
 
-impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> Pmap for TablePmap<F, M, A, H> {
+impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver> Pmap
+    for TablePmap<F, M, A, H, O>
+{
     fn enter(
         &mut self,
         va: VirtAddr,
@@ -474,6 +532,14 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> Pmap for TablePm
             if old.pa == frame {
                 if old.attrs != attrs {
                     self.change_attrs(va, page, |_| Some(attrs));
+                    if old.attrs.sw_flags().contains(SwFlags::WIRED) != wired {
+                        self.observer.wiring(va, frame, wired);
+                    }
+                    if attrs.prot().contains(VmProt::WRITE)
+                        && !old.attrs.prot().contains(VmProt::WRITE)
+                    {
+                        self.observer.writable(va, frame);
+                    }
                 }
                 return Ok(());
             }
@@ -487,9 +553,11 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> Pmap for TablePm
                 Ok((_, pending)) => self.finish(pending),
                 Err(_) => return Err(PmapError::BadAddress),
             }
-            if old.attrs.sw_flags().contains(SwFlags::WIRED) {
+            let was_wired = old.attrs.sw_flags().contains(SwFlags::WIRED);
+            if was_wired {
                 self.stats.wired -= 1;
             }
+            self.observer.unmapped(va, old.pa, was_wired);
             self.stats.resident -= 1;
             self.stats.replaced += 1;
         }
@@ -504,6 +572,10 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> Pmap for TablePm
                 self.stats.resident += 1;
                 if wired {
                     self.stats.wired += 1;
+                }
+                self.observer.mapped(va, frame, wired);
+                if attrs.prot().contains(VmProt::WRITE) {
+                    self.observer.writable(va, frame);
                 }
                 self.finish(pending);
                 Ok(())
@@ -554,15 +626,24 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> Pmap for TablePm
         if !va.is_aligned(page) || !self.in_window(va.as_u64(), page) {
             return;
         }
+        let Some(old) = self.lookup(va) else {
+            return;
+        };
+        if old.attrs.sw_flags().contains(SwFlags::WIRED) == wired {
+            return;
+        }
         self.change_attrs(va, page, |old| {
             let mut sw = old.sw_flags();
             sw.set(SwFlags::WIRED, wired);
             Some(old.sw(sw))
         });
+        self.observer.wiring(va, old.pa, wired);
     }
 }
 
-impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook> Drop for TablePmap<F, M, A, H> {
+impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver> Drop
+    for TablePmap<F, M, A, H, O>
+{
     fn drop(&mut self) {
         let (start, len) = (
             VirtAddr::new_truncate(self.start, F::VA_WIDTH),

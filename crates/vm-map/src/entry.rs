@@ -1,10 +1,9 @@
 //! Map entries: one contiguous range of a map backed by a window of one VM object.
 
-use alloc::sync::{Arc, Weak};
 use core::fmt;
 
 use machvm_addr::{VirtAddr, VmProt};
-use machvm_vm_object::{ObjectRef, VmObject};
+use machvm_vm_object::{MapperMark, ObjectRef};
 
 use crate::MapError;
 use crate::fault::CollapseHint;
@@ -119,12 +118,11 @@ pub struct VmMapEntry {
     pub(crate) end: u64,
     /// Changed only through [`set_object`](Self::set_object), which keeps `mapper` in step.
     pub(crate) object: ObjectRef,
-    /// A weak reference to `object`: the object's weak count is the number of entries, in
-    /// every map, whose top object it is (the object layer's only weak reference, a source's
-    /// link to its newest delayed copy, can only add to it). Those entries are the only
-    /// holders of translations that can write the object's pages, which is what `fork`
-    /// must know before it makes a delayed copy.
-    pub(crate) mapper: Weak<VmObject>,
+    /// This entry's mark on `object`: the object counts the entries, in every map, whose
+    /// top object it is ([`VmObject::mappers`](machvm_vm_object::VmObject::mappers)). Those
+    /// entries are the only holders of translations that can write the object's pages,
+    /// which is what `fork` must know before it makes a delayed copy.
+    pub(crate) mapper: MapperMark,
     pub(crate) offset: u64,
     pub(crate) protection: VmProt,
     pub(crate) max_protection: VmProt,
@@ -222,7 +220,7 @@ impl VmMapEntry {
     /// Maps the window at `offset` of `object` from now on (the mapper marker follows, and
     /// collapse back-off starts afresh).
     pub(crate) fn set_object(&mut self, object: ObjectRef, offset: u64) {
-        self.mapper = Arc::downgrade(&object);
+        self.mapper = MapperMark::new(&object);
         self.object = object;
         self.offset = offset;
         self.collapse = CollapseHint::default();

@@ -47,9 +47,8 @@ impl Census {
     /// those is wired, so write-protecting this map's translations makes every later write
     /// fault and push the old page into the copy first.
     ///
-    /// Each entry holds a weak reference to its top object, so the object's weak count is
-    /// the number of such entries in every map (plus, at most, its source's link if it is
-    /// itself a delayed copy: that only makes the answer more cautious).
+    /// Each entry holds a [`MapperMark`](machvm_vm_object::MapperMark) on its top object,
+    /// so the object's mapper count is the number of such entries in every map.
     fn writers_all_here(
         &mut self,
         entries: &BTreeMap<u64, VmMapEntry>,
@@ -65,7 +64,7 @@ impl Census {
             mappers
         });
         let (here, wired) = mappers.get(&object.id()).copied().unwrap_or_default();
-        !wired && Arc::weak_count(object) <= here
+        !wired && object.mappers() <= here
     }
 
     /// A delayed copy of `e`'s object for `e`: the one made for an earlier entry of the same

@@ -8,7 +8,7 @@ use core::fmt;
 use core::ops::Bound;
 
 use machvm_addr::{PageSize, VaWidth, VirtAddr, VmProt};
-use machvm_vm_object::{CopyStrategy, ObjectKind, ObjectRef, PageMemory, VmObject};
+use machvm_vm_object::{CopyStrategy, MapperMark, ObjectKind, ObjectRef, PageMemory, VmObject};
 
 use crate::entry::{Inheritance, VmMapEntry, VmTag};
 use crate::fault::CollapseHint;
@@ -659,7 +659,7 @@ impl<P: Pmap> VmMap<P> {
             VmMapEntry {
                 start,
                 end,
-                mapper: Arc::downgrade(&object),
+                mapper: MapperMark::new(&object),
                 object,
                 offset,
                 protection: request.protection,

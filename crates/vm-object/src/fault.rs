@@ -258,6 +258,7 @@ impl VmObject {
             offset,
             VmPage::new(frame, PageFlags::DIRTY | PageFlags::REFERENCED),
         );
+        top.owned(frame, offset);
         Ok(Step::Done(ResolvedPage {
             frame,
             object: top.clone(),
@@ -346,6 +347,7 @@ impl VmObject {
                 return Ok(Step::Retry);
             }
             st.insert(off, VmPage::new(frame, PageFlags::BUSY | PageFlags::ABSENT));
+            object.owned(frame, off);
             st.paging_in_progress += 1;
         }
         let mut result = Err(crate::PagerError::Io);
@@ -462,6 +464,7 @@ impl VmObject {
             return Ok(Step::Done(()));
         }
         st.insert(copy_off, VmPage::new(frame, PageFlags::DIRTY));
+        copy.owned(frame, copy_off);
         Ok(Step::Done(()))
     }
 

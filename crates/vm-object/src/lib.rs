@@ -24,7 +24,8 @@ pub use memory::PageMemory;
 #[cfg(feature = "std")]
 pub use memory::SimPageMemory;
 pub use object::{
-    CopyStrategy, ObjectBuilder, ObjectId, ObjectKind, ObjectRef, PurgeableState, Shadow, VmObject,
+    CopyStrategy, MapperMark, ObjectBuilder, ObjectId, ObjectKind, ObjectRef, PurgeableState,
+    Shadow, VmObject,
 };
 pub use page::{PageCounts, PageFlags, VmPage};
 pub use pager::{MemoryObject, PageIn, PageOutKind};

@@ -168,6 +168,10 @@ impl ObjectState {
 /// # Ok(()) }
 /// ```
 pub struct VmObject {
+    /// This object, weakly (what [`PageMemory::page_owned`] hands out).
+    me: Weak<VmObject>,
+    /// Live [`MapperMark`]s: address-map entries mapping this object directly.
+    mappers: core::sync::atomic::AtomicUsize,
     id: ObjectId,
     page_size: u64,
     memory: Arc<dyn PageMemory>,
@@ -263,7 +267,9 @@ impl ObjectBuilder {
             ObjectKind::Internal => CopyStrategy::Symmetric,
             ObjectKind::External => CopyStrategy::Delay,
         });
-        Ok(Arc::new(VmObject {
+        Ok(Arc::new_cyclic(|me| VmObject {
+            me: me.clone(),
+            mappers: core::sync::atomic::AtomicUsize::new(0),
             id: ObjectId(NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed)),
             page_size,
             memory: self.memory,
@@ -283,7 +289,83 @@ impl ObjectBuilder {
     }
 }
 
+/// A mark an address-map entry holds while it maps an object directly (the object is its
+/// top object): [`VmObject::mappers`] counts them. Those entries are the only holders of
+/// translations that can write the object's pages, which is what a `fork` must know before
+/// it makes a delayed copy. Cloning a mark counts one more mapper; dropping it, one fewer.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use machvm_addr::{PageSize, SimPhysMemory};
+/// use machvm_vm_object::{MapperMark, SimPageMemory, VmObject};
+///
+/// let phys = SimPhysMemory::builder().size_bytes(1 << 20).build()?;
+/// let memory = Arc::new(SimPageMemory::new(phys, PageSize::Size4KiB)?);
+/// let object = VmObject::anonymous(0x4000, memory)?;
+/// let mark = MapperMark::new(&object);
+/// let second = mark.clone();
+/// assert_eq!(object.mappers(), 2);
+/// drop((mark, second));
+/// assert_eq!(object.mappers(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct MapperMark {
+    object: Weak<VmObject>,
+}
+
+impl MapperMark {
+    /// Counts one more mapper of `object`.
+    #[must_use]
+    pub fn new(object: &ObjectRef) -> Self {
+        object
+            .mappers
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        Self {
+            object: Arc::downgrade(object),
+        }
+    }
+}
+
+impl Clone for MapperMark {
+    fn clone(&self) -> Self {
+        if let Some(object) = self.object.upgrade() {
+            object
+                .mappers
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+        Self {
+            object: self.object.clone(),
+        }
+    }
+}
+
+impl Drop for MapperMark {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.upgrade() {
+            object
+                .mappers
+                .fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl VmObject {
+    /// The live [`MapperMark`]s of this object: how many address-map entries map it
+    /// directly.
+    #[must_use]
+    pub fn mappers(&self) -> usize {
+        self.mappers.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tells the page memory that `frame` is now this object's page at `offset` (called with
+    /// the object's lock held, after every insertion of a resident page).
+    pub(crate) fn owned(&self, frame: PhysAddr, offset: u64) {
+        self.memory.page_owned(frame, &self.me, offset);
+    }
+
     /// Options for a new object of `size` bytes over `memory`.
     pub fn builder(size: u64, memory: Arc<dyn PageMemory>) -> ObjectBuilder {
         ObjectBuilder {
@@ -458,6 +540,7 @@ impl VmObject {
             return Err(ObjectError::AlreadyResident { offset });
         }
         st.insert(offset, VmPage::new(frame, flags));
+        self.owned(frame, offset);
         Ok(())
     }
 
