@@ -1,8 +1,39 @@
 //! Host integration tests across the machvm crates.
 //!
-//! The tests live in `tests/tests/`; this library holds what they share. Later issues add the
-//! machine simulator (simulated CPUs that load and store through a software TLB and a page-table
-//! walk) here, and the QEMU test kernels under `tests/boot/`.
+//! The tests live in `tests/tests/`; this library holds what they share: a deterministic
+//! generator, the workloads of the machine simulator (`machvm::sim`) with their flat model,
+//! and an in-memory anonymous pager. The QEMU test kernels are under `tests/boot/`.
+
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+pub mod workload;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use machvm::AnonymousPager;
+use machvm_vm_object::{InMemoryPager, MemoryObject, ObjectError, ObjectRef};
+
+/// An anonymous pager that keeps evicted pages in memory (one `InMemoryPager` per object),
+/// for simulations that need a pager but not the compressor.
+#[derive(Debug, Default)]
+pub struct MemPagers {
+    made: AtomicU64,
+}
+
+impl MemPagers {
+    /// Pagers made so far (one per object paged out).
+    pub fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
+    }
+}
+
+impl AnonymousPager for MemPagers {
+    fn pager_for(&self, _object: &ObjectRef) -> Result<Arc<dyn MemoryObject>, ObjectError> {
+        self.made.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(InMemoryPager::new()))
+    }
+}
 
 /// A small deterministic pseudo-random generator (SplitMix64) so that multi-threaded tests are
 /// reproducible per seed without pulling a RNG crate into every test.

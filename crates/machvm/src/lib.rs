@@ -3,6 +3,8 @@
 #![deny(unsafe_code)]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 // The frame table touches frame bytes through the kernel's physical mapper.
 #[allow(unsafe_code)]
@@ -10,6 +12,10 @@ pub mod frames;
 pub mod pmap;
 pub mod pressure;
 pub mod report;
+// The simulator's memory handle forwards the simulated memory's unsafe traits.
+#[cfg(feature = "std")]
+#[allow(unsafe_code)]
+pub mod sim;
 mod system;
 
 pub use frames::{PageQueue, QueueCounts, SpaceId};

@@ -216,6 +216,82 @@ impl<F: Format, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {
     }
 }
 
+/// A read-only view of a live page table that another owner edits: what a hardware walker
+/// sees. Every entry is read atomically, so a walk racing with an edit sees the entry either
+/// before or after it, never a torn value — the guarantee the MMU has.
+///
+/// Made with [`TableReader::new`] from the table's root; a simulator uses one per address
+/// space to walk like the MMU of a simulated CPU while the VM layer edits the table.
+///
+/// # Examples
+///
+/// ```
+/// use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
+/// use machvm_page_table::{NoFlush, PageAttrs, PageTable, Region, TableReader, X86Pml4};
+///
+/// let sim = SimPhysMemory::builder().size_bytes(1 << 20).build()?;
+/// let mut alloc = sim.frame_allocator();
+/// let mut pt = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc)?;
+/// // SAFETY: `pt` outlives the reader and frees no table while the reader walks.
+/// let reader = unsafe { TableReader::<X86Pml4, _>::new(pt.root(), Region::Both, &sim) }?;
+/// let va = VirtAddr::new(0x4000_0000);
+/// let done = pt.map(va, PhysAddr::new(0x8_0000), PageSize::Size4KiB, &PageAttrs::new(VmProt::READ), &mut alloc)?;
+/// pt.finish(done, &mut NoFlush, &mut alloc)?;
+/// assert_eq!(reader.translate(va)?.pa, PhysAddr::new(0x8_0000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TableReader<F: Format, M: PhysMapper> {
+    inner: PageTable<F, M>,
+}
+
+impl<F: Format, M: PhysMapper> core::fmt::Debug for TableReader<F, M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TableReader")
+            .field("format", &F::NAME)
+            .field("root", &self.inner.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Format, M: PhysMapper> TableReader<F, M> {
+    /// A reader of the table whose root is at `root`.
+    ///
+    /// # Errors
+    ///
+    /// As [`PageTable::from_root`].
+    ///
+    /// # Safety
+    ///
+    /// - `root` and every table reachable from it are valid tables of format `F` whose
+    ///   frames `mapper` reaches;
+    /// - a table frame the owner unlinks is freed only once no walk of this reader that may
+    ///   have reached it is still running (the owner frees tables after a TLB flush, so a
+    ///   reader used only by CPUs that take part in that flush qualifies), and the root
+    ///   stays allocated while the reader exists.
+    pub unsafe fn new(root: PhysAddr, region: Region, mapper: M) -> Result<Self, PageTableError> {
+        // SAFETY: the caller's promises cover what `from_root` needs for reading; the
+        // reader never edits (no method takes `&mut`), so concurrent edits by the owner
+        // are the walker/editor race the engine is built for.
+        let inner = unsafe { PageTable::from_root(root, region, mapper) }?;
+        Ok(Self { inner })
+    }
+
+    /// Translates `va` as the MMU would now (see [`PageTable::translate`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`PageTable::translate`].
+    #[inline]
+    pub fn translate(&self, va: VirtAddr) -> Result<Translation, PageTableError> {
+        self.inner.translate(va)
+    }
+
+    /// The root of the table read.
+    pub fn root(&self) -> PhysAddr {
+        self.inner.root
+    }
+}
+
 /// The addresses a table's region covers, in wrapping order: the canonical upper half
 /// `[2^64 - half, 2^64)` directly precedes the lower half `[0, half)`, so a region is one run.
 #[derive(Debug, Clone, Copy)]
