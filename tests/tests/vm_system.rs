@@ -556,3 +556,56 @@ proptest! {
         workload::run(20, &ops);
     }
 }
+
+/// A purgeable object marked volatile is emptied by the pageout daemon instead of paged out;
+/// `vmmap` and `vm_stat` show it.
+#[test]
+fn volatile_purgeable_memory_is_purged_under_pressure() {
+    use machvm_vm_object::{PageMemory, PurgeableState, VmObject};
+    let m = machine(64);
+    let s = m.create_space().unwrap();
+    let memory: Arc<dyn PageMemory> = m.vm().frames().clone();
+    let object = VmObject::builder(8 * PS, memory)
+        .purgeable()
+        .build()
+        .unwrap();
+    let base = m
+        .vm()
+        .mmap(s, MapRequest::shared(object.clone(), 0, 8 * PS))
+        .unwrap();
+    for p in 0..8 {
+        m.store(0, s, base.as_u64() + p * PS, 3).unwrap();
+    }
+    let map = m.vm().vmmap(s).unwrap().to_string();
+    assert!(map.starts_with("REGION TYPE"), "{map}");
+    assert_eq!(map.lines().count(), 2, "{map}");
+    assert!(map.contains("32K"), "8 resident pages: {map}");
+
+    let old = m
+        .vm()
+        .set_purgeable(s, base, PurgeableState::Volatile)
+        .unwrap();
+    assert_eq!(old, PurgeableState::NonVolatile);
+    let stat = m.vm().vm_stat().to_string();
+    assert!(
+        stat.contains(&format!("{:<30}{:>20}.", "Pages purgeable:", 8)),
+        "{stat}"
+    );
+    m.vm().set_pageout_targets({
+        let mut t = PageoutTargets::default();
+        t.free_percent = 100;
+        t
+    });
+    let step = m.vm().pageout_step(100);
+    assert_eq!(step.purged, 8, "{step:?}");
+    assert_eq!(step.paged_out, 0, "{step:?}");
+    assert_eq!(m.vm().counters().purged, 8);
+    assert_eq!(object.purgeable_state(), Some(PurgeableState::Empty));
+    // An emptied object faults until it is made non-volatile; then it reads as zeros.
+    assert!(m.load(0, s, base.as_u64()).is_err());
+    m.vm()
+        .set_purgeable(s, base, PurgeableState::NonVolatile)
+        .unwrap();
+    assert_eq!(m.load(0, s, base.as_u64()).unwrap(), 0);
+    assert_eq!(m.tlb().stats().stale_reports, 0);
+}

@@ -7,9 +7,11 @@ use machvm_addr::{FrameAllocator, PhysMapper};
 use machvm_page_table::Format;
 use machvm_vm_object::{ObjectKind, PurgeableState};
 
-use crate::frames::QueueCounts;
+use machvm_vm_map::MapReport;
+
+use crate::frames::{QueueCounts, SpaceId};
 use crate::pressure::{PressureLevel, PressureMonitor};
-use crate::system::{FlushProvider, PagerStats, VmCounters, VmSystem};
+use crate::system::{FlushProvider, PagerStats, SpacePmap, VmCounters, VmError, VmSystem};
 
 /// Resident pages of the objects the address spaces map, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -199,6 +201,16 @@ where
             objects: self.object_pages(),
             pager: self.pager_stats(),
         }
+    }
+
+    /// The `vmmap` report of `space`: one line per region (type, range, virtual and resident
+    /// size, protections, share mode).
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::NoSuchSpace`].
+    pub fn vmmap(&self, space: SpaceId) -> Result<MapReport<'_, SpacePmap<F, M, A, T>>, VmError> {
+        Ok(self.map(space)?.report())
     }
 
     /// The `memory_pressure` report.

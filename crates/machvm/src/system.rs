@@ -871,21 +871,29 @@ where
         // translation since it was allocated (`modified`, kept by the pmap observer) counts
         // as written. Hardware dirty bits would allow less I/O, but not every MMU (nor a
         // simulator) keeps them.
-        let ps = F::GRANULE.bytes();
         let mut written = fresh.modified;
         for &(space, va) in &fresh.mappings {
-            if let Some(s) = self.spaces.get_mut(&space) {
-                let end = VirtAddr::new_truncate(va.as_u64() + ps, F::VA_WIDTH);
-                if let Some(m) = s.map.pmap().lookup(va) {
-                    written |= m.access.dirty || m.attrs.prot().contains(VmProt::WRITE);
-                }
-                s.map.pmap_mut().remove(va, end);
+            if let Some(m) = self
+                .spaces
+                .get(&space)
+                .and_then(|s| s.map.pmap().lookup(va))
+            {
+                written |= m.access.dirty || m.attrs.prot().contains(VmProt::WRITE);
             }
         }
+        self.disconnect(&fresh.mappings);
         if written {
             let _ = object.update_page(offset, PageFlags::DIRTY, PageFlags::empty());
         }
         if object.purgeable_state() == Some(PurgeableState::Volatile) {
+            // Purging frees every page of the object: disconnect them all first.
+            let mut frames = Vec::new();
+            object.for_each_page(|_, page| frames.push(page.frame));
+            for frame in frames {
+                if let Some(state) = self.pool.state(frame) {
+                    self.disconnect(&state.mappings);
+                }
+            }
             if let Ok(n) = object.purge() {
                 step.purged += n;
                 self.counters.purged += n;
@@ -917,6 +925,17 @@ where
                 self.counters.dropped += 1;
             }
             Err(_) => self.keep(&fresh, step),
+        }
+    }
+
+    /// Removes the translations `mappings` (each pmap flushes before returning).
+    fn disconnect(&mut self, mappings: &[(SpaceId, VirtAddr)]) {
+        let ps = F::GRANULE.bytes();
+        for &(space, va) in mappings {
+            if let Some(s) = self.spaces.get_mut(&space) {
+                let end = VirtAddr::new_truncate(va.as_u64() + ps, F::VA_WIDTH);
+                s.map.pmap_mut().remove(va, end);
+            }
         }
     }
 
