@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use machvm::AnonymousPager;
-use machvm_vm_object::{InMemoryPager, MemoryObject, ObjectError, ObjectRef};
+use machvm_vm_object::{InMemoryPager, ObjectError, ObjectRef};
 
 /// An anonymous pager that keeps evicted pages in memory (one `InMemoryPager` per object),
 /// for simulations that need a pager but not the compressor.
@@ -29,9 +29,9 @@ impl MemPagers {
 }
 
 impl AnonymousPager for MemPagers {
-    fn pager_for(&self, _object: &ObjectRef) -> Result<Arc<dyn MemoryObject>, ObjectError> {
+    fn attach(&self, object: &ObjectRef) -> Result<(), ObjectError> {
         self.made.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(InMemoryPager::new()))
+        object.set_pager(Arc::new(InMemoryPager::new()))
     }
 }
 

@@ -26,12 +26,13 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use machvm::sim::SimMachine;
 use machvm::{AnonymousPager, PageoutTargets, SpaceId};
 use machvm_page_table::X86Pml4;
 use machvm_vm_map::MapRequest;
-use machvm_vm_object::{InMemoryPager, MemoryObject, ObjectError, ObjectRef};
+use machvm_vm_object::{InMemoryPager, ObjectError, ObjectRef};
 
 const PS: u64 = 4096;
 /// Pages per timed batch.
@@ -52,8 +53,8 @@ fn record_extra(case: &str, extra: &str) {
 struct MemPagers;
 
 impl AnonymousPager for MemPagers {
-    fn pager_for(&self, _object: &ObjectRef) -> Result<Arc<dyn MemoryObject>, ObjectError> {
-        Ok(Arc::new(InMemoryPager::new()))
+    fn attach(&self, object: &ObjectRef) -> Result<(), ObjectError> {
+        object.set_pager(Arc::new(InMemoryPager::new()))
     }
 }
 
@@ -84,11 +85,15 @@ fn per_page(iters: u64, mut batch: impl FnMut() -> Duration) -> Duration {
     total.mul_f64(iters as f64 / done as f64)
 }
 
-fn faults(c: &mut Criterion) {
-    let mut g = c.benchmark_group("machvm");
-    g.throughput(Throughput::Elements(1));
+/// The group of one case (`machvm/<case>`), counting `elements` per iteration.
+fn group<'a>(c: &'a mut Criterion, case: &str, elements: u64) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(format!("machvm/{case}"));
+    g.throughput(Throughput::Elements(elements));
+    g
+}
 
-    g.bench_function("zero_fill_fault/machvm", |b| {
+fn faults(c: &mut Criterion) {
+    group(c, "zero_fill_fault", 1).bench_function("machvm", |b| {
         b.iter_custom(|iters| {
             per_page(iters, || {
                 let m = machine(BATCH as u32 + 64);
@@ -102,7 +107,7 @@ fn faults(c: &mut Criterion) {
         });
     });
 
-    g.bench_function("cow_fault/machvm", |b| {
+    group(c, "cow_fault", 1).bench_function("machvm", |b| {
         b.iter_custom(|iters| {
             per_page(iters, || {
                 let m = machine(2 * BATCH as u32 + 64);
@@ -120,7 +125,7 @@ fn faults(c: &mut Criterion) {
         });
     });
 
-    g.bench_function("pagein_fault/machvm", |b| {
+    group(c, "pagein_fault", 1).bench_function("machvm", |b| {
         b.iter_custom(|iters| {
             per_page(iters, || {
                 let m = machine(BATCH as u32 + 64);
@@ -143,7 +148,7 @@ fn faults(c: &mut Criterion) {
         });
     });
 
-    g.bench_function("tlb_hit_load/machvm", |b| {
+    group(c, "tlb_hit_load", 1).bench_function("machvm", |b| {
         let m = machine(64);
         let (s, base) = mapped(&m, 8);
         for p in 0..8 {
@@ -156,7 +161,7 @@ fn faults(c: &mut Criterion) {
         });
     });
 
-    g.bench_function("pageout_per_page/machvm", |b| {
+    group(c, "pageout_per_page", 1).bench_function("machvm", |b| {
         b.iter_custom(|iters| {
             per_page(iters, || {
                 let m = machine(BATCH as u32 + 64);
@@ -181,9 +186,8 @@ fn faults(c: &mut Criterion) {
     // Over-commit: 4 × 256 pages touched round-robin in 256 frames.
     let frames = 256u32;
     let pages = 4 * u64::from(frames);
-    g.throughput(Throughput::Elements(pages));
     let mut last = (0u64, 0u64, 0u64);
-    g.bench_function("overcommit_4x/machvm", |b| {
+    group(c, "overcommit_4x", pages).bench_function("machvm", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -203,7 +207,6 @@ fn faults(c: &mut Criterion) {
             total
         });
     });
-    g.finish();
     record_extra(
         "overcommit_4x",
         &format!(

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod pmap;
 pub mod pressure;
 pub mod report;
+pub mod shootdown;
 // The simulator's memory handle forwards the simulated memory's unsafe traits.
 #[cfg(feature = "std")]
 #[allow(unsafe_code)]

@@ -12,8 +12,7 @@ use machvm_page_table::{AccessState, FlushHook, Format};
 use machvm_tlb::Asid;
 use machvm_vm_map::{FaultError, FaultOutcome, Inheritance, MapError, MapRequest, Pmap, VmMap};
 use machvm_vm_object::{
-    FaultKind, MemoryObject, ObjectError, ObjectKind, ObjectRef, PageFlags, PageMemory,
-    PurgeableState,
+    FaultKind, ObjectError, ObjectKind, ObjectRef, PageFlags, PageMemory, PurgeableState,
 };
 
 use crate::frames::{FrameError, FramePool, FrameState, PageQueue, QueueCounts, SpaceId};
@@ -33,6 +32,18 @@ pub trait FlushProvider {
     /// Drops every translation of `asid` on every CPU (the space is gone; its ASID will be
     /// reused).
     fn flush_asid(&self, asid: Asid);
+
+    /// CPU `cpu` starts running the space of `asid` (its root register is loaded); a
+    /// provider that tracks which CPUs run a space records it, and brings the CPU's TLB up
+    /// to date if it missed flushes while away. The default does nothing.
+    fn switch_in(&self, asid: Asid, cpu: u32) {
+        let _ = (asid, cpu);
+    }
+
+    /// CPU `cpu` stops running the space of `asid`. The default does nothing.
+    fn switch_out(&self, asid: Asid, cpu: u32) {
+        let _ = (asid, cpu);
+    }
 }
 
 /// Counters the compressed-memory and swap layer reports (the anonymous pager).
@@ -83,12 +94,14 @@ impl PagerStats {
 /// Where anonymous memory goes when the pageout daemon evicts it (the default pager: the
 /// compressor, then swap). Given to [`VmSystem::set_anonymous_pager`].
 pub trait AnonymousPager: Send + Sync {
-    /// The pager `object` (an anonymous object without one) pages through from now on.
+    /// Gives `object` (an anonymous object without a pager) the pager it pages through from
+    /// now on ([`VmObject::set_pager`](machvm_vm_object::VmObject::set_pager)); called on
+    /// its first page-out.
     ///
     /// # Errors
     ///
     /// An [`ObjectError`] when no pager can be made now; the page stays resident.
-    fn pager_for(&self, object: &ObjectRef) -> Result<Arc<dyn MemoryObject>, ObjectError>;
+    fn attach(&self, object: &ObjectRef) -> Result<(), ObjectError>;
 
     /// The layer's counters.
     fn stats(&self) -> PagerStats {
@@ -564,21 +577,44 @@ where
         Ok(())
     }
 
-    /// Records that `cpu` runs `space` from now on and returns the value for its root
+    /// Records that `cpu` runs `space` from now on (telling the flush provider, which may
+    /// flush the CPU's stale entries of the space first) and returns the value for its root
     /// register (CR3 with the PCID / TTBR0 with the ASID).
     ///
     /// # Errors
     ///
     /// [`VmError::NoSuchSpace`].
     pub fn activate(&mut self, space: SpaceId, cpu: u32) -> Result<u64, VmError> {
-        let s = self.space_mut(space)?;
+        let s = self
+            .spaces
+            .get_mut(&space)
+            .ok_or(VmError::NoSuchSpace(space))?;
         if cpu < 64 {
             s.cpus |= 1 << cpu;
         }
-        Ok(s.map.pmap().root_register(s.asid.as_u16()))
+        let root = s.map.pmap().root_register(s.asid.as_u16());
+        self.flush.switch_in(s.asid, cpu);
+        Ok(root)
     }
 
-    /// The CPUs that ran `space` (bit per CPU, CPUs 0–63).
+    /// Records that `cpu` stopped running `space` (it switched to another space).
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::NoSuchSpace`].
+    pub fn deactivate(&mut self, space: SpaceId, cpu: u32) -> Result<(), VmError> {
+        let s = self
+            .spaces
+            .get_mut(&space)
+            .ok_or(VmError::NoSuchSpace(space))?;
+        if cpu < 64 {
+            s.cpus &= !(1 << cpu);
+        }
+        self.flush.switch_out(s.asid, cpu);
+        Ok(())
+    }
+
+    /// The CPUs running `space` (bit per CPU, CPUs 0–63).
     ///
     /// # Errors
     ///
@@ -901,18 +937,10 @@ where
             }
         }
         if object.pager().is_none() && object.kind() == ObjectKind::Internal {
-            let made = self.pager.as_ref().map(|p| p.pager_for(&object));
-            match made {
-                Some(Ok(pager)) => {
-                    if object.set_pager(pager).is_err() {
-                        self.keep(&fresh, step);
-                        return;
-                    }
-                }
-                _ => {
-                    self.keep(&fresh, step);
-                    return;
-                }
+            let attached = self.pager.as_ref().map(|p| p.attach(&object));
+            if !matches!(attached, Some(Ok(()))) || object.pager().is_none() {
+                self.keep(&fresh, step);
+                return;
             }
         }
         match object.page_out(offset) {
