@@ -609,3 +609,32 @@ fn volatile_purgeable_memory_is_purged_under_pressure() {
     assert_eq!(m.load(0, s, base.as_u64()).unwrap(), 0);
     assert_eq!(m.tlb().stats().stale_reports, 0);
 }
+
+/// `zprint` shows the zones the system was given: here a kalloc heap whose allocations the
+/// test makes, so its counters are known.
+#[test]
+fn zprint_reports_the_zones_of_the_source() {
+    use machvm_zone_alloc::{Kalloc, NoCpuCache, SystemPages};
+    let m = machine(16);
+    let pages: &'static SystemPages = Box::leak(Box::new(SystemPages::new()));
+    let cpu: &'static NoCpuCache = Box::leak(Box::new(NoCpuCache));
+    let heap: Arc<Kalloc<'static, SystemPages, NoCpuCache, 1>> =
+        Arc::new(Kalloc::new("vm", pages, cpu, 0x5eed).unwrap());
+    let layout = std::alloc::Layout::from_size_align(48, 8).unwrap();
+    let held: Vec<_> = (0..10).map(|_| heap.alloc(layout).unwrap()).collect();
+    let source = heap.clone();
+    m.vm()
+        .set_zone_source(Box::new(move || source.zone_stats().collect()));
+    let table = m.vm().zprint().to_string();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("vm.48 "))
+        .unwrap_or_else(|| panic!("no 48-byte zone row in\n{table}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "48", "{row}");
+    assert_eq!(cols[6], "10", "ten elements in use: {row}");
+    for p in held {
+        // SAFETY: allocated above with `layout`, freed once.
+        unsafe { heap.free(p, layout) };
+    }
+}

@@ -23,7 +23,7 @@ pub use frames::{PageQueue, QueueCounts, SpaceId};
 pub use pressure::PressureLevel;
 pub use system::{
     AnonymousPager, FlushProvider, PageoutStep, PageoutTargets, PagerStats, PressureCallback,
-    PvObserver, SpaceMap, SpacePmap, VmCounters, VmError, VmSystem,
+    PvObserver, SpaceMap, SpacePmap, VmCounters, VmError, VmSystem, ZoneSource,
 };
 
 #[doc(inline)]

@@ -7,11 +7,29 @@ use machvm_addr::{FrameAllocator, PhysMapper};
 use machvm_page_table::Format;
 use machvm_vm_object::{ObjectKind, PurgeableState};
 
+use alloc::vec::Vec;
+
 use machvm_vm_map::MapReport;
+use machvm_zone_alloc::{ZoneStats, ZprintTable};
 
 use crate::frames::{QueueCounts, SpaceId};
 use crate::pressure::{PressureLevel, PressureMonitor};
 use crate::system::{FlushProvider, PagerStats, SpacePmap, VmCounters, VmError, VmSystem};
+
+/// A `zprint` report: the zones a [`VmSystem`] was told about
+/// ([`VmSystem::set_zone_source`]; a kernel gives it the zones of its `GlobalKalloc`, where the
+/// system's maps, objects and frame table live), one row each.
+#[derive(Clone, Debug, Default)]
+pub struct Zprint {
+    /// The zones' statistics, in the order the source gave them.
+    pub zones: Vec<ZoneStats>,
+}
+
+impl fmt::Display for Zprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ZprintTable::new(&self.zones).fmt(f)
+    }
+}
 
 /// Resident pages of the objects the address spaces map, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -211,6 +229,15 @@ where
     /// [`VmError::NoSuchSpace`].
     pub fn vmmap(&self, space: SpaceId) -> Result<MapReport<'_, SpacePmap<F, M, A, T>>, VmError> {
         Ok(self.map(space)?.report())
+    }
+
+    /// The `zprint` report of the zones the system was told about (empty without a zone
+    /// source).
+    #[must_use]
+    pub fn zprint(&self) -> Zprint {
+        Zprint {
+            zones: self.zone_stats(),
+        }
     }
 
     /// The `memory_pressure` report.

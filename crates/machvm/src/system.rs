@@ -270,6 +270,10 @@ where
     cpus: u64,
 }
 
+/// Where the `zprint` report gets its rows: a function returning the statistics of the zones
+/// the system's memory comes from.
+pub type ZoneSource = Box<dyn Fn() -> Vec<machvm_zone_alloc::ZoneStats> + Send + Sync>;
+
 /// A callback on memory-pressure changes: `(old, new)`.
 pub type PressureCallback = Box<dyn FnMut(PressureLevel, PressureLevel) + Send>;
 
@@ -333,6 +337,7 @@ where
     pager: Option<Arc<dyn AnonymousPager>>,
     pressure: PressureMonitor,
     callbacks: Vec<PressureCallback>,
+    zones: Option<ZoneSource>,
 }
 
 impl<F, M, A, T> fmt::Debug for VmSystem<F, M, A, T>
@@ -381,6 +386,7 @@ where
             pager: None,
             pressure: PressureMonitor::new(),
             callbacks: Vec::new(),
+            zones: None,
         }
     }
 
@@ -440,6 +446,17 @@ where
     /// Sets the pageout targets.
     pub fn set_pageout_targets(&mut self, targets: PageoutTargets) {
         self.targets = targets;
+    }
+
+    /// Tells the system where its zones' statistics come from (for [`zprint`](Self::zprint)).
+    pub fn set_zone_source(&mut self, source: ZoneSource) {
+        self.zones = Some(source);
+    }
+
+    /// The statistics of the zones the system was told about.
+    #[must_use]
+    pub fn zone_stats(&self) -> Vec<machvm_zone_alloc::ZoneStats> {
+        self.zones.as_ref().map(|z| z()).unwrap_or_default()
     }
 
     /// Calls `callback(old, new)` whenever the pressure level changes.
