@@ -13,7 +13,7 @@ use core::fmt;
 
 use machvm_addr::{PhysAddr, PhysMapper, VirtAddr};
 use machvm_sync::Mutex;
-use machvm_vm_object::{ObjectError, PageMemory, VmObject};
+use machvm_vm_object::{ObjectError, PageFlags, PageMemory, VmObject};
 
 /// The id of an address space in a [`VmSystem`](crate::VmSystem).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -639,10 +639,17 @@ impl<M: PhysMapper + Send + Sync> PageMemory for FramePool<M> {
         unsafe { core::ptr::copy_nonoverlapping(from, to, len) };
     }
 
-    fn page_owned(&self, frame: PhysAddr, object: &Weak<VmObject>, offset: u64) {
+    fn page_owned(&self, frame: PhysAddr, object: &Weak<VmObject>, offset: u64, flags: PageFlags) {
         let mut t = self.table.lock();
         if let Some(i) = t.index_of(frame.as_u64(), self.page) {
             t.info[i as usize].owner = Some((object.clone(), offset));
+            // Read ahead and not used yet: the first to go.
+            if flags.contains(PageFlags::SPECULATIVE)
+                && t.info[i as usize].queue == PageQueue::Active
+            {
+                t.info[i as usize].referenced = false;
+                t.move_to(i, PageQueue::Speculative);
+            }
         }
     }
 }

@@ -186,6 +186,8 @@ pub struct VmCounters {
     pub purged: u64,
     /// Pages the pageout daemon moved from active to inactive.
     pub deactivations: u64,
+    /// Read-ahead (speculative) pages a fault used.
+    pub speculative_hits: u64,
 }
 
 /// What one [`VmSystem::pageout_step`] did.
@@ -792,11 +794,17 @@ where
             FaultKind::CopyOnWrite => self.counters.cow_faults += 1,
             FaultKind::PageIn => self.counters.pageins += 1,
             _ => {
-                if let Some(state) = self.pool.state(outcome.frame) {
-                    if matches!(state.queue, PageQueue::Inactive | PageQueue::Speculative) {
+                match self.pool.queue_of(outcome.frame) {
+                    Some(PageQueue::Inactive) => {
                         self.pool.requeue(outcome.frame, PageQueue::Active);
                         self.counters.reactivations += 1;
                     }
+                    // A read-ahead page used at last: it joins the active pages.
+                    Some(PageQueue::Speculative) => {
+                        self.pool.requeue(outcome.frame, PageQueue::Active);
+                        self.counters.speculative_hits += 1;
+                    }
+                    _ => {}
                 }
             }
         }

@@ -250,7 +250,7 @@ impl VmObject {
                 let up = off.wrapping_sub(window);
                 if off >= window && off < end && !top.pages.contains_key(&up) {
                     top.insert(up, page);
-                    this.owned(page.frame, up);
+                    this.owned(page.frame, up, page.flags);
                     stats.pages_moved += 1;
                 } else {
                     freed.push(page.frame);

@@ -258,7 +258,7 @@ impl VmObject {
             offset,
             VmPage::new(frame, PageFlags::DIRTY | PageFlags::REFERENCED),
         );
-        top.owned(frame, offset);
+        top.owned(frame, offset, PageFlags::DIRTY | PageFlags::REFERENCED);
         Ok(Step::Done(ResolvedPage {
             frame,
             object: top.clone(),
@@ -347,7 +347,7 @@ impl VmObject {
                 return Ok(Step::Retry);
             }
             st.insert(off, VmPage::new(frame, PageFlags::BUSY | PageFlags::ABSENT));
-            object.owned(frame, off);
+            object.owned(frame, off, PageFlags::BUSY | PageFlags::ABSENT);
             st.paging_in_progress += 1;
         }
         let mut result = Err(crate::PagerError::Io);
@@ -464,7 +464,7 @@ impl VmObject {
             return Ok(Step::Done(()));
         }
         st.insert(copy_off, VmPage::new(frame, PageFlags::DIRTY));
-        copy.owned(frame, copy_off);
+        copy.owned(frame, copy_off, PageFlags::DIRTY);
         Ok(Step::Done(()))
     }
 

@@ -6,7 +6,7 @@ use alloc::sync::Weak;
 
 use machvm_addr::PhysAddr;
 
-use crate::{ObjectError, VmObject};
+use crate::{ObjectError, PageFlags, VmObject};
 
 /// Physical page memory for VM objects: the kernel's page allocator and a way to touch a
 /// frame's bytes. Objects hold their provider (`Arc<dyn PageMemory>`) and return every frame
@@ -40,7 +40,8 @@ pub trait PageMemory: Send + Sync + fmt::Debug {
     /// Copies the page in `src` to `dst` (two different frames).
     fn copy_page(&self, src: PhysAddr, dst: PhysAddr);
 
-    /// Called whenever `frame` becomes the resident page at `offset` of `object`: zero fill,
+    /// Called whenever `frame` becomes the resident page at `offset` of `object`, with the
+    /// page's state bits (a read-ahead page is [`PageFlags::SPECULATIVE`]): zero fill,
     /// copy on write, page-in, a push into a delayed copy, a page moved up by a collapse, and
     /// [`VmObject::insert_page`]. A VM system's frame table records it to find a page's
     /// owner when it pages the frame out (XNU's `vm_page` object / offset fields); the
@@ -49,8 +50,8 @@ pub trait PageMemory: Send + Sync + fmt::Debug {
     ///
     /// Called with the object's lock held: implementations must not call into any object.
     /// The default does nothing.
-    fn page_owned(&self, frame: PhysAddr, object: &Weak<VmObject>, offset: u64) {
-        let _ = (frame, object, offset);
+    fn page_owned(&self, frame: PhysAddr, object: &Weak<VmObject>, offset: u64, flags: PageFlags) {
+        let _ = (frame, object, offset, flags);
     }
 }
 

@@ -362,8 +362,8 @@ impl VmObject {
 
     /// Tells the page memory that `frame` is now this object's page at `offset` (called with
     /// the object's lock held, after every insertion of a resident page).
-    pub(crate) fn owned(&self, frame: PhysAddr, offset: u64) {
-        self.memory.page_owned(frame, &self.me, offset);
+    pub(crate) fn owned(&self, frame: PhysAddr, offset: u64, flags: PageFlags) {
+        self.memory.page_owned(frame, &self.me, offset, flags);
     }
 
     /// Options for a new object of `size` bytes over `memory`.
@@ -540,7 +540,7 @@ impl VmObject {
             return Err(ObjectError::AlreadyResident { offset });
         }
         st.insert(offset, VmPage::new(frame, flags));
-        self.owned(frame, offset);
+        self.owned(frame, offset, flags);
         Ok(())
     }
 
