@@ -638,3 +638,64 @@ fn zprint_reports_the_zones_of_the_source() {
         unsafe { heap.free(p, layout) };
     }
 }
+
+/// Sequential sweeps (write every page in order, read every page in order) over 24 pages in
+/// 12 frames: every sweep evicts the pages the next sweep needs.
+#[test]
+fn sequential_sweeps_through_a_small_memory() {
+    let mut ops = Vec::new();
+    for round in 0..6u8 {
+        for page in 0..PAGES {
+            ops.push(Op::Store {
+                s: 0,
+                cpu: usize::from(round % 2),
+                page,
+                off: u64::from(round) * 8,
+                value: round ^ page as u8,
+            });
+        }
+        for page in 0..PAGES {
+            ops.push(Op::Load {
+                s: 0,
+                cpu: usize::from(round % 2 == 0),
+                page,
+                off: u64::from(round) * 8,
+            });
+        }
+    }
+    let report = workload::run(12, &ops);
+    assert!(report.pageouts >= 5 * (PAGES - 12), "{report:?}");
+    assert!(report.pageins > 0, "{report:?}");
+}
+
+/// Fork-heavy: every few stores the newest space forks or a space exits, so pages are shared
+/// copy on write across up to three spaces while memory is short.
+#[test]
+fn fork_heavy_workload() {
+    let mut ops = Vec::new();
+    for i in 0..200u64 {
+        let s = (i % 3) as usize;
+        match i % 10 {
+            3 => ops.push(Op::Fork { s }),
+            7 => ops.push(Op::Exit { s: s + 1 }),
+            9 => ops.push(Op::Pageout { budget: 8 }),
+            _ => {
+                ops.push(Op::Store {
+                    s,
+                    cpu: (i % 2) as usize,
+                    page: (i * 7) % PAGES,
+                    off: i % 64,
+                    value: i as u8,
+                });
+                ops.push(Op::Load {
+                    s: s + 1,
+                    cpu: ((i + 1) % 2) as usize,
+                    page: (i * 5) % PAGES,
+                    off: i % 64,
+                });
+            }
+        }
+    }
+    let report = workload::run(20, &ops);
+    assert!(report.accesses > 200, "{report:?}");
+}
