@@ -699,3 +699,108 @@ fn fork_heavy_workload() {
     let report = workload::run(20, &ops);
     assert!(report.accesses > 200, "{report:?}");
 }
+
+/// A pager with room for a fixed number of pages (shared by every object).
+struct SmallPagers {
+    room: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Debug)]
+struct SmallPager {
+    inner: machvm_vm_object::InMemoryPager,
+    room: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl machvm_vm_object::MemoryObject for SmallPager {
+    fn data_request(
+        &self,
+        offset: u64,
+        page: &mut [u8],
+        access: machvm_addr::VmProt,
+    ) -> Result<machvm_vm_object::PageIn, machvm_vm_object::PagerError> {
+        let r = self.inner.data_request(offset, page, access);
+        if matches!(r, Ok(machvm_vm_object::PageIn::Filled)) {
+            self.room.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn data_return(
+        &self,
+        offset: u64,
+        page: &[u8],
+        kind: machvm_vm_object::PageOutKind,
+    ) -> Result<(), machvm_vm_object::PagerError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self
+            .room
+            .fetch_update(Relaxed, Relaxed, |r| r.checked_sub(1))
+            .is_err()
+        {
+            return Err(machvm_vm_object::PagerError::NoSpace);
+        }
+        self.inner.data_return(offset, page, kind)
+    }
+
+    fn has_page(&self, offset: u64) -> bool {
+        self.inner.has_page(offset)
+    }
+}
+
+impl machvm::AnonymousPager for SmallPagers {
+    fn attach(
+        &self,
+        object: &machvm_vm_object::ObjectRef,
+    ) -> Result<(), machvm_vm_object::ObjectError> {
+        object.set_pager(Arc::new(SmallPager {
+            inner: machvm_vm_object::InMemoryPager::new(),
+            room: self.room.clone(),
+        }))
+    }
+}
+
+/// A full pager throttles pages instead of losing or skipping them; they wait on the
+/// throttled queue (vm_stat shows them) and go out once it has room again.
+#[test]
+fn a_full_pager_throttles_pages() {
+    let m = SimMachine::<X86Pml4>::new(32, CPUS).expect("machine");
+    let room = Arc::new(std::sync::atomic::AtomicU64::new(4));
+    m.vm()
+        .set_anonymous_pager(Arc::new(SmallPagers { room: room.clone() }));
+    let s = m.create_space().unwrap();
+    let base = m
+        .vm()
+        .mmap(s, MapRequest::anonymous(16 * PS))
+        .unwrap()
+        .as_u64();
+    for p in 0..16 {
+        m.store(0, s, base + p * PS, p as u8 + 1).unwrap();
+    }
+    m.vm().set_pageout_targets({
+        let mut t = PageoutTargets::default();
+        t.free_percent = 100;
+        t
+    });
+    let step = m.vm().pageout_step(64);
+    assert_eq!(step.paged_out, 4, "{step:?}");
+    assert!(step.throttled >= 1, "{step:?}");
+    let q = m.vm().queues();
+    assert_eq!(q.throttled, step.throttled, "{q:?}");
+    let stat = m.vm().vm_stat().to_string();
+    assert!(
+        stat.contains(&format!("{:<30}{:>20}.", "Pages throttled:", q.throttled)),
+        "{stat}"
+    );
+    // Room again: the throttled pages go out on the next steps.
+    room.store(100, std::sync::atomic::Ordering::Relaxed);
+    m.vm().pageout_step(64);
+    m.vm().pageout_step(64);
+    assert_eq!(m.vm().queues().throttled, 0);
+    for p in 0..16 {
+        assert_eq!(
+            m.load(1, s, base + p * PS).unwrap(),
+            p as u8 + 1,
+            "page {p}"
+        );
+    }
+}

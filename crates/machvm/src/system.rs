@@ -206,8 +206,11 @@ pub struct PageoutStep {
     pub dropped: u64,
     /// Pages freed by purging.
     pub purged: u64,
-    /// Pages that could not be evicted now (busy, wired, pager refused).
+    /// Pages that could not be evicted now (busy, wired, no owner, pager error); they went
+    /// back to the active queue.
     pub skipped: u64,
+    /// Pages the pager had no room for; they wait on the throttled queue.
+    pub throttled: u64,
 }
 
 /// Targets of the pageout daemon, in percent of the managed frames.
@@ -831,6 +834,13 @@ where
 
     fn reclaim(&mut self, free_target: u64, budget: u64) -> PageoutStep {
         let mut step = PageoutStep::default();
+        // Pages throttled by a full pager get another chance once it has room again.
+        if self.pager_stats().fullness_percent < 90 {
+            let n = usize::try_from(budget).unwrap_or(usize::MAX);
+            for f in self.pool.oldest(PageQueue::Throttled, n) {
+                self.pool.requeue(f.frame, PageQueue::Inactive);
+            }
+        }
         let counts = self.pool.counts();
         // Aging: keep the inactive queue at its share of the pageable pages.
         let pageable = counts.active + counts.inactive + counts.speculative;
@@ -976,6 +986,11 @@ where
             Ok(_) => {
                 step.dropped += 1;
                 self.counters.dropped += 1;
+            }
+            Err(ObjectError::Pager(machvm_vm_object::PagerError::NoSpace)) => {
+                // The pager is full: the page waits on the throttled queue until it has room.
+                self.pool.requeue(fresh.frame, PageQueue::Throttled);
+                step.throttled += 1;
             }
             Err(_) => self.keep(&fresh, step),
         }
