@@ -441,7 +441,9 @@ impl<F: Format> SimMachine<F> {
                 addr: va,
             }))
         })?;
-        for _ in 0..8 {
+        // A real CPU retries for ever; other CPUs may evict the page between the fault and
+        // the retry, so allow many rounds before calling it a livelock.
+        for _ in 0..64 {
             let (asid, reader) = self
                 .readers
                 .read()
