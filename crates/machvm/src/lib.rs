@@ -6,6 +6,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod compressed;
 // The frame table touches frame bytes through the kernel's physical mapper.
 #[allow(unsafe_code)]
 pub mod frames;

@@ -107,6 +107,11 @@ pub trait AnonymousPager: Send + Sync {
     fn stats(&self) -> PagerStats {
         PagerStats::default()
     }
+
+    /// The swap's usage (`None`: no swap).
+    fn swap_usage(&self) -> Option<machvm_pager::SwapUsage> {
+        None
+    }
 }
 
 /// Why a [`VmSystem`] call failed. A failed call changes nothing.
@@ -127,6 +132,8 @@ pub enum VmError {
     Object(ObjectError),
     /// Frames could not be donated.
     Frames(FrameError),
+    /// A pager could not be made or used (a file's pager, its object).
+    Paging(machvm_pager::PagingError),
 }
 
 impl fmt::Display for VmError {
@@ -139,6 +146,7 @@ impl fmt::Display for VmError {
             Self::Pmap(e) => write!(f, "pmap: {e}"),
             Self::Object(e) => write!(f, "VM object: {e}"),
             Self::Frames(e) => write!(f, "frames: {e}"),
+            Self::Paging(e) => write!(f, "pager: {e}"),
         }
     }
 }
@@ -443,6 +451,12 @@ where
         self.pager.as_ref().map(|p| p.stats()).unwrap_or_default()
     }
 
+    /// The `vm.swapusage` line of the anonymous pager's swap (`None` without a swap).
+    #[must_use]
+    pub fn swapusage(&self) -> Option<machvm_pager::SwapUsage> {
+        self.pager.as_ref().and_then(|p| p.swap_usage())
+    }
+
     /// Sets where evicted anonymous pages go.
     pub fn set_anonymous_pager(&mut self, pager: Arc<dyn AnonymousPager>) {
         self.pager = Some(pager);
@@ -652,6 +666,80 @@ where
     /// [`VmError::NoSuchSpace`], [`VmError::Map`].
     pub fn mmap(&mut self, space: SpaceId, request: MapRequest) -> Result<VirtAddr, VmError> {
         Ok(self.space_mut(space)?.map.enter(request)?)
+    }
+
+    /// The pager of `file`, whose pages come from this system's frames: map it with
+    /// [`mmap_file`](Self::mmap_file). Keep the returned pager for as long as the file is
+    /// mapped or cached: every mapping made through it shares one VM object (the unified
+    /// buffer cache).
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::Paging`] when the file's size cannot be read.
+    pub fn open_file<File: machvm_pager::FileBacking + 'static>(
+        &self,
+        file: File,
+    ) -> Result<Arc<machvm_pager::VnodePager<File>>, VmError> {
+        let memory: Arc<dyn PageMemory> = self.pool.clone();
+        machvm_pager::VnodePager::new(file, memory).map_err(VmError::Paging)
+    }
+
+    /// Maps `len` bytes of a file from `offset` into `space` (`mmap` of a file): shared (the
+    /// file's pages themselves; writes reach the file on page-out or `msync`) or private
+    /// (copy on write over them; changes never reach the file). `request` gives the location
+    /// and protections; its size and backing are replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::NoSuchSpace`], [`VmError::Paging`] (the file's object), [`VmError::Map`].
+    pub fn mmap_file<File: machvm_pager::FileBacking + 'static>(
+        &mut self,
+        space: SpaceId,
+        file: &Arc<machvm_pager::VnodePager<File>>,
+        offset: u64,
+        len: u64,
+        private: bool,
+        prot: VmProt,
+    ) -> Result<VirtAddr, VmError> {
+        self.space(space)?;
+        let object = file.object().map_err(VmError::Paging)?;
+        let request = if private {
+            MapRequest::private(object, offset, len)
+        } else {
+            MapRequest::shared(object, offset, len)
+        }
+        .protection(prot, VmProt::ALL);
+        self.mmap(space, request)
+    }
+
+    /// Writes the dirty file pages mapped at `[addr, addr + len)` of `space` back to their
+    /// file and makes them durable (`msync`); returns the pages written.
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::NoSuchSpace`], [`VmError::Map`] when nothing is mapped at `addr`,
+    /// [`VmError::Object`] when the object has no pager or the write fails.
+    pub fn msync(&mut self, space: SpaceId, addr: VirtAddr, len: u64) -> Result<u64, VmError> {
+        let map = &self.space(space)?.map;
+        let entry = map.lookup(addr).ok_or(VmError::Map(MapError::NotMapped {
+            addr: addr.as_u64(),
+        }))?;
+        let object = entry.object().clone();
+        let start = entry.offset() + (addr.as_u64() - entry.start().as_u64());
+        let end_in_entry = entry.end().as_u64().min(addr.as_u64().saturating_add(len));
+        let length = end_in_entry.saturating_sub(addr.as_u64());
+        // A page written through a translation is not known dirty to its object yet.
+        let ps = F::GRANULE.bytes();
+        let mut page = start - start % ps;
+        while page < start + length {
+            if let Ok(Some(p)) = object.page(page) {
+                if self.pool.state(p.frame).is_some_and(|f| f.modified) {
+                    let _ = object.update_page(page, PageFlags::DIRTY, PageFlags::empty());
+                }
+            }
+            page += ps;
+        }
+        Ok(object.synchronize(start, length)?)
     }
 
     /// Unmaps `[addr, addr + len)` of `space` (`munmap`).
