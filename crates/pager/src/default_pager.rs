@@ -291,13 +291,22 @@ impl<B: SwapBacking, C: PageCodec> DefaultPager<B, C> {
     }
 
     /// Stores one page, making room as needed.
+    ///
+    /// Concurrent page-outs race for the room one of them makes, and a swap-out can find
+    /// no sealed segment while another page-out is swapping the last one: with a swap, a
+    /// store that cannot make room retries (a bounded number of times) before it reports
+    /// `NoSpace`, so only a swap that is really full (or a full segment table) refuses.
     fn store(&self, words: &[u32]) -> Result<Handle, PagerError> {
-        for _ in 0..self.tries() {
+        let rounds = self.tries().saturating_mul(if self.swap.is_some() { 16 } else { 1 });
+        for _ in 0..rounds {
             match self.pool.store(words) {
                 Ok(h) => return Ok(h),
                 Err(PoolError::Exhausted | PoolError::OutOfMemory) => {
                     if !self.make_room(true) {
-                        return Err(PagerError::NoSpace);
+                        if self.swap.is_none() {
+                            return Err(PagerError::NoSpace);
+                        }
+                        core::hint::spin_loop();
                     }
                 }
                 Err(PoolError::Store(StoreError::NoSpace)) => return Err(PagerError::NoSpace),
@@ -309,14 +318,21 @@ impl<B: SwapBacking, C: PageCodec> DefaultPager<B, C> {
 
     /// Loads one page, making room for a swap-in as needed. `Ok(false)` when the handle is no
     /// longer live (the page was discarded meanwhile).
+    ///
+    /// Like [`store`](Self::store), a swap-in that loses the race for the room it made
+    /// retries a bounded number of times.
     fn load(&self, handle: Handle, words: &mut [u32]) -> Result<bool, PagerError> {
-        for _ in 0..self.tries() {
+        let rounds = self.tries().saturating_mul(if self.swap.is_some() { 16 } else { 1 });
+        for _ in 0..rounds {
             match self.pool.load(handle, words) {
                 Ok(()) => return Ok(true),
                 Err(PoolError::InvalidHandle(_)) => return Ok(false),
                 Err(PoolError::Exhausted | PoolError::OutOfMemory) => {
                     if !self.make_room(false) {
-                        return Err(PagerError::NoSpace);
+                        if self.swap.is_none() {
+                            return Err(PagerError::NoSpace);
+                        }
+                        core::hint::spin_loop();
                     }
                 }
                 // A damaged slot or segment, a failed swap read: the page stays where it is
