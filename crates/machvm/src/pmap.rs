@@ -13,7 +13,7 @@ use core::fmt;
 use machvm_addr::{FrameAllocator, PageSize, PhysAddr, PhysMapper, VirtAddr, VmProt};
 use machvm_page_table::{
     AccessState, FlushHook, Format, Mapping, PageAttrs, PageTable, PageTableError, PendingFlush,
-    Region, SwFlags,
+    Region, SharedRoot, SwFlags,
 };
 use machvm_vm_map::{Pmap, PmapError};
 
@@ -37,8 +37,15 @@ pub enum PmapSetupError {
         end: u64,
     },
     /// The page table could not be created (no frame for its root, or the format cannot
-    /// translate the region).
+    /// translate the region), or shared root entries could not be linked into it.
     Table(PageTableError),
+    /// Shared root entries ([`TablePmap::link_root`]) overlap the pmap's window.
+    SharedOverlap {
+        /// First address of the shared range.
+        start: u64,
+        /// Bytes of the shared range.
+        len: u64,
+    },
 }
 
 impl fmt::Display for PmapSetupError {
@@ -55,6 +62,11 @@ impl fmt::Display for PmapSetupError {
                 )
             }
             Self::Table(e) => write!(f, "page table: {e}"),
+            Self::SharedOverlap { start, len } => write!(
+                f,
+                "shared root entries {start:#x}..{:#x} overlap the window",
+                start.wrapping_add(*len)
+            ),
         }
     }
 }
@@ -284,6 +296,42 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver>
     #[must_use]
     pub fn root_register(&self, asid: u16) -> u64 {
         self.table().root_register(asid)
+    }
+
+    /// Links root entries another table lends (the kernel's mappings, see
+    /// [`PageTable::link_root`]) into this pmap's table, so that the CPU keeps running the
+    /// kernel while it runs this space. The pmap never edits outside its window, and drops
+    /// the link before freeing its table.
+    ///
+    /// # Errors
+    ///
+    /// - [`PmapSetupError::SharedOverlap`] if the shared range overlaps the window;
+    /// - [`PmapSetupError::Table`] with what [`PageTable::link_root`] returns.
+    ///
+    /// # Safety
+    ///
+    /// As [`PageTable::link_root`]: the lender keeps the shared root entries, and every table
+    /// below them, until this pmap is dropped or [`unlink_root`](Self::unlink_root) is called.
+    #[allow(unsafe_code)] // Forwards `PageTable::link_root`'s contract to the caller.
+    pub unsafe fn link_root(&mut self, shared: &SharedRoot<F>) -> Result<(), PmapSetupError> {
+        if shared.overlaps(
+            VirtAddr::new_truncate(self.start, F::VA_WIDTH),
+            self.end - self.start,
+        ) {
+            return Err(PmapSetupError::SharedOverlap {
+                start: shared.start().as_u64(),
+                len: shared.size(),
+            });
+        }
+        // SAFETY: the caller's contract is `PageTable::link_root`'s; this pmap edits only its
+        // window, which the check above keeps out of the shared range.
+        unsafe { self.table_mut().link_root(shared) }.map_err(PmapSetupError::Table)
+    }
+
+    /// Clears the root entries [`link_root`](Self::link_root) linked (see
+    /// [`PageTable::unlink_root`]) and returns them.
+    pub fn unlink_root(&mut self) -> Option<SharedRoot<F>> {
+        self.table_mut().unlink_root()
     }
 
     /// The flush hook.
@@ -650,6 +698,8 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver>
             self.end - self.start,
         );
         self.unmap(start, len);
+        // The lender's entries stay with the lender (the table would skip them anyway).
+        self.table_mut().unlink_root();
         if let Some(table) = self.table.take() {
             // The unmap above flushed every translation of the window, so no CPU can still
             // walk into these tables.

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use machvm_addr::{FrameAllocator, PageSize, PhysAddr, PhysMapper, VirtAddr, VmProt};
-use machvm_page_table::{AccessState, FlushHook, Format};
+use machvm_page_table::{AccessState, FlushHook, Format, SharedRoot};
 use machvm_tlb::Asid;
 use machvm_vm_map::{FaultError, FaultOutcome, Inheritance, MapError, MapRequest, Pmap, VmMap};
 use machvm_vm_object::{
@@ -351,6 +351,7 @@ where
     pressure: PressureMonitor,
     callbacks: Vec<PressureCallback>,
     zones: Option<ZoneSource>,
+    kernel: Option<SharedRoot<F>>,
 }
 
 impl<F, M, A, T> fmt::Debug for VmSystem<F, M, A, T>
@@ -400,7 +401,71 @@ where
             pressure: PressureMonitor::new(),
             callbacks: Vec::new(),
             zones: None,
+            kernel: None,
         }
+    }
+
+    /// Makes every space's table, existing and future, link the root entries of `shared`
+    /// (the kernel's mappings, from [`PageTable::share_root`] on the kernel's table), so that
+    /// loading a space's root register keeps the kernel mapped: on `x86_64`, where one root
+    /// translates both halves, and on aarch64 when the kernel lives in the same half as the
+    /// spaces (`TTBR0`). A kernel whose mappings live elsewhere (aarch64 `TTBR1`) does not
+    /// need this.
+    ///
+    /// [`PageTable::share_root`]: machvm_page_table::PageTable::share_root
+    ///
+    /// # Errors
+    ///
+    /// - [`VmError::Pmap`] with [`PmapSetupError::SharedOverlap`] if the shared range
+    ///   overlaps the spaces' window, or [`PmapSetupError::Table`] if a space's table cannot
+    ///   link it (`AlreadyMapped` when kernel entries are shared already); nothing changes.
+    ///
+    /// # Safety
+    ///
+    /// As [`PageTable::link_root`](machvm_page_table::PageTable::link_root): the kernel's
+    /// table keeps the shared root entries, and every table below them, for as long as this
+    /// system has spaces (until it is dropped) — for example, it lives as long as the
+    /// system and never unmaps everything below one of those entries.
+    #[allow(unsafe_code)] // Forwards `PageTable::link_root`'s contract to the caller.
+    pub unsafe fn share_kernel(&mut self, shared: SharedRoot<F>) -> Result<(), VmError> {
+        let len = self.end.as_u64() - self.start.as_u64();
+        if shared.overlaps(self.start, len) {
+            return Err(VmError::Pmap(PmapSetupError::SharedOverlap {
+                start: shared.start().as_u64(),
+                len: shared.size(),
+            }));
+        }
+        if self.kernel.is_some() {
+            return Err(VmError::Pmap(PmapSetupError::Table(
+                machvm_page_table::PageTableError::AlreadyMapped {
+                    va: shared.start().as_u64(),
+                },
+            )));
+        }
+        let ids: Vec<SpaceId> = self.spaces.keys().copied().collect();
+        for (n, id) in ids.iter().enumerate() {
+            let Some(space) = self.spaces.get_mut(id) else {
+                continue;
+            };
+            // SAFETY: the caller's contract.
+            let linked = unsafe { space.map.pmap_mut().link_root(&shared) };
+            if let Err(e) = linked {
+                for done in &ids[..n] {
+                    if let Some(s) = self.spaces.get_mut(done) {
+                        s.map.pmap_mut().unlink_root();
+                    }
+                }
+                return Err(VmError::Pmap(e));
+            }
+        }
+        self.kernel = Some(shared);
+        Ok(())
+    }
+
+    /// The kernel entries every space shares ([`share_kernel`](Self::share_kernel)), if any.
+    #[must_use]
+    pub fn kernel_entries(&self) -> Option<&SharedRoot<F>> {
+        self.kernel.as_ref()
     }
 
     /// Adds `count` frames at `start` to the free queue (the kernel donates the memory it
@@ -537,7 +602,7 @@ where
         } else {
             machvm_page_table::Region::Lower
         };
-        TablePmap::with_region(
+        let mut pmap = TablePmap::with_region(
             F::GRANULE,
             self.start,
             self.end,
@@ -551,7 +616,14 @@ where
                 space: id,
             },
         )
-        .map_err(VmError::Pmap)
+        .map_err(VmError::Pmap)?;
+        if let Some(kernel) = &self.kernel {
+            // SAFETY: `share_kernel`'s caller keeps the kernel entries alive while the system
+            // has spaces; the new table has no entry outside the window yet.
+            #[allow(unsafe_code)]
+            unsafe { pmap.link_root(kernel) }.map_err(VmError::Pmap)?;
+        }
+        Ok(pmap)
     }
 
     fn next_id(&mut self) -> SpaceId {

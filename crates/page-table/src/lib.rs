@@ -24,5 +24,7 @@ pub use cursor::Cursor;
 pub use error::{AttrProblem, PageTableError};
 pub use flush::{CountingFlush, FlushHook, FlushRange, FreedTables, NoFlush, PendingFlush};
 pub use format::{AccessState, Entry, Format, MAX_CONTIGUOUS_PAGES};
-pub use table::{Mapping, Mappings, NoVisit, PageTable, TableReader, Translation, UnmapVisitor};
+pub use table::{
+    Mapping, Mappings, NoVisit, PageTable, SharedRoot, TableReader, Translation, UnmapVisitor,
+};
 pub use x86_64::{X86Pml4, X86Pml5};

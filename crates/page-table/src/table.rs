@@ -166,6 +166,100 @@ struct Reserve {
 /// What a plan found out: tables to create.
 type Plan = Result<u64, PageTableError>;
 
+/// Root entries of one page table that other tables of the same format link to, made by
+/// [`PageTable::share_root`] and linked with [`PageTable::link_root`]: how the table of every
+/// address space maps the kernel the same way (on `x86_64`, where one root translates both
+/// halves; or on aarch64 when the kernel lives in `TTBR0`'s half).
+///
+/// It names the lender's root frame and a run of its root entries; it borrows nothing, so
+/// the lender's owner keeps it alive as long as any table links it (see `link_root`).
+///
+/// # Examples
+///
+/// ```
+/// use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
+/// use machvm_page_table::{NoFlush, PageAttrs, PageTable, PageTableError, Region, X86Pml4};
+///
+/// let sim = SimPhysMemory::builder().size_bytes(1 << 20).build()?;
+/// let mut alloc = sim.frame_allocator();
+/// // The kernel's table maps its image in the first 512 GiB (one PML4 entry)...
+/// let mut kernel = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc)?;
+/// let image = VirtAddr::new(0x10_0000);
+/// let rx = PageAttrs::new(VmProt::READ | VmProt::EXECUTE).global(true);
+/// let done = kernel.map(image, PhysAddr::new(0x10_0000), PageSize::Size4KiB, &rx, &mut alloc)?;
+/// kernel.finish(done, &mut NoFlush, &mut alloc)?;
+/// let span = PageTable::<X86Pml4, &SimPhysMemory>::root_entry_span();
+/// let shared = kernel.share_root(VirtAddr::new(0), span)?;
+///
+/// // ...which an address space's table links, next to its own user mappings.
+/// let mut space = PageTable::<X86Pml4, _>::new(Region::Both, &sim, &mut alloc)?;
+/// // SAFETY: `kernel` outlives the link (it is unlinked below) and keeps its first entry.
+/// unsafe { space.link_root(&shared) }?;
+/// assert!(matches!(space.translate(image), Err(PageTableError::OutOfRange { .. })));
+/// space.unlink_root();
+/// space.free_all_tables(&mut alloc)?; // frees the space's root only
+/// assert_eq!(kernel.translate(image)?.pa, PhysAddr::new(0x10_0000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SharedRoot<F: Format> {
+    root: PhysAddr,
+    first: usize,
+    count: usize,
+    start: u64,
+    len: u64,
+    format: PhantomData<F>,
+}
+
+impl<F: Format> SharedRoot<F> {
+    /// The first virtual address of the shared range.
+    pub fn start(&self) -> VirtAddr {
+        VirtAddr::new_truncate(self.start, VaWidth::WIDEST)
+    }
+
+    /// The bytes of the shared range.
+    pub const fn size(&self) -> u64 {
+        self.len
+    }
+
+    /// The physical address of the lender's root table.
+    pub const fn lender_root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Whether the shared range and `[start, start + len)` have an address in common.
+    pub fn overlaps(&self, start: VirtAddr, len: u64) -> bool {
+        let (a, b) = (self.start, start.as_u64());
+        len != 0 && (b.wrapping_sub(a) < self.len || a.wrapping_sub(b) < len)
+    }
+}
+
+impl<F: Format> Clone for SharedRoot<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Format> Copy for SharedRoot<F> {}
+
+impl<F: Format> PartialEq for SharedRoot<F> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.root, self.start, self.len) == (other.root, other.start, other.len)
+    }
+}
+
+impl<F: Format> Eq for SharedRoot<F> {}
+
+impl<F: Format> core::fmt::Debug for SharedRoot<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SharedRoot")
+            .field("format", &F::NAME)
+            .field("lender_root", &self.root)
+            .field("start", &format_args!("{:#x}", self.start))
+            .field("len", &format_args!("{:#x}", self.len))
+            .finish()
+    }
+}
+
 /// A page table of format `F` whose frames are reached through `M`.
 ///
 /// All mutating operations take `&mut self`: one owner edits the table at a time, while
@@ -203,6 +297,8 @@ pub struct PageTable<F: Format, M: PhysMapper> {
     pub(crate) leaf_cache: Option<(u64, PhysAddr)>,
     /// The addresses of the region.
     pub(crate) bounds: Bounds,
+    /// The root entries linked from another table ([`link_root`](Self::link_root)), if any.
+    linked: Option<SharedRoot<F>>,
     format: PhantomData<F>,
 }
 
@@ -300,6 +396,11 @@ pub(crate) struct Bounds {
     base: u64,
     /// Bytes in the region: `va` is inside iff `va - base` (wrapping) is below this.
     size: u64,
+    /// Offsets (`va - base`) `[hole_start, hole_end)` inside the region that belong to the
+    /// root entries linked from another table ([`PageTable::link_root`]); both `u64::MAX`
+    /// when nothing is linked.
+    hole_start: u64,
+    hole_end: u64,
 }
 
 impl Bounds {
@@ -310,7 +411,12 @@ impl Bounds {
             Region::Upper => (half.wrapping_neg(), half),
             Region::Both => (half.wrapping_neg(), 2 * half),
         };
-        Self { base, size }
+        Self {
+            base,
+            size,
+            hole_start: u64::MAX,
+            hole_end: u64::MAX,
+        }
     }
 }
 
@@ -349,6 +455,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             mapper,
             leaf_cache: None,
             bounds: Bounds::of::<F>(region),
+            linked: None,
             format: PhantomData,
         };
         let mut reserve = pt.reserve(1, alloc)?;
@@ -394,6 +501,7 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             mapper,
             leaf_cache: None,
             bounds: Bounds::of::<F>(region),
+            linked: None,
             format: PhantomData,
         })
     }
@@ -417,6 +525,137 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// Returns the physical mapper.
     pub fn mapper(&self) -> &M {
         &self.mapper
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Shared root entries
+    // ------------------------------------------------------------------------------------
+
+    /// Bytes of address space one root entry covers (512 GiB for `X86Pml4`, 1 GiB for
+    /// `A64Granule4K39`, …): the unit in which root entries are shared.
+    pub const fn root_entry_span() -> u64 {
+        Geo::<F>::entry_span(Geo::<F>::ROOT)
+    }
+
+    /// Describes this table's root entries for `[va, va + len)`, so that other tables of the
+    /// same format can link them ([`link_root`](Self::link_root)): how every address space's
+    /// table shares one set of kernel mappings. Nothing changes here.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::BadLength`] if `len` is zero or not a multiple of
+    ///   [`root_entry_span`](Self::root_entry_span);
+    /// - [`PageTableError::Misaligned`] if `va` is not aligned to it;
+    /// - [`PageTableError::OutOfRange`] if the range is not in this table's region, not in
+    ///   one half, or overlaps root entries this table itself links from another.
+    pub fn share_root(&self, va: VirtAddr, len: u64) -> Result<SharedRoot<F>, PageTableError> {
+        let span = Self::root_entry_span();
+        if len == 0 || len % span != 0 {
+            return Err(PageTableError::BadLength { len });
+        }
+        if !va.is_aligned(span) {
+            return Err(PageTableError::Misaligned {
+                addr: va.as_u64(),
+                align: span,
+            });
+        }
+        let (ws, _) = self.walk_range(va, len)?;
+        Ok(SharedRoot {
+            root: self.root,
+            first: Geo::<F>::index(ws, Geo::<F>::ROOT),
+            count: (len / span) as usize,
+            start: va.as_u64(),
+            len,
+            format: PhantomData,
+        })
+    }
+
+    /// Makes this table's root entries for the range of `shared` point to the same
+    /// next-level tables as the entries of the table that lent them, so both translate the
+    /// range alike (and see every later change below those entries).
+    ///
+    /// From then on the linked range belongs to the lender: this table refuses to map,
+    /// unmap, protect, harvest or translate in it ([`PageTableError::OutOfRange`]), and
+    /// frees none of the lender's tables when it frees its own
+    /// ([`free_all_tables`](Self::free_all_tables)). [`unlink_root`](Self::unlink_root)
+    /// undoes the link. Entries change from invalid to valid only, so no flush is needed; a
+    /// table already in use needs the [`FlushHook::sync`] that publishes new entries before
+    /// a CPU relies on them.
+    ///
+    /// # Errors
+    ///
+    /// - [`PageTableError::AlreadyMapped`] if this table links a range already, or has a
+    ///   valid root entry in the range (at the first such address);
+    /// - [`PageTableError::OutOfRange`] if the range is not in this table's region;
+    /// - [`PageTableError::Mapper`] if this table's mapper cannot reach the lender's root.
+    ///
+    /// # Safety
+    ///
+    /// - the lender's root frame and every table reachable from the linked entries stay
+    ///   allocated, and those root entries stay unchanged, until this table has unlinked
+    ///   them or has been freed: the lender does not unlink, free or replace the tables
+    ///   below them (for example, it never unmaps everything below one of them);
+    /// - the lender's entries are valid entries of format `F` for this table's region (a
+    ///   table of the same format and region made them).
+    pub unsafe fn link_root(&mut self, shared: &SharedRoot<F>) -> Result<(), PageTableError> {
+        if let Some(l) = &self.linked {
+            return Err(PageTableError::AlreadyMapped { va: l.start });
+        }
+        let (ws, _) = self.walk_range(shared.start(), shared.len)?;
+        if Geo::<F>::index(ws, Geo::<F>::ROOT) != shared.first {
+            return Err(PageTableError::OutOfRange { va: shared.start });
+        }
+        self.mapper
+            .phys_to_ptr(shared.root, Geo::<F>::TABLE_BYTES)
+            .map_err(PageTableError::Mapper)?;
+        let span = Self::root_entry_span();
+        let lent = shared.first..shared.first + shared.count;
+        let own = self.table(self.root);
+        if let Some(i) = lent.clone().find(|&i| {
+            F::classify(own[i].load(Ordering::Relaxed), Geo::<F>::ROOT) != Entry::Invalid
+        }) {
+            let w = ws + (i - shared.first) as u64 * span;
+            return Err(PageTableError::AlreadyMapped { va: self.to_va(w) });
+        }
+        // SAFETY: `phys_to_ptr` accepted the lender's root just above, and the caller keeps
+        // it allocated while linked; it is accessed like every table frame, atomically.
+        let theirs = unsafe {
+            let ptr = self
+                .mapper
+                .phys_to_ptr_unchecked(shared.root, Geo::<F>::TABLE_BYTES);
+            slice::from_raw_parts(ptr.as_ptr().cast::<AtomicU64>(), Geo::<F>::TABLE_BYTES / 8)
+        };
+        for i in lent {
+            // Release: a walker that sees the entry sees the lender's tables below it.
+            own[i].store(theirs[i].load(Ordering::Acquire), Ordering::Release);
+        }
+        let hole_start = shared.start.wrapping_sub(self.bounds.base);
+        self.bounds.hole_start = hole_start;
+        self.bounds.hole_end = hole_start + shared.len;
+        self.linked = Some(*shared);
+        Ok(())
+    }
+
+    /// Clears the root entries [`link_root`](Self::link_root) linked (the lender's tables
+    /// are left alone) and returns what was linked, or `None` if nothing was.
+    ///
+    /// CPUs may still cache translations of the range through this table: flush them (the
+    /// table's ASID, or the range) before relying on their absence. Freeing this table
+    /// afterwards needs no more than its usual flush.
+    pub fn unlink_root(&mut self) -> Option<SharedRoot<F>> {
+        let linked = self.linked.take()?;
+        let own = self.table(self.root);
+        for e in &own[linked.first..linked.first + linked.count] {
+            e.store(0, Ordering::Release);
+        }
+        self.bounds.hole_start = u64::MAX;
+        self.bounds.hole_end = u64::MAX;
+        Some(linked)
+    }
+
+    /// Returns what [`link_root`](Self::link_root) linked into this table, if anything.
+    pub fn linked_root(&self) -> Option<&SharedRoot<F>> {
+        self.linked.as_ref()
     }
 
     // ------------------------------------------------------------------------------------
@@ -465,6 +704,12 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
             let end = raw.wrapping_add((off | (half - 1)) + 1 - off);
             return Err(PageTableError::OutOfRange {
                 va: if end == 0 { u64::MAX } else { end },
+            });
+        }
+        // Linked root entries belong to the table that lent them: not walked from here.
+        if last >= bounds.hole_start && off < bounds.hole_end {
+            return Err(PageTableError::OutOfRange {
+                va: raw.wrapping_add(bounds.hole_start.saturating_sub(off)),
             });
         }
         let w = raw & Self::W_MASK;
@@ -1712,8 +1957,16 @@ impl<F: Format, M: PhysMapper> PageTable<F, M> {
     /// `freed`.
     fn free_subtree(&self, level: u8, table: PhysAddr, freed: &mut FreedTables) {
         if level > 0 {
+            // The tables behind linked root entries belong to the table that lent them.
+            let lent = match &self.linked {
+                Some(l) if level == Geo::<F>::ROOT => l.first..l.first + l.count,
+                _ => 0..0,
+            };
             let t = self.table(table);
-            for e in &t[..Geo::<F>::entries(level)] {
+            for (i, e) in t[..Geo::<F>::entries(level)].iter().enumerate() {
+                if lent.contains(&i) {
+                    continue;
+                }
                 if let Entry::Table(child) = F::classify(e.load(Ordering::Acquire), level) {
                     self.free_subtree(level - 1, child, freed);
                 }

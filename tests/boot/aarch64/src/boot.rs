@@ -11,7 +11,7 @@
 use core::arch::global_asm;
 
 /// Bytes of each CPU's stack.
-pub const STACK_SIZE: usize = 64 * 1024;
+pub const STACK_SIZE: usize = 128 * 1024;
 
 global_asm!(
     r#"

@@ -9,7 +9,7 @@
 
 use core::arch::{asm, global_asm};
 
-use machvm_boot_common::fault::{self, ProbeRead};
+use machvm_boot_common::fault::{self, HwFault, HwFaultKind, ProbeRead};
 use machvm_boot_common::{kprintln, report};
 
 /// Registers saved on exception entry.
@@ -141,6 +141,11 @@ unsafe extern "C" {
 const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
 /// Vector slot: synchronous exception from the current EL using SP_ELx.
 const SLOT_SYNC_CURRENT_SPX: u64 = 4;
+/// Data abort ISS: `WnR` (the access was a write) and the data fault status code (Arm ARM
+/// D24.2.40, ESR_EL1): 0b0001LL translation, 0b0010LL access flag, 0b0011LL permission
+/// fault at level LL.
+const ESR_WNR: u64 = 1 << 6;
+const ESR_DFSC: u64 = 0x3f;
 
 fn esr_far() -> (u64, u64) {
     let (esr, far): (u64, u64);
@@ -158,8 +163,18 @@ extern "C" fn a64_trap(slot: u64, frame: &mut TrapFrame) {
     let (esr, far) = esr_far();
     if slot == SLOT_SYNC_CURRENT_SPX && esr >> 26 == EC_DATA_ABORT_SAME_EL {
         let cpu = crate::cpu_index();
+        let hw = HwFault {
+            va: far,
+            write: esr & ESR_WNR != 0,
+            kind: match esr & ESR_DFSC {
+                0x04..=0x07 => HwFaultKind::NotPresent,
+                0x08..=0x0b => HwFaultKind::AccessFlag,
+                0x0c..=0x0f => HwFaultKind::Protection,
+                _ => HwFaultKind::Other,
+            },
+        };
         if frame.elr == probe_read_access as *const () as u64 {
-            if fault::try_demand(far) {
+            if fault::try_demand(hw) {
                 return; // mapped: retry the access
             }
             fault::record(cpu);
@@ -169,7 +184,7 @@ extern "C" fn a64_trap(slot: u64, frame: &mut TrapFrame) {
             return;
         }
         if frame.elr == probe_write_access as *const () as u64 {
-            if fault::try_demand(far) {
+            if fault::try_demand(hw) {
                 return;
             }
             fault::record(cpu);

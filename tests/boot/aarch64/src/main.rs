@@ -4,7 +4,9 @@
 //! tables with `machvm-page-table` in the configuration's format, turns the MMU on with
 //! machvm's `AARCH64_MAIR` and the tables' `root_register`, and runs the shared checks plus
 //! the aarch64 ones (two ASIDs, the range and ASID `TLBI` paths, a `TTBR1` upper-half table,
-//! and in `a64-smp` a second CPU that must see CPU 0's broadcast invalidations).
+//! and in `a64-smp` a second CPU that must see CPU 0's broadcast invalidations); then the
+//! heap, PAC, ASLR and VM checks (`machvm_boot_common::vm`: machvm's `VmSystem` with page
+//! faults taken by the data-abort handler, and its reports).
 //!
 //! | config | format |
 //! |---|---|
@@ -22,20 +24,27 @@ mod mmu;
 mod platform;
 mod smp;
 
+extern crate alloc;
+
+use alloc::boxed::Box;
 use core::arch::asm;
 
+use machvm::shootdown::{ShootdownParts, ShootdownTlbs};
 use machvm_addr::PageSize;
+use machvm_aslr::HwEntropy;
 use machvm_boot_common::checks::{self, pattern};
 use machvm_boot_common::fault::{Cpu, ProbeRead};
 use machvm_boot_common::heap::{self, ARENA_PAGES, KernelCpu, KernelHeap};
 use machvm_boot_common::report::{self, info, pass};
 use machvm_boot_common::space::DATA;
+use machvm_boot_common::vm;
 use machvm_boot_common::{AddressSpace, FramePool, Platform, cmdline, console};
 use machvm_boot_common::{ensure, kprintln, must};
 use machvm_page_table::{
     A64Granule4K39, A64Granule4K48, A64Granule16K47, A64Granule16K48, Format, PageTable, Region,
 };
 use machvm_sync::Mutex;
+use machvm_sync::{CpuId, CpuIndex};
 use machvm_tlb::arch::{A64Features, A64Tlb, Granule};
 use machvm_tlb::{Asid, TlbOps};
 
@@ -139,6 +148,7 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
     let features = unsafe { A64Features::detect() };
     let asid16 = features.has_asid16();
     let asid_bits = if asid16 { 16 } else { 8 };
+    let hw_access = mmu::has_hw_access_flag();
 
     // Three tables: the kernel's TTBR0 table (ASID 1), a second TTBR0 table (ASID 2) with
     // the same kernel mappings, and a TTBR1 table for the upper half.
@@ -156,7 +166,7 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
     };
     let regs = mmu::MmuRegs {
         mair: mmu::MAIR,
-        tcr: mmu::tcr::<F>(asid16),
+        tcr: mmu::tcr::<F>(asid16, hw_access),
         ttbr0: pt1.root_register(ASID_1.as_u16()),
         ttbr1: upper.root_register(0),
     };
@@ -231,6 +241,15 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
         "aarch64 layout configuration"
     );
     machvm_boot_common::aslr::check(rng, config);
+    vm_checks::<F>(
+        &space1,
+        pool,
+        granule,
+        asid_bits,
+        features.has_range(),
+        hw_access,
+        smp,
+    );
     let (in_use, untouched) = {
         let pool = pool.lock();
         (pool.in_use(), pool.untouched_bytes())
@@ -240,6 +259,107 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
         untouched >> 10
     );
     report::finish()
+}
+
+/// Loads a root-register value from `VmSystem::activate` (TTBR0 with the space's ASID) or
+/// the kernel's own table.
+fn load_root(value: u64) {
+    // SAFETY: EL1; the kernel's table and every space's table (which links the kernel's
+    // root entries) map the kernel alike, with global entries; the VM system flushed every
+    // change to a space's table for its ASID, and the ASIDs it hands out were flushed before
+    // its first space ran (`vm_checks`).
+    unsafe { mmu::switch_ttbr0(value) }
+}
+
+/// The CPU index for machvm's shootdown provider.
+#[derive(Debug)]
+struct MpidrCpu;
+
+// SAFETY: `MPIDR_EL1.Aff0` is unique per CPU on the virt board and below 2 on the
+// configuration with a second CPU, which is what the shootdown engine is sized for.
+unsafe impl CpuId for MpidrCpu {
+    fn current_cpu(&self) -> CpuIndex {
+        CpuIndex::new(cpu_index() as u32)
+    }
+}
+
+/// machvm's `VmSystem` on this MMU (see `machvm_boot_common::vm`). The kernel lives in
+/// `TTBR0`'s half (identity-mapped), so every space's table links the kernel table's root
+/// entries that map it, and spaces live in root entries above them; loading a space is one
+/// `TTBR0_EL1` write (root + ASID, no flush). One CPU flushes through `TlbFlush`
+/// (`TLBI …IS` by VA / ASID); `a64-smp` through `ShootdownTlbs` (broadcast: no IPI).
+#[allow(clippy::too_many_arguments)]
+fn vm_checks<F: Format>(
+    kernel: &AddressSpace<'_, F, A64Tlb>,
+    pool: &Mutex<FramePool>,
+    granule: Granule,
+    asid_bits: u8,
+    range: bool,
+    hw_access: bool,
+    smp: bool,
+) {
+    ensure!(
+        hw_access,
+        "the CPU does not set the Access flag (no FEAT_HAFDBS): the VM checks need it"
+    );
+    // SAFETY: EL1 with the MMU on, as for the kernel's own A64Tlb. Leaked: the VM system's
+    // flush hooks use it for the rest of the run.
+    let tlb: &'static A64Tlb = Box::leak(Box::new(must!(
+        unsafe { A64Tlb::new(granule, asid_bits, range) },
+        "A64Tlb"
+    )));
+    // The kernel's checks used ASIDs 1 and 2, which the VM system hands out again.
+    tlb.sync();
+    tlb.invalidate_all();
+    tlb.complete();
+    let image_end = core::ptr::addr_of!(mmu::__bss_end) as u64;
+    let (window, kernel_len) = vm::layout::<F>(image_end);
+    let (shared, kernel_root) = {
+        let pt = kernel.pt.lock();
+        let shared = must!(
+            pt.share_root(machvm_addr::VirtAddr::new(0), kernel_len),
+            "sharing the kernel's root entries"
+        );
+        // ASID 0 is never a space's: the kernel's own table runs with it.
+        (shared, pt.root_register(0))
+    };
+    load_root(kernel_root);
+    // SAFETY: EL1, where ID_AA64ISAR0_EL1 is readable; RNDR runs only if it says so.
+    let rng = unsafe { machvm_aslr::arch::A64Rng::detect() };
+    let mut keys = vm::BootKeys::new(HwEntropy::new(rng));
+    if smp {
+        static IPI: smp::NoIpi = smp::NoIpi;
+        static CPU: MpidrCpu = MpidrCpu;
+        let parts = ShootdownParts {
+            engine: &smp::ENGINE,
+            local: tlb,
+            ipi: &IPI,
+            cpu: &CPU,
+        };
+        let m = vm::Machine {
+            pool,
+            flush: ShootdownTlbs::new(parts),
+            kernel: shared,
+            window,
+            load_root,
+            kernel_root,
+            ipis_served: None,
+            smp: true,
+        };
+        vm::run::<F, _, A64Cpu>(m, &HEAP, &mut keys);
+    } else {
+        let m = vm::Machine {
+            pool,
+            flush: vm::LocalTlbs { ops: tlb },
+            kernel: shared,
+            window,
+            load_root,
+            kernel_root,
+            ipis_served: None,
+            smp: false,
+        };
+        vm::run::<F, _, A64Cpu>(m, &HEAP, &mut keys);
+    }
 }
 
 /// Enables the data key A (`APDAKey{Lo,Hi}_EL1`, `SCTLR_EL1.EnDA`) when the CPU has

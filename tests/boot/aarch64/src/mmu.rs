@@ -17,7 +17,8 @@ unsafe extern "C" {
     static __rodata_start: u8;
     static __rodata_end: u8;
     static __data_start: u8;
-    static __bss_end: u8;
+    /// The end of the kernel image (bss included), from the linker script.
+    pub static __bss_end: u8;
 }
 
 macro_rules! sym {
@@ -92,8 +93,11 @@ pub struct MmuRegs {
 
 /// `TCR_EL1` for format `F` in both halves (D19.2, TCR_EL1): T0SZ/T1SZ from the format's VA
 /// bits, inner-shareable write-back walks, the granule in TG0/TG1 (their encodings differ),
-/// 48-bit IPS (machvm's formats output at most 48 bits), and AS for 16-bit ASIDs.
-pub fn tcr<F: Format>(asid16: bool) -> u64 {
+/// 48-bit IPS (machvm's formats output at most 48 bits), AS for 16-bit ASIDs, and HA (the
+/// hardware sets the Access flag, `FEAT_HAFDBS`) when `hw_access` — the VM system's pageout
+/// scan clears the Access flag of the pages it ages, and without HA their next use would
+/// take an Access-flag fault.
+pub fn tcr<F: Format>(asid16: bool, hw_access: bool) -> u64 {
     let tsz = u64::from(64 - va_bits::<F>());
     let (tg0, tg1) = match F::GRANULE {
         PageSize::Size4KiB => (0b00, 0b10),
@@ -103,7 +107,22 @@ pub fn tcr<F: Format>(asid16: bool) -> u64 {
     let walk = (1 << 8) | (1 << 10) | (3 << 12); // IRGN0 = ORGN0 = WB-WA, SH0 = inner
     let walk1 = walk << 16; // IRGN1, ORGN1, SH1
     let ips = 0b101 << 32; // 48-bit physical addresses
-    tsz | walk | (tg0 << 14) | (tsz << 16) | walk1 | (tg1 << 30) | ips | (u64::from(asid16) << 36)
+    tsz | walk
+        | (tg0 << 14)
+        | (tsz << 16)
+        | walk1
+        | (tg1 << 30)
+        | ips
+        | (u64::from(asid16) << 36)
+        | (u64::from(hw_access) << 39)
+}
+
+/// Returns whether the CPU sets the Access flag itself (`ID_AA64MMFR1_EL1.HAFDBS` ≥ 1).
+pub fn has_hw_access_flag() -> bool {
+    let mmfr1: u64;
+    // SAFETY: EL1; ID registers are readable and side-effect free.
+    unsafe { asm!("mrs {}, id_aa64mmfr1_el1", out(reg) mmfr1, options(nomem, nostack)) };
+    mmfr1 & 0xf != 0
 }
 
 /// Turns the MMU on with `regs` on the executing CPU.

@@ -9,6 +9,8 @@
 //! 2. CPU 0 remaps the page to B (unmap + `TlbFlush`: `TLBI VALE1IS`), CPU 1 must read B;
 //! 3. CPU 0 unmaps the page and, through the `Shootdown` engine (broadcast path, no IPI), the
 //!    40 pages; CPU 1 must fault on all 41 (its data aborts are counted).
+//!
+//! CPU 1 then serves jobs for the VM checks (`machvm_boot_common::smp_job`).
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +62,11 @@ fn wait_for(step: u64, who: &str) {
 }
 
 /// Broadcast TLB operations never need an IPI.
-struct NoIpi;
+#[derive(Debug)]
+pub struct NoIpi;
+
+/// The shootdown engine of both CPUs (with broadcast `TLBI`s it only flushes locally).
+pub static ENGINE: Shootdown<2> = Shootdown::new(1_000_000);
 
 impl IpiSender for NoIpi {
     fn send(&self, target: CpuIndex) {
@@ -133,9 +139,8 @@ pub fn run<F: Format>(space: &AddressSpace<'_, F, A64Tlb>, regs: &MmuRegs) {
 
     // Unmap the page (TlbFlush) and the range through the shootdown engine.
     must!(space.unmap_range(PAGE, g), "unmapping B");
-    let engine = Shootdown::<2>::new(1_000_000);
     let mut hook = ShootdownFlush {
-        engine: &engine,
+        engine: &ENGINE,
         me: CpuIndex::new(0),
         targets: CpuMask::from_bits(0b11),
         asid: space.asid,
@@ -220,8 +225,6 @@ extern "C" fn secondary_main() -> ! {
         .count() as u64;
     ANSWERS[2].store(faulted, Ordering::Relaxed);
     STEP.store(7, Ordering::Release);
-    loop {
-        // SAFETY: parks the CPU; CPU 0 ends the run.
-        unsafe { asm!("wfe", options(nomem, nostack)) };
-    }
+    // Serve the jobs of the VM checks until CPU 0 ends the run.
+    machvm_boot_common::smp_job::serve()
 }

@@ -298,9 +298,10 @@ pub fn demand<F: Format, T: TlbOps, C: Cpu>(space: &AddressSpace<'_, F, T>) {
 /// # Safety
 ///
 /// `ctx` points to a live `AddressSpace<F, T>`.
-unsafe fn demand_map<F: Format, T: TlbOps>(ctx: *const (), va: u64) -> bool {
+unsafe fn demand_map<F: Format, T: TlbOps>(ctx: *const (), fault: fault::HwFault) -> bool {
     // SAFETY: the caller (the check that installed the hook) keeps the space alive.
     let space = unsafe { &*ctx.cast::<AddressSpace<'_, F, T>>() };
+    let va = fault.va;
     let g = granule::<F>();
     if !(DEMAND_BASE..DEMAND_BASE + 16 * g).contains(&va) {
         return false;

@@ -2,10 +2,10 @@
 //!
 //! The checks read and write test addresses through *probes*: tiny assembly routines whose
 //! one memory access the architecture's exception handler recognises by its address. When a
-//! probe's access faults, the handler first offers the address to the demand-paging hook
-//! (which may map a page, and the access is retried); otherwise it counts the fault and
-//! resumes the probe at its recovery label, which reports "faulted" to the caller. Any other
-//! exception is fatal.
+//! probe's access faults, the handler first offers the fault — address, read or write, and
+//! what the MMU reported ([`HwFault`]) — to the demand-paging hook (which may map a page,
+//! and the access is retried); otherwise it counts the fault and resumes the probe at its
+//! recovery label, which reports "faulted" to the caller. Any other exception is fatal.
 
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -56,9 +56,35 @@ pub fn demand_hits() -> u64 {
     DEMAND_HITS.load(Ordering::Relaxed)
 }
 
-/// A demand-paging hook: given the context pointer and the faulting address, maps a page and
-/// returns `true` (the access is retried), or returns `false` (the fault stands).
-pub type DemandFn = unsafe fn(*const (), u64) -> bool;
+/// What the MMU reported about a fault (x86_64: the #PF error code's P bit; aarch64: the data
+/// abort's fault status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HwFaultKind {
+    /// No valid translation (x86_64 P = 0, aarch64 translation fault).
+    NotPresent,
+    /// A valid translation that does not allow the access (x86_64 P = 1, aarch64 permission
+    /// fault).
+    Protection,
+    /// aarch64 Access-flag fault (a valid translation with `AF` clear).
+    AccessFlag,
+    /// Anything else the handler let through (alignment, external abort, …).
+    Other,
+}
+
+/// A fault taken by a probe's access, as the exception handler decoded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HwFault {
+    /// The faulting virtual address (CR2 / FAR_EL1).
+    pub va: u64,
+    /// Whether the access was a write (x86_64 error code W/R, aarch64 ESR `WnR`).
+    pub write: bool,
+    /// What kind of fault the MMU reported.
+    pub kind: HwFaultKind,
+}
+
+/// A demand-paging hook: given the context pointer and the fault, maps a page and returns
+/// `true` (the access is retried), or returns `false` (the fault stands).
+pub type DemandFn = unsafe fn(*const (), HwFault) -> bool;
 
 /// Installs a demand-paging hook.
 ///
@@ -78,9 +104,9 @@ pub fn clear_demand_hook() {
     DEMAND.store(core::ptr::null_mut(), Ordering::Release);
 }
 
-/// Offers a faulting address to the demand hook; returns whether it mapped a page (called by
+/// Offers a probe's fault to the demand hook; returns whether it mapped a page (called by
 /// the exception handlers before counting a probe fault).
-pub fn try_demand(va: u64) -> bool {
+pub fn try_demand(fault: HwFault) -> bool {
     let raw = DEMAND_FN.load(Ordering::Acquire);
     if raw == 0 {
         return false;
@@ -91,7 +117,7 @@ pub fn try_demand(va: u64) -> bool {
     let f = unsafe { core::mem::transmute::<usize, DemandFn>(raw) };
     // SAFETY: `set_demand_hook`'s caller keeps `ctx` valid until the hook is cleared, and the
     // hook was designed to run in exception context.
-    let mapped = unsafe { f(ctx, va) };
+    let mapped = unsafe { f(ctx, fault) };
     if mapped {
         DEMAND_HITS.fetch_add(1, Ordering::Relaxed);
     }

@@ -27,7 +27,7 @@ use crate::report::{info, pass};
 use crate::{ensure, must};
 
 /// Bytes of the heap arena.
-pub const ARENA_BYTES: usize = 4 << 20;
+pub const ARENA_BYTES: usize = 8 << 20;
 /// The arena's page size.
 const PAGE: usize = 4096;
 const PAGES: usize = ARENA_BYTES / PAGE;
@@ -37,6 +37,12 @@ pub const HEAP_CPUS: usize = 2;
 /// The arena's memory: aligned to 1 MiB, the largest chunk a zone asks for.
 #[repr(C, align(1048576))]
 pub struct ArenaMemory([u8; ARENA_BYTES]);
+
+impl core::fmt::Debug for ArenaMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ArenaMemory({ARENA_BYTES} bytes)")
+    }
+}
 
 /// The heap arena (in `.bss`, identity-mapped with the kernel image).
 static mut ARENA: ArenaMemory = ArenaMemory([0; ARENA_BYTES]);
@@ -121,8 +127,9 @@ unsafe impl PageSource for ArenaPages {
 }
 
 /// The CPU identity of a kernel heap: `C::index()` of the running CPU. Nothing in these
-/// kernels allocates from an interrupt handler or is preempted, so a CPU's cache is used by
-/// one context at a time.
+/// kernels is preempted, and the only allocations in exception context are those of the VM
+/// checks' page faults, taken at a probe's access — never inside an allocator call — so a
+/// CPU's cache is used by one context at a time.
 #[derive(Debug)]
 pub struct KernelCpu<C: Cpu>(PhantomData<C>);
 
@@ -139,8 +146,8 @@ impl<C: Cpu> Default for KernelCpu<C> {
     }
 }
 
-// SAFETY: see the type's documentation: no allocation from interrupt context, no preemption,
-// and each CPU has its own index.
+// SAFETY: see the type's documentation: no allocation from an exception that interrupted an
+// allocation, no preemption, and each CPU has its own index.
 unsafe impl<C: Cpu> CpuLocal for KernelCpu<C> {
     fn with_cpu<R>(&self, f: impl FnOnce(Option<CpuIndex>) -> R) -> R {
         let index = C::index();

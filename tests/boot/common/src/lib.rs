@@ -15,7 +15,11 @@
 //!   is flushed through `machvm-tlb`'s `TlbFlush` hook;
 //! - [`checks`]: the TLB and page-table checks, generic over the translation format and the
 //!   TLB operations, so the same code runs on x86_64 4/5-level paging and every aarch64
-//!   granule.
+//!   granule;
+//! - [`vm`]: machvm's `VmSystem` on the real MMU — address spaces whose pages come in by
+//!   real page faults (zero fill, copy on write, pageout to the compressor and swap), and
+//!   the `vm_stat` / `memory_pressure` / `vmmap` / `zprint` / `vm.swapusage` reports;
+//! - [`smp_job`]: work handed to the second CPU.
 #![no_std]
 
 extern crate alloc;
@@ -29,7 +33,9 @@ pub mod heap;
 pub mod pool;
 pub mod report;
 pub mod shootdown;
+pub mod smp_job;
 pub mod space;
+pub mod vm;
 
 pub use console::Platform;
 pub use fault::Cpu;

@@ -9,8 +9,10 @@
 //! - `x86-smp`: 4-level tables, plus a second CPU flushed by shootdown IPIs (see [`smp`]),
 //!
 //! and runs the shared checks of `machvm_boot_common::checks` plus the x86-only ones below
-//! on the real (emulated) MMU, flushing through `machvm-tlb`'s `X86Tlb`. The verdict goes to
-//! the host as `SMOKE PASS` / `SMOKE FAIL: …` on COM1 and the `isa-debug-exit` status.
+//! on the real (emulated) MMU, flushing through `machvm-tlb`'s `X86Tlb`; then the heap,
+//! ASLR and VM checks (`machvm_boot_common::vm`: machvm's `VmSystem` with page faults taken
+//! by the #PF handler, and its reports). The verdict goes to the host as `SMOKE PASS` /
+//! `SMOKE FAIL: …` on COM1 and the `isa-debug-exit` status.
 #![no_std]
 #![no_main]
 
@@ -20,17 +22,25 @@ mod serial;
 mod smp;
 mod trap;
 
-use core::arch::asm;
+extern crate alloc;
 
-use machvm_addr::PageSize;
+use alloc::boxed::Box;
+use core::arch::asm;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use machvm::shootdown::{ShootdownParts, ShootdownTlbs};
+use machvm_addr::{PageSize, PhysAddr, VirtAddr};
+use machvm_aslr::HwEntropy;
 use machvm_boot_common::fault::{Cpu, ProbeRead};
 use machvm_boot_common::heap::{self, ARENA_PAGES, KernelCpu, KernelHeap};
 use machvm_boot_common::report::{self, info, pass};
 use machvm_boot_common::space::DATA;
+use machvm_boot_common::vm;
 use machvm_boot_common::{AddressSpace, FramePool, Platform, checks, cmdline, console};
 use machvm_boot_common::{ensure, fault, kprintln, must};
 use machvm_page_table::{Format, X86Pml4, X86Pml5};
 use machvm_sync::Mutex;
+use machvm_sync::{CpuId, CpuIndex};
 use machvm_tlb::arch::{Cr3, X86Features, X86Tlb, write_cr3};
 use machvm_tlb::{Asid, TlbOps};
 
@@ -249,6 +259,7 @@ fn run<F: Format>(pool: &Mutex<FramePool>, la57: bool, smp: bool) -> ! {
         "x86_64 layout configuration"
     );
     machvm_boot_common::aslr::check(machvm_aslr::arch::X86Rng::detect(), config);
+    vm_checks::<F>(&space, pool, features, smp);
     let (in_use, untouched) = {
         let pool = pool.lock();
         (pool.in_use(), pool.untouched_bytes())
@@ -258,6 +269,100 @@ fn run<F: Format>(pool: &Mutex<FramePool>, la57: bool, smp: bool) -> ! {
         untouched >> 10
     );
     report::finish()
+}
+
+/// The TLB operations `load_root` switches address spaces with (set by [`vm_checks`]).
+static ROOT_TLB: AtomicPtr<X86Tlb> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Loads a root-register value from `VmSystem::activate` (or the kernel's own CR3) through
+/// `X86Tlb::switch_address_space`: with PCIDs on, the low 12 bits are the PCID; with them
+/// off (as under TCG) they are dropped and the load flushes every non-global translation.
+fn load_root(value: u64) {
+    // SAFETY: ROOT_TLB holds null or a leaked, never-freed `X86Tlb`.
+    let Some(tlb) = (unsafe { ROOT_TLB.load(Ordering::Acquire).as_ref() }) else {
+        report::fail(format_args!("load_root before the VM checks set it up"))
+    };
+    let root = PhysAddr::new(value & !0xfff);
+    let pcid = Asid::new((value & 0xfff) as u16);
+    // SAFETY: CPL0, interrupts off on CPU 0 (on CPU 1 no IPI handler switches tables); the
+    // value is the kernel's PML4/PML5 or a space's, which links the kernel's root entries;
+    // every change to a space's table was flushed for its PCID by the VM system.
+    let switched = unsafe { tlb.switch_address_space(root, pcid, false) };
+    must!(switched, "loading CR3 {value:#x}");
+}
+
+/// The CPU index for machvm's shootdown provider.
+#[derive(Debug)]
+struct ApicCpu;
+
+// SAFETY: the initial APIC ID is unique per CPU and below 2 on the configurations with a
+// second CPU, which is what the shootdown engine is sized for.
+unsafe impl CpuId for ApicCpu {
+    fn current_cpu(&self) -> CpuIndex {
+        CpuIndex::new(cpu_index() as u32)
+    }
+}
+
+/// machvm's `VmSystem` on this MMU (see `machvm_boot_common::vm`): every space's PML4
+/// (PML5) links the kernel's first root entry, which maps the kernel image, low memory, the
+/// frame pool and the local APIC; spaces live one root entry above it. One CPU flushes
+/// through `TlbFlush` (`invlpg` / CR3 reload); `x86-smp` through `ShootdownTlbs` and the
+/// local APIC IPIs CPU 1 already serves.
+fn vm_checks<F: Format>(
+    space: &AddressSpace<'_, F, X86Tlb>,
+    pool: &Mutex<FramePool>,
+    features: X86Features,
+    smp: bool,
+) {
+    // SAFETY: CPL0 with paging on; the same features as the kernel's own X86Tlb. Leaked:
+    // the VM system's flush hooks and `load_root` use it for the rest of the run.
+    let tlb: &'static X86Tlb = Box::leak(Box::new(unsafe { X86Tlb::new(features) }));
+    ROOT_TLB.store(core::ptr::from_ref(tlb).cast_mut(), Ordering::Release);
+    let image_end = core::ptr::addr_of!(mmu::__bss_end) as u64;
+    let kernel_top = image_end.max(mmu::LAPIC_BASE + 0x1000);
+    let (window, kernel_len) = vm::layout::<F>(kernel_top);
+    let (kernel, kernel_root) = {
+        let pt = space.pt.lock();
+        let shared = must!(
+            pt.share_root(VirtAddr::new(0), kernel_len),
+            "sharing the kernel's root entries"
+        );
+        (shared, pt.root_register(0))
+    };
+    let mut keys = vm::BootKeys::new(HwEntropy::new(machvm_aslr::arch::X86Rng::detect()));
+    if smp {
+        static IPI: smp::LapicIpi = smp::LapicIpi;
+        static CPU: ApicCpu = ApicCpu;
+        let parts = ShootdownParts {
+            engine: smp::engine(),
+            local: tlb,
+            ipi: &IPI,
+            cpu: &CPU,
+        };
+        let m = vm::Machine {
+            pool,
+            flush: ShootdownTlbs::new(parts),
+            kernel,
+            window,
+            load_root,
+            kernel_root,
+            ipis_served: Some(smp::ipis_handled),
+            smp: true,
+        };
+        vm::run::<F, _, X86Cpu>(m, &HEAP, &mut keys);
+    } else {
+        let m = vm::Machine {
+            pool,
+            flush: vm::LocalTlbs { ops: tlb },
+            kernel,
+            window,
+            load_root,
+            kernel_root,
+            ipis_served: None,
+            smp: false,
+        };
+        vm::run::<F, _, X86Cpu>(m, &HEAP, &mut keys);
+    }
 }
 
 /// Maps 40 *global* pages, reads them, and unmaps them through a flush for the kernel ASID:

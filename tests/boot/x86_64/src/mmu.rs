@@ -10,7 +10,8 @@ unsafe extern "C" {
     static __rodata_start: u8;
     static __rodata_end: u8;
     static __data_start: u8;
-    static __bss_end: u8;
+    /// The end of the kernel image (bss included), from the linker script.
+    pub static __bss_end: u8;
 }
 
 /// Returns the address of a linker-script symbol.

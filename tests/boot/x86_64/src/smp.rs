@@ -7,7 +7,8 @@
 //! the same steps as the aarch64 check: it caches a page and a 40-page range, CPU 0 remaps /
 //! unmaps them flushing through a `ShootdownFlush` hook (post to CPU 1's mailbox, IPI on vector
 //! 0x40, local flush, wait for the acknowledgement), and CPU 1 must see the new mapping and
-//! then fault on every unmapped page.
+//! then fault on every unmapped page. CPU 1 then serves jobs for the VM checks
+//! (`machvm_boot_common::smp_job`), still answering shootdown IPIs.
 
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
@@ -51,7 +52,8 @@ static ENGINE_READY: AtomicBool = AtomicBool::new(false);
 /// CPU 1's TLB operations, for its IPI handler.
 static AP_TLB: AtomicPtr<X86Tlb> = AtomicPtr::new(core::ptr::null_mut());
 
-fn engine() -> &'static Shootdown<2> {
+/// The shootdown engine both CPUs use (set up by [`run`]).
+pub fn engine() -> &'static Shootdown<2> {
     ensure!(
         ENGINE_READY.load(Ordering::Acquire),
         "shootdown engine used before set-up"
@@ -87,7 +89,13 @@ fn send_ipi(dest: u32, low: u32) {
 }
 
 /// IPIs through the local APIC (fixed delivery, vector 0x40).
-struct LapicIpi;
+#[derive(Debug)]
+pub struct LapicIpi;
+
+/// IPIs CPU 1 has served so far.
+pub fn ipis_handled() -> u64 {
+    IPIS_HANDLED.load(Ordering::Relaxed)
+}
 
 impl IpiSender for LapicIpi {
     fn send(&self, target: CpuIndex) {
@@ -301,8 +309,7 @@ extern "C" fn ap_main() -> ! {
         .count() as u64;
     ANSWERS[2].store(faulted, Ordering::Relaxed);
     STEP.store(7, Ordering::Release);
-    loop {
-        // SAFETY: waits for interrupts (more shootdowns) forever; CPU 0 ends the run.
-        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
-    }
+    // Interrupts stay on: shootdown IPIs are served while CPU 1 waits for (and runs) the
+    // jobs CPU 0 hands it (the VM checks). CPU 0 ends the run.
+    machvm_boot_common::smp_job::serve()
 }

@@ -9,7 +9,7 @@
 
 use core::arch::{asm, global_asm};
 
-use machvm_boot_common::fault::{self, ProbeRead};
+use machvm_boot_common::fault::{self, HwFault, HwFaultKind, ProbeRead};
 use machvm_boot_common::{kprintln, report};
 
 /// Vector used for TLB shootdown IPIs (x86 SMP).
@@ -284,11 +284,25 @@ extern "C" fn x86_trap(frame: &mut TrapFrame) {
     }
 }
 
+/// #PF error code bits (Intel SDM Vol. 3A §4.7): P (the translation was present: a
+/// protection violation) and W/R (the access was a write).
+const PF_PRESENT: u64 = 1 << 0;
+const PF_WRITE: u64 = 1 << 1;
+
 fn page_fault(frame: &mut TrapFrame) {
     let va = cr2();
     let cpu = crate::cpu_index();
+    let hw = HwFault {
+        va,
+        write: frame.error & PF_WRITE != 0,
+        kind: if frame.error & PF_PRESENT != 0 {
+            HwFaultKind::Protection
+        } else {
+            HwFaultKind::NotPresent
+        },
+    };
     if frame.rip == probe_read_access as *const () as u64 {
-        if fault::try_demand(va) {
+        if fault::try_demand(hw) {
             return; // mapped: retry the access
         }
         fault::record(cpu);
@@ -296,7 +310,7 @@ fn page_fault(frame: &mut TrapFrame) {
         frame.rdx = 1;
         frame.rip = probe_read_resume as *const () as u64;
     } else if frame.rip == probe_write_access as *const () as u64 {
-        if fault::try_demand(va) {
+        if fault::try_demand(hw) {
             return;
         }
         fault::record(cpu);
