@@ -92,16 +92,18 @@ impl Counts {
 pub(crate) struct Areas<'a> {
     /// Counts from the header.
     pub(crate) counts: Counts,
+    /// The whole stream, with the offset of each area in it (for [`Reader`]).
+    pub(crate) input: &'a [u8],
+    /// Offset of the miss area in `input`.
+    pub(crate) misses_at: usize,
+    /// Offset of the index area in `input`.
+    pub(crate) indices_at: usize,
+    /// Offset of the low-8 area in `input`.
+    pub(crate) low8_at: usize,
+    /// Offset of the low-2 area in `input`.
+    pub(crate) low2_at: usize,
     /// Tag bytes.
     pub(crate) tags: &'a [u8],
-    /// Miss words.
-    pub(crate) misses: &'a [u8],
-    /// Index nibbles.
-    pub(crate) indices: &'a [u8],
-    /// Low 8 bits of partial words.
-    pub(crate) low8: &'a [u8],
-    /// High 2 bits of the low parts.
-    pub(crate) low2: &'a [u8],
 }
 
 /// Writes the header for a page of `words` words into `out[..HEADER_LEN]`.
@@ -167,51 +169,92 @@ pub(crate) fn split(input: &[u8], words: usize) -> Result<Areas<'_>, LayoutError
     if used != 0 && low2.last().is_some_and(|b| b >> used != 0) {
         return Err(LayoutError::Corrupt);
     }
+    let misses_at = HEADER_LEN + tags.len();
+    let indices_at = misses_at + misses.len();
+    let low8_at = indices_at + indices.len();
+    let low2_at = low8_at + low8.len();
     Ok(Areas {
         counts,
+        input,
+        misses_at,
+        indices_at,
+        low8_at,
+        low2_at,
         tags,
-        misses,
-        indices,
-        low8,
-        low2,
     })
 }
 
-/// Reads up to 16 bytes at `offset` of `area` as a little-endian `u128`, zero past the end.
-#[inline(always)]
-pub(crate) fn window_u128(area: &[u8], offset: usize) -> u128 {
-    if let Some(bytes) = area.get(offset..).and_then(|s| s.first_chunk::<16>()) {
-        return u128::from_le_bytes(*bytes);
-    }
-    let mut buf = [0u8; 16];
-    for (b, t) in buf.iter_mut().zip(area.get(offset..).unwrap_or(&[])) {
-        *b = *t;
-    }
-    u128::from_le_bytes(buf)
+/// Fixed-size reads anywhere in an encoded page, for decoders that read a few bytes past the
+/// area they need: inside the page such a read returns the next area's bytes (which the
+/// caller ignores), past its end zeros.
+#[derive(Debug)]
+pub(crate) struct Reader<'a> {
+    input: &'a [u8],
+    /// The page's last `TAIL` bytes (or all of a shorter one), then zeros.
+    tail: [u8; 2 * Reader::TAIL],
+    /// Offset of `tail[0]` in the page.
+    tail_at: usize,
 }
 
-/// Reads up to 8 bytes at `offset` of `area` as a little-endian `u64`, zero past the end.
-#[inline(always)]
-pub(crate) fn window_u64(area: &[u8], offset: usize) -> u64 {
-    if let Some(bytes) = area.get(offset..).and_then(|s| s.first_chunk::<8>()) {
-        return u64::from_le_bytes(*bytes);
-    }
-    let mut buf = [0u8; 8];
-    for (b, t) in buf.iter_mut().zip(area.get(offset..).unwrap_or(&[])) {
-        *b = *t;
-    }
-    u64::from_le_bytes(buf)
-}
+impl<'a> Reader<'a> {
+    /// The longest read.
+    pub(crate) const TAIL: usize = 64;
 
-/// Reads up to 16 little-endian words at word `index` of the miss area, zero past the end.
-#[inline(always)]
-pub(crate) fn miss_window(area: &[u8], index: usize) -> [u32; 16] {
-    let mut words = [0u32; 16];
-    let tail = area.get(4 * index..).unwrap_or(&[]);
-    for (w, b) in words.iter_mut().zip(tail.chunks_exact(4)) {
-        if let Ok(b) = <[u8; 4]>::try_from(b) {
-            *w = u32::from_le_bytes(b);
+    /// Returns a reader of `input`.
+    pub(crate) fn new(input: &'a [u8]) -> Self {
+        let tail_at = input.len().saturating_sub(Self::TAIL);
+        let mut tail = [0u8; 2 * Self::TAIL];
+        let src = input.get(tail_at..).unwrap_or(&[]);
+        if let Some(dst) = tail.get_mut(..src.len()) {
+            dst.copy_from_slice(src);
+        }
+        Self {
+            input,
+            tail,
+            tail_at,
         }
     }
-    words
+
+    /// Returns the `N` (at most [`TAIL`](Self::TAIL)) bytes at `at`, zero past the page's
+    /// end.
+    #[inline(always)]
+    pub(crate) fn bytes<const N: usize>(&self, at: usize) -> [u8; N] {
+        const { assert!(N <= Reader::TAIL) };
+        if let Some(s) = self.input.get(at..).and_then(|s| s.first_chunk::<N>()) {
+            return *s;
+        }
+        // Past `input.len() - N`, hence (for N <= TAIL) at or past `tail_at`.
+        at.checked_sub(self.tail_at)
+            .and_then(|t| self.tail.get(t..))
+            .and_then(|s| s.first_chunk::<N>())
+            .map_or([0; N], |s| *s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_returns_input_bytes_then_zeros() {
+        let input: [u8; 100] = core::array::from_fn(|i| i as u8 + 1);
+        let r = Reader::new(&input);
+        assert_eq!(r.bytes::<8>(0), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(r.bytes::<4>(96), [97, 98, 99, 100]);
+        assert_eq!(r.bytes::<4>(98), [99, 100, 0, 0]);
+        assert_eq!(r.bytes::<16>(99)[..2], [100, 0]);
+        assert_eq!(r.bytes::<64>(60)[..40], input[60..]);
+        assert_eq!(r.bytes::<64>(60)[40..], [0; 24]);
+        assert_eq!(r.bytes::<8>(100), [0; 8]);
+        assert_eq!(r.bytes::<64>(usize::MAX - 3), [0; 64]);
+    }
+
+    #[test]
+    fn reader_of_a_short_input() {
+        let r = Reader::new(&[7, 8, 9]);
+        assert_eq!(r.bytes::<4>(0), [7, 8, 9, 0]);
+        assert_eq!(r.bytes::<4>(2), [9, 0, 0, 0]);
+        assert_eq!(r.bytes::<64>(1)[..3], [8, 9, 0]);
+        assert_eq!(Reader::new(&[]).bytes::<16>(0), [0; 16]);
+    }
 }

@@ -9,6 +9,7 @@
 //! Two code paths produce identical bytes: [`CodePath::Portable`] (safe Rust) and, on x86_64,
 //! [`CodePath::X86Avx2`], chosen by the [`VectorPolicy`] the codec is built with.
 
+mod decode;
 pub mod format;
 mod portable;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -108,7 +109,7 @@ fn decode_checked(
         };
     }
     let _ = path;
-    if portable::decompress(&areas, out) {
+    if decode::decompress(&areas, out) {
         Ok(())
     } else {
         Err(DecodeError::Corrupt)
