@@ -1,6 +1,11 @@
 //! Behaviour of the segment pool: round trips, single values, limits and pressure, compaction,
 //! swap, corruption, handles, and the no-heap configuration.
 
+// Not under miri: this crate's only unsafe code is the AVX2 path (which miri cannot run) and the
+// byte views of `codec::bytes`, both exercised by the unit tests miri runs; these tests drive
+// safe code (and lz4_flex, also reached by the unit tests) through hundreds of pages, which
+// took most of CI's miri step. They run natively in `cargo test`.
+#![cfg(not(miri))]
 // Host tests: std is the natural choice.
 #![allow(
     clippy::std_instead_of_core,
