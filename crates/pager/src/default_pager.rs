@@ -297,7 +297,9 @@ impl<B: SwapBacking, C: PageCodec> DefaultPager<B, C> {
     /// store that cannot make room retries (a bounded number of times) before it reports
     /// `NoSpace`, so only a swap that is really full (or a full segment table) refuses.
     fn store(&self, words: &[u32]) -> Result<Handle, PagerError> {
-        let rounds = self.tries().saturating_mul(if self.swap.is_some() { 16 } else { 1 });
+        let rounds = self
+            .tries()
+            .saturating_mul(if self.swap.is_some() { 16 } else { 1 });
         for _ in 0..rounds {
             match self.pool.store(words) {
                 Ok(h) => return Ok(h),
@@ -322,7 +324,9 @@ impl<B: SwapBacking, C: PageCodec> DefaultPager<B, C> {
     /// Like [`store`](Self::store), a swap-in that loses the race for the room it made
     /// retries a bounded number of times.
     fn load(&self, handle: Handle, words: &mut [u32]) -> Result<bool, PagerError> {
-        let rounds = self.tries().saturating_mul(if self.swap.is_some() { 16 } else { 1 });
+        let rounds = self
+            .tries()
+            .saturating_mul(if self.swap.is_some() { 16 } else { 1 });
         for _ in 0..rounds {
             match self.pool.load(handle, words) {
                 Ok(()) => return Ok(true),
