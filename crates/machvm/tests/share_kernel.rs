@@ -4,6 +4,7 @@
 //! the spaces never edit or free the kernel's tables.
 
 use machvm::pmap::{PmapSetupError, TablePmap};
+use machvm::sim::SimMemory;
 use machvm::{FlushProvider, VmError, VmSystem};
 use machvm_addr::{PageSize, PhysAddr, SimPhysMemory, VirtAddr, VmProt};
 use machvm_page_table::{
@@ -58,18 +59,21 @@ fn walk(sim: &SimPhysMemory, root: u64, va: u64) -> Option<u64> {
 
 #[test]
 fn spaces_and_their_forks_keep_the_kernel_mapped_and_never_free_its_tables() {
-    let sim: &'static SimPhysMemory = Box::leak(Box::new(
+    // An owned handle (the system's mapper must be `'static`), not a leaked one: miri
+    // reports leaks.
+    let owner = SimMemory::new(
         SimPhysMemory::builder()
             .size_bytes(8 << 20)
             .build()
             .unwrap(),
-    ));
+    );
+    let sim = owner.memory();
     let kernel = kernel_table(sim);
     let kernel_frames = sim.frames_in_use();
     let (start, end) = (SPAN, SPAN + (1 << 30));
     let mut vm = VmSystem::<X86Pml4, _, _, _>::new(
-        sim,
-        sim,
+        owner.clone(),
+        owner.clone(),
         NoTlb,
         VirtAddr::new(start),
         VirtAddr::new(end),
@@ -132,17 +136,20 @@ fn spaces_and_their_forks_keep_the_kernel_mapped_and_never_free_its_tables() {
 
 #[test]
 fn kernel_entries_overlapping_the_window_are_refused() {
-    let sim: &'static SimPhysMemory = Box::leak(Box::new(
+    // An owned handle (the system's mapper must be `'static`), not a leaked one: miri
+    // reports leaks.
+    let owner = SimMemory::new(
         SimPhysMemory::builder()
             .size_bytes(4 << 20)
             .build()
             .unwrap(),
-    ));
+    );
+    let sim = owner.memory();
     let kernel = kernel_table(sim);
     let shared = kernel.share_root(VirtAddr::new(0), SPAN).unwrap();
     let mut vm = VmSystem::<X86Pml4, _, _, _>::new(
-        sim,
-        sim,
+        owner.clone(),
+        owner.clone(),
         NoTlb,
         VirtAddr::new(0x4000_0000),
         VirtAddr::new(0x8000_0000),
