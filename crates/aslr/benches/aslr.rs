@@ -14,7 +14,8 @@
 //!   10,000 entries (10,001 gaps of 4 KiB to 1 MiB). `machvm` is `FitRequest::place` (uniform
 //!   over positions, two passes, no allocation); `collect_then_pick` collects the fitting
 //!   gaps into a `Vec`, picks one with `% len` and a position in it with `%` (the usual naive
-//!   random fit: allocation, and biased towards small gaps).
+//!   random fit: allocation, and biased towards small gaps); `collect_uniform` is the unbiased
+//!   naive version (running totals of positions in a `Vec`, one draw, a binary search).
 //! - `aslr/layout_build`: a full `x86_64` 47-bit layout (seven regions, two reserved ranges,
 //!   policy check). No baseline.
 //!
@@ -131,6 +132,28 @@ fn random_fit(c: &mut Criterion) {
             let g = fits[(rng.next_u64() % fits.len() as u64) as usize];
             let n = (g.len() - size) / PAGE + 1;
             black_box(g.start().as_u64() + (rng.next_u64() % n) * PAGE)
+        });
+    });
+    group.bench_function("collect_uniform", |b| {
+        let mut rng = ChaCha20Rng::from_seed([2; 32]);
+        let size = 64u64 << 10;
+        b.iter(|| {
+            // The unbiased version of the same: running totals of positions, one draw,
+            // a binary search (modulo bias of `% total` ignored: `total` is far below 2^64).
+            let mut total = 0u64;
+            let sums: Vec<(u64, &VaRange)> = black_box(&gaps)
+                .iter()
+                .filter(|g| g.len() >= size)
+                .map(|g| {
+                    total += (g.len() - size) / PAGE + 1;
+                    (total, g)
+                })
+                .collect();
+            let pick = rng.next_u64() % total;
+            let i = sums.partition_point(|&(t, _)| t <= pick);
+            let (end, g) = sums[i];
+            let first = end - ((g.len() - size) / PAGE + 1);
+            black_box(g.start().as_u64() + (pick - first) * PAGE)
         });
     });
     group.finish();

@@ -114,9 +114,10 @@ impl FitRequest {
         // The lowest start the next gap may have; `ended` once a gap reached 2^64 - 1.
         let mut next = 0u64;
         let mut ended = false;
-        // The first gap out of order, recorded without leaving the loop (the check is then
-        // a few flag operations, not a branch in the hot loop).
-        let mut unsorted: Option<u64> = None;
+        // Whether a gap was out of order, and the start of the first such gap, kept with
+        // flag operations and a conditional move: no branch in the hot loop.
+        let mut unsorted = false;
+        let mut first_unsorted = 0u64;
         let mut until_block = 0usize;
         for gap in gaps {
             if until_block == 0 {
@@ -124,19 +125,25 @@ impl FitRequest {
             }
             until_block -= 1;
             let (start, last) = (gap.raw_start(), gap.raw_last());
-            if ended | (start < next) && unsorted.is_none() {
-                unsorted = Some(start);
-            }
+            let out_of_order = ended | (start < next);
+            first_unsorted = if out_of_order & !unsorted {
+                start
+            } else {
+                first_unsorted
+            };
+            unsorted |= out_of_order;
             next = last.wrapping_add(1);
             ended |= last == u64::MAX;
             // Sorted, disjoint canonical gaps hold at most 2^57 bytes, hence at most 2^57
             // positions: the sum cannot wrap (and is discarded if the gaps are not sorted).
             total = total.wrapping_add(k.positions(start, last).0);
         }
-        match unsorted {
-            Some(start) => Err(AslrError::UnsortedGaps { start }),
-            None => Ok((total, index)),
+        if unsorted {
+            return Err(AslrError::UnsortedGaps {
+                start: first_unsorted,
+            });
         }
+        Ok((total, index))
     }
 
     /// Returns the number of positions a placement among `gaps` chooses from.
@@ -408,6 +415,11 @@ mod tests {
         assert_eq!(
             req.place([r(0x1000, 0x2000), r(0x2000, 0x1000)], &mut rng),
             Err(AslrError::UnsortedGaps { start: 0x2000 })
+        );
+        // The first gap out of order is named, not a later one.
+        assert_eq!(
+            req.positions([r(0x9000, 0x1000), r(0x4000, 0x1000), r(0x2000, 0x1000)]),
+            Err(AslrError::UnsortedGaps { start: 0x4000 })
         );
         // A gap ending at 2^64 followed by anything.
         assert_eq!(

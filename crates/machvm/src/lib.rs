@@ -10,6 +10,7 @@ pub mod compressed;
 // The frame table touches frame bytes through the kernel's physical mapper.
 #[allow(unsafe_code)]
 pub mod frames;
+pub mod placement;
 pub mod pmap;
 pub mod pressure;
 pub mod report;

@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use machvm_addr::{FrameAllocator, PageSize, PhysAddr, PhysMapper, VirtAddr, VmProt};
+use machvm_aslr::AslrRng;
 use machvm_page_table::{AccessState, FlushHook, Format, SharedRoot};
 use machvm_tlb::Asid;
 use machvm_vm_map::{FaultError, FaultOutcome, Inheritance, MapError, MapRequest, Pmap, VmMap};
@@ -16,6 +17,7 @@ use machvm_vm_object::{
 };
 
 use crate::frames::{FrameError, FramePool, FrameState, PageQueue, QueueCounts, SpaceId};
+use crate::placement::RandomFit;
 use crate::pmap::{PmapObserver, PmapSetupError, TablePmap};
 use crate::pressure::{PressureLevel, PressureMonitor};
 
@@ -352,6 +354,7 @@ where
     callbacks: Vec<PressureCallback>,
     zones: Option<ZoneSource>,
     kernel: Option<SharedRoot<F>>,
+    aslr: Option<AslrRng>,
 }
 
 impl<F, M, A, T> fmt::Debug for VmSystem<F, M, A, T>
@@ -402,6 +405,7 @@ where
             callbacks: Vec::new(),
             zones: None,
             kernel: None,
+            aslr: None,
         }
     }
 
@@ -737,7 +741,43 @@ where
     ///
     /// [`VmError::NoSuchSpace`], [`VmError::Map`].
     pub fn mmap(&mut self, space: SpaceId, request: MapRequest) -> Result<VirtAddr, VmError> {
-        Ok(self.space_mut(space)?.map.enter(request)?)
+        let map = &mut self
+            .spaces
+            .get_mut(&space)
+            .ok_or(VmError::NoSuchSpace(space))?
+            .map;
+        Ok(match &mut self.aslr {
+            Some(rng) => map.enter_with(request, &mut RandomFit::new(rng))?,
+            None => map.enter(request)?,
+        })
+    }
+
+    /// Randomises where `mmap` (and [`mmap_file`](Self::mmap_file)) put mappings without a
+    /// fixed address, in every space: with `Some(rng)`, uniformly among every aligned
+    /// position of every free gap that fits ([`RandomFit`], drawing from `rng`); with `None`
+    /// (the default), at the lowest address that fits. Fixed mappings, `fork` (the child
+    /// keeps the parent's addresses) and existing mappings are not affected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use machvm::sim::SimMachine;
+    /// use machvm_aslr::AslrRng;
+    /// use machvm_page_table::X86Pml4;
+    /// use machvm_vm_map::MapRequest;
+    ///
+    /// let machine = SimMachine::<X86Pml4>::new(16, 1)?;
+    /// let space = machine.create_space()?;
+    /// let mut vm = machine.vm();
+    /// let first = vm.mmap(space, MapRequest::anonymous(0x4000))?; // lowest fit
+    /// // A kernel seeds from its entropy sources (`AslrRng::from_sources`).
+    /// vm.set_mmap_randomisation(Some(AslrRng::from_seed([9; 32])));
+    /// let next = vm.mmap(space, MapRequest::anonymous(0x4000))?;
+    /// assert_ne!(next.as_u64(), first.as_u64() + 0x4000); // not packed after the first
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_mmap_randomisation(&mut self, rng: Option<AslrRng>) {
+        self.aslr = rng;
     }
 
     /// The pager of `file`, whose pages come from this system's frames: map it with
