@@ -439,18 +439,9 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver>
         if prot == VmProt::NONE {
             return Ok(None);
         }
-        let mut attrs = PageAttrs::new(prot).user(self.user).sw(sw);
-        if prot.contains(VmProt::WRITE | VmProt::EXECUTE) {
-            attrs = attrs.allow_write_execute();
-        }
-        if F::leaf_template(&attrs, 0).is_ok() {
-            return Ok(Some(attrs));
-        }
-        let wider = attrs.with_prot(prot | VmProt::READ);
-        match F::leaf_template(&wider, 0) {
-            Ok(_) => Ok(Some(wider)),
-            Err(_) => Err(PmapError::BadAddress),
-        }
+        expressible::<F>(PageAttrs::new(prot).user(self.user).sw(sw))
+            .map(Some)
+            .map_err(|_| PmapError::BadAddress)
     }
 
     /// Removes the translations in `[va, va + len)`, flushes them and updates the counters.
@@ -654,18 +645,13 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver>
             if kept == VmProt::NONE {
                 return None;
             }
-            let mut new = PageAttrs::new(kept)
+            let new = PageAttrs::new(kept)
                 .user(user)
                 .sw(old.sw_flags())
                 .mem_type(old.memory_type())
                 .global(old.is_global());
-            if kept.contains(VmProt::WRITE | VmProt::EXECUTE) {
-                new = new.allow_write_execute();
-            }
-            if F::leaf_template(&new, 0).is_err() {
-                new = new.with_prot(kept | VmProt::READ);
-            }
-            Some(new)
+            // The entry held `old`, so the widened form is expressible too.
+            Some(expressible::<F>(new).unwrap_or_else(|wider| wider))
         });
     }
 
@@ -705,5 +691,27 @@ impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, O: PmapObserver>
             // walk into these tables.
             let _ = table.free_all_tables(&mut self.alloc);
         }
+    }
+}
+
+/// Makes `attrs` expressible in `F`'s leaf entries, the way vm-map's protections are meant:
+/// write + execute is allowed explicitly when asked for (the page-table crate refuses it by
+/// default), and `READ` is added where the format has no entry for a protection without it
+/// (write-only, execute-only). `Err` carries the widened attributes when even they are not
+/// expressible.
+fn expressible<F: Format>(attrs: PageAttrs) -> Result<PageAttrs, PageAttrs> {
+    let prot = attrs.prot();
+    let attrs = if prot.contains(VmProt::WRITE | VmProt::EXECUTE) {
+        attrs.allow_write_execute()
+    } else {
+        attrs
+    };
+    if F::leaf_template(&attrs, 0).is_ok() {
+        return Ok(attrs);
+    }
+    let wider = attrs.with_prot(prot | VmProt::READ);
+    match F::leaf_template(&wider, 0) {
+        Ok(_) => Ok(wider),
+        Err(_) => Err(wider),
     }
 }

@@ -355,6 +355,8 @@ where
     zones: Option<ZoneSource>,
     kernel: Option<SharedRoot<F>>,
     aslr: Option<AslrRng>,
+    /// The pager's fullness at the last full pressure update (see `update_pressure`).
+    pager_fullness: u8,
 }
 
 impl<F, M, A, T> fmt::Debug for VmSystem<F, M, A, T>
@@ -406,6 +408,7 @@ where
             zones: None,
             kernel: None,
             aslr: None,
+            pager_fullness: 0,
         }
     }
 
@@ -642,25 +645,29 @@ where
     ///
     /// [`VmError::NoAsid`], [`VmError::Pmap`] (no frame for the root table).
     pub fn create_space(&mut self) -> Result<SpaceId, VmError> {
+        self.add_space(|this, pmap| {
+            let memory: Arc<dyn PageMemory> = this.pool.clone();
+            Ok(VmMap::new(F::GRANULE, this.start, this.end, memory, pmap)?)
+        })
+    }
+
+    /// Adds a space: an ASID, a pmap, and the map `build` makes over that pmap. On error the
+    /// ASID goes back (it was never used, so it needs no flush) and the pmap is dropped with
+    /// its tables.
+    fn add_space(
+        &mut self,
+        build: impl FnOnce(&mut Self, SpacePmap<F, M, A, T>) -> Result<SpaceMap<F, M, A, T>, VmError>,
+    ) -> Result<SpaceId, VmError> {
         let asid = self.alloc_asid()?;
         let id = self.next_id();
-        let pmap = match self.new_pmap(id, asid) {
-            Ok(p) => p,
-            Err(e) => {
-                self.free_asids.push(asid.as_u16());
-                return Err(e);
-            }
-        };
-        let memory: Arc<dyn PageMemory> = self.pool.clone();
-        let map = VmMap::new(F::GRANULE, self.start, self.end, memory, pmap);
-        match map {
+        match self.new_pmap(id, asid).and_then(|pmap| build(self, pmap)) {
             Ok(map) => {
                 self.spaces.insert(id, Space { map, asid, cpus: 0 });
                 Ok(id)
             }
             Err(e) => {
                 self.free_asids.push(asid.as_u16());
-                Err(VmError::Map(e))
+                Err(e)
             }
         }
     }
@@ -945,29 +952,7 @@ where
     /// [`VmError::NoSuchSpace`], [`VmError::NoAsid`], [`VmError::Pmap`], [`VmError::Map`].
     pub fn fork(&mut self, space: SpaceId) -> Result<SpaceId, VmError> {
         self.space(space)?;
-        let asid = self.alloc_asid()?;
-        let id = self.next_id();
-        let pmap = match self.new_pmap(id, asid) {
-            Ok(p) => p,
-            Err(e) => {
-                self.free_asids.push(asid.as_u16());
-                return Err(e);
-            }
-        };
-        let parent = self
-            .spaces
-            .get_mut(&space)
-            .ok_or(VmError::NoSuchSpace(space))?;
-        match parent.map.fork(pmap) {
-            Ok(map) => {
-                self.spaces.insert(id, Space { map, asid, cpus: 0 });
-                Ok(id)
-            }
-            Err(e) => {
-                self.free_asids.push(asid.as_u16());
-                Err(VmError::Map(e))
-            }
-        }
+        self.add_space(|this, pmap| Ok(this.space_mut(space)?.map.fork(pmap)?))
     }
 
     /// Handles a page fault of `space` at `addr` for `access` (`vm_fault`), counting it.
@@ -985,13 +970,23 @@ where
         self.space(space)?;
         self.counters.faults += 1;
         let mut result = self.space_mut(space)?.map.fault(addr, access);
+        let mut reclaimed = false;
         if matches!(result, Err(FaultError::Object(ObjectError::NoMemory))) {
             // Out of frames: reclaim some and try once more.
             let free_target = self.free_target().max(8);
             self.reclaim(free_target, 4 * free_target);
+            reclaimed = true;
             result = self.space_mut(space)?.map.fault(addr, access);
         }
-        let outcome = result?;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if reclaimed {
+                    self.update_pressure();
+                }
+                return Err(e.into());
+            }
+        };
         match outcome.kind {
             FaultKind::ZeroFill => self.counters.zero_fill += 1,
             FaultKind::CopyOnWrite => self.counters.cow_faults += 1,
@@ -1012,7 +1007,13 @@ where
             }
         }
         self.pool.set_referenced(outcome.frame, true);
-        self.update_pressure();
+        // Only a page-in or a reclaim changes what the pager holds; other faults move frames
+        // between queues, so the level is recomputed from the last pager figure.
+        if reclaimed || matches!(outcome.kind, FaultKind::PageIn) {
+            self.update_pressure();
+        } else {
+            self.apply_pressure();
+        }
         Ok(outcome)
     }
 
@@ -1212,10 +1213,19 @@ where
         step.skipped += 1;
     }
 
+    /// Recomputes the pressure level from the queues and the pager's current fullness, and
+    /// tells the callbacks when it changed.
     fn update_pressure(&mut self) {
+        self.pager_fullness = self.pager_stats().fullness_percent;
+        self.apply_pressure();
+    }
+
+    /// Recomputes the pressure level from the queues and the pager fullness of the last
+    /// [`update_pressure`](Self::update_pressure) (the fault path, which must not ask the
+    /// pager for statistics on every fault).
+    fn apply_pressure(&mut self) {
         let counts = self.pool.counts();
-        let fullness = self.pager_stats().fullness_percent;
-        let (old, new) = self.pressure.update(&counts, fullness);
+        let (old, new) = self.pressure.update(&counts, self.pager_fullness);
         if old != new {
             for cb in &mut self.callbacks {
                 cb(old, new);
