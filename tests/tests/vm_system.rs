@@ -117,11 +117,8 @@ fn counters_move_by_exactly_the_events_that_happened() {
     faults += 1; // the child's first read of page 5 (resident in the shared object)
 
     // Page out everything pageable, then read it back: one pagein per page paged out.
-    m.vm().set_pageout_targets({
-        let mut t = PageoutTargets::default();
-        t.free_percent = 100;
-        t
-    });
+    m.vm()
+        .set_pageout_targets(PageoutTargets::default().with_free_percent(100));
     let step = m.vm().pageout_step(1000);
     let c = m.vm().counters();
     assert_eq!(c.pageouts, step.paged_out);
@@ -591,11 +588,8 @@ fn volatile_purgeable_memory_is_purged_under_pressure() {
         stat.contains(&format!("{:<30}{:>20}.", "Pages purgeable:", 8)),
         "{stat}"
     );
-    m.vm().set_pageout_targets({
-        let mut t = PageoutTargets::default();
-        t.free_percent = 100;
-        t
-    });
+    m.vm()
+        .set_pageout_targets(PageoutTargets::default().with_free_percent(100));
     let step = m.vm().pageout_step(100);
     assert_eq!(step.purged, 8, "{step:?}");
     assert_eq!(step.paged_out, 0, "{step:?}");
@@ -776,11 +770,8 @@ fn a_full_pager_throttles_pages() {
     for p in 0..16 {
         m.store(0, s, base + p * PS, p as u8 + 1).unwrap();
     }
-    m.vm().set_pageout_targets({
-        let mut t = PageoutTargets::default();
-        t.free_percent = 100;
-        t
-    });
+    m.vm()
+        .set_pageout_targets(PageoutTargets::default().with_free_percent(100));
     let step = m.vm().pageout_step(64);
     assert_eq!(step.paged_out, 4, "{step:?}");
     assert!(step.throttled >= 1, "{step:?}");

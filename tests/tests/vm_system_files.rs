@@ -23,11 +23,8 @@ const PS: u64 = 4096;
 const CPUS: usize = 2;
 
 fn evict_everything(m: &SimMachine<X86Pml4>) {
-    m.vm().set_pageout_targets({
-        let mut t = PageoutTargets::default();
-        t.free_percent = 100;
-        t
-    });
+    m.vm()
+        .set_pageout_targets(PageoutTargets::default().with_free_percent(100));
     for _ in 0..4 {
         m.vm().pageout_step(1000);
     }

@@ -140,11 +140,8 @@ fn faults(c: &mut Criterion) {
                 for p in 0..BATCH {
                     m.store(0, s, base + p * PS, 1).expect("store");
                 }
-                m.vm().set_pageout_targets({
-                    let mut t = PageoutTargets::default();
-                    t.free_percent = 100;
-                    t
-                });
+                m.vm()
+                    .set_pageout_targets(PageoutTargets::default().with_free_percent(100));
                 m.vm().pageout_step(4 * BATCH);
                 let t = Instant::now();
                 for p in 0..BATCH {
@@ -176,11 +173,8 @@ fn faults(c: &mut Criterion) {
                 for p in 0..BATCH {
                     m.store(0, s, base + p * PS, 1).expect("store");
                 }
-                m.vm().set_pageout_targets({
-                    let mut t = PageoutTargets::default();
-                    t.free_percent = 100;
-                    t
-                });
+                m.vm()
+                    .set_pageout_targets(PageoutTargets::default().with_free_percent(100));
                 let t = Instant::now();
                 let step = m.vm().pageout_step(4 * BATCH);
                 let e = t.elapsed();

@@ -242,6 +242,32 @@ impl Default for PageoutTargets {
     }
 }
 
+impl PageoutTargets {
+    /// These targets with `percent` of the frames kept free (100: page out everything
+    /// pageable).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use machvm::PageoutTargets;
+    ///
+    /// let drain = PageoutTargets::default().with_free_percent(100);
+    /// assert_eq!((drain.free_percent, drain.inactive_percent), (100, 33));
+    /// ```
+    #[must_use]
+    pub const fn with_free_percent(mut self, percent: u8) -> Self {
+        self.free_percent = percent;
+        self
+    }
+
+    /// These targets with `percent` of the in-use pageable pages kept inactive.
+    #[must_use]
+    pub const fn with_inactive_percent(mut self, percent: u8) -> Self {
+        self.inactive_percent = percent;
+        self
+    }
+}
+
 /// Tells the frame table about the translations of one space.
 #[derive(Debug)]
 pub struct PvObserver<M: PhysMapper> {
