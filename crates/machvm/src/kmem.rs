@@ -468,9 +468,8 @@ impl<'t, F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, V: PageView>
         }
     }
 
-    /// Maps pages `[first, last)` of an allocation at `va` on its frames with `attrs`; on
-    /// failure unmaps what it mapped (flushed) and returns the error.
-    #[allow(clippy::too_many_arguments)]
+    /// Maps the pages `pages` (indices) of the allocation at `va` on their frames (`frame`)
+    /// with `attrs`; on failure unmaps what it mapped (flushed) and returns the error.
     fn map_pages(
         pt: &mut PageTable<F, M>,
         inner: &mut Inner<A, H>,

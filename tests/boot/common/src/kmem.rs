@@ -79,14 +79,8 @@ pub fn check<F: Format, T: TlbOps, C: Cpu>(space: &AddressSpace<'_, F, T>, windo
     );
 }
 
-type Pages<'a, 'p, F, T> = KernelPages<
-    'a,
-    F,
-    machvm_addr::IdentityMapper,
-    PoolFrames<'p>,
-    TlbFlush<'a, T>,
-    Mmu,
->;
+type Pages<'a, 'p, F, T> =
+    KernelPages<'a, F, machvm_addr::IdentityMapper, PoolFrames<'p>, TlbFlush<'a, T>, Mmu>;
 
 fn read_only<F: Format, T: TlbOps, C: Cpu>(pages: &Pages<'_, '_, F, T>, cpu: usize, page: u64) {
     let zone: Zone<_, _, 1> = must!(
@@ -123,10 +117,17 @@ fn read_only<F: Format, T: TlbOps, C: Cpu>(pages: &Pages<'_, '_, F, T>, cpu: usi
     let faults = fault::count(cpu);
     for &g in &guards {
         let got = C::read(g);
-        ensure!(got.is_none(), "the guard page at {g:#x} read {got:x?}: no fault");
+        ensure!(
+            got.is_none(),
+            "the guard page at {g:#x} read {got:x?}: no fault"
+        );
     }
     let taken = fault::count(cpu) - faults;
-    ensure!(taken == guards.len() as u64, "{taken} faults for {} guard reads", guards.len());
+    ensure!(
+        taken == guards.len() as u64,
+        "{taken} faults for {} guard reads",
+        guards.len()
+    );
     pass(
         "kmem-guard",
         format_args!(
@@ -141,15 +142,24 @@ fn read_only<F: Format, T: TlbOps, C: Cpu>(pages: &Pages<'_, '_, F, T>, cpu: usi
     let e = live[per_chunk];
     let va = e.as_ptr() as u64;
     let before = C::read(va);
-    ensure!(before == Some(0), "a new read-only element reads {before:x?}");
+    ensure!(
+        before == Some(0),
+        "a new read-only element reads {before:x?}"
+    );
     let faults = fault::count(cpu);
     ensure!(
         !C::write(va, 0xbad0_bad0_bad0_bad0),
         "a write to the read-only element at {va:#x} did not fault"
     );
-    ensure!(fault::count(cpu) == faults + 1, "the write was not one fault");
+    ensure!(
+        fault::count(cpu) == faults + 1,
+        "the write was not one fault"
+    );
     let after = C::read(va);
-    ensure!(after == Some(0), "the refused write changed the element: {after:x?}");
+    ensure!(
+        after == Some(0),
+        "the refused write changed the element: {after:x?}"
+    );
     pass(
         "kmem-read-only",
         format_args!("a write to read-only element {va:#x} faulted; its contents are unchanged"),
@@ -163,13 +173,19 @@ fn read_only<F: Format, T: TlbOps, C: Cpu>(pages: &Pages<'_, '_, F, T>, cpu: usi
         "mutating the element"
     );
     let got = C::read(va);
-    ensure!(got == Some(value), "after mutate the element reads {got:x?}");
+    ensure!(
+        got == Some(value),
+        "after mutate the element reads {got:x?}"
+    );
     let faults = fault::count(cpu);
     ensure!(
         !C::write(va, 0),
         "after mutate the element at {va:#x} is writable"
     );
-    ensure!(fault::count(cpu) == faults + 1, "the write was not one fault");
+    ensure!(
+        fault::count(cpu) == faults + 1,
+        "the write was not one fault"
+    );
     // SAFETY: `e` is an allocated element of `zone`.
     let sealed = unsafe { zone.verify(e) };
     ensure!(sealed.is_ok(), "the element's seal: {sealed:?}");
