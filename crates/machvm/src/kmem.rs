@@ -266,7 +266,6 @@ pub struct KernelPages<'t, F: Format, M: PhysMapper, A: FrameAllocator, H: Flush
     view: V,
     start: u64,
     end: u64,
-    global: bool,
 }
 
 impl<F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, V: PageView> fmt::Debug
@@ -325,7 +324,6 @@ impl<'t, F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, V: PageView>
             view,
             start: s,
             end: e,
-            global: true,
         })
     }
 
@@ -373,7 +371,8 @@ impl<'t, F: Format, M: PhysMapper, A: FrameAllocator, H: FlushHook, V: PageView>
             PageAccess::ReadWrite => VmProt::READ | VmProt::WRITE,
             _ => return None,
         };
-        Some(PageAttrs::new(prot).global(self.global))
+        // Kernel memory is the same in every address space.
+        Some(PageAttrs::new(prot).global(true))
     }
 
     /// First fit: the lowest `align`-aligned address with `bytes` free bytes, and the index
