@@ -67,6 +67,9 @@ struct PoolMemory([u8; POOL_BYTES]);
 /// The frame pool's memory (in `.bss`, identity-mapped with the kernel image).
 static mut POOL_MEMORY: PoolMemory = PoolMemory([0; POOL_BYTES]);
 
+/// Where the kernel-pages checks map zone memory (below 2^39, so every granule reaches it).
+const KMEM_WINDOW: u64 = 0x4c_0000_0000;
+
 /// The ASIDs of the two test address spaces.
 const ASID_1: Asid = Asid::new(1);
 const ASID_2: Asid = Asid::new(2);
@@ -227,6 +230,8 @@ fn run<F: Format>(pool: &Mutex<FramePool>, smp: bool) -> ! {
         smp::run::<F>(&space1, &regs);
     }
     heap::check(&HEAP);
+    // Zones over kernel pages in the kernel's own (TTBR0) table.
+    machvm_boot_common::kmem::check::<F, A64Tlb, A64Cpu>(&space1, KMEM_WINDOW);
     pac();
     // machvm-aslr lays out 39- and 48-bit address spaces; the 47-bit configuration reports
     // the 48-bit layout.

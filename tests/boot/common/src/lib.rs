@@ -11,6 +11,8 @@
 //! - [`fault`]: per-CPU fault counters and the demand-paging hook the exception handlers call;
 //! - [`aslr`]: `machvm-aslr` seeded from the CPU's random-number instruction;
 //! - [`heap`]: `machvm-zone-alloc` as the kernels' global heap, and the zone checks;
+//! - [`kmem`]: zones over machvm's `KernelPages` on the kernel's own table: guard pages
+//!   and read-only elements enforced by the MMU;
 //! - [`space`]: an address space (page table + frame pool + TLB operations) whose every edit
 //!   is flushed through `machvm-tlb`'s `TlbFlush` hook;
 //! - [`checks`]: the TLB and page-table checks, generic over the translation format and the
@@ -30,6 +32,7 @@ pub mod cmdline;
 pub mod console;
 pub mod fault;
 pub mod heap;
+pub mod kmem;
 pub mod pool;
 pub mod report;
 pub mod shootdown;

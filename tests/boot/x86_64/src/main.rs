@@ -63,6 +63,9 @@ struct PoolMemory([u8; POOL_BYTES]);
 /// The frame pool's memory (in `.bss`, so identity-mapped with the kernel image).
 static mut POOL_MEMORY: PoolMemory = PoolMemory([0; POOL_BYTES]);
 
+/// Where the kernel-pages checks map zone memory (upper half, canonical under LA57 too).
+const KMEM_WINDOW: u64 = 0xffff_ff00_0000_0000;
+
 /// The ASID (PCID when enabled) of the test mappings.
 const TEST_ASID: Asid = Asid::new(1);
 
@@ -249,6 +252,8 @@ fn run<F: Format>(pool: &Mutex<FramePool>, la57: bool, smp: bool) -> ! {
         smp::run::<F>(&space, root);
     }
     heap::check(&HEAP);
+    // Zones over kernel pages in the upper half of the kernel's own table.
+    machvm_boot_common::kmem::check::<F, X86Tlb, X86Cpu>(&space, KMEM_WINDOW);
     let width = if la57 {
         machvm_addr::VaWidth::X86_64_5LEVEL
     } else {
