@@ -351,7 +351,7 @@ fn vm_checks<F: Format>(
             ipis_served: None,
             smp: true,
         };
-        vm::run::<F, _, A64Cpu>(m, &HEAP, &mut keys);
+        vm::run::<F, _, A64Cpu, _>(m, &HEAP, &mut keys);
     } else {
         let m = vm::Machine {
             pool,
@@ -363,7 +363,7 @@ fn vm_checks<F: Format>(
             ipis_served: None,
             smp: false,
         };
-        vm::run::<F, _, A64Cpu>(m, &HEAP, &mut keys);
+        vm::run::<F, _, A64Cpu, _>(m, &HEAP, &mut keys);
     }
 }
 

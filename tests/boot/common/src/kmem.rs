@@ -168,10 +168,8 @@ fn read_only<F: Format, T: TlbOps, C: Cpu>(pages: &Pages<'_, '_, F, T>, cpu: usi
     // (c) The zone's own way in.
     let value = 0x6b6d_656d_5f72_6f21u64;
     // SAFETY: `e` is an allocated element of `zone`.
-    must!(
-        unsafe { zone.mutate(e, 0, &value.to_ne_bytes()) },
-        "mutating the element"
-    );
+    let mutated = unsafe { zone.mutate(e, 0, &value.to_ne_bytes()) };
+    must!(mutated, "mutating the element");
     let got = C::read(va);
     ensure!(
         got == Some(value),

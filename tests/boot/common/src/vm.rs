@@ -153,6 +153,12 @@ impl<S: machvm_aslr::EntropySource> BootKeys<S> {
     pub const fn new(source: S) -> Self {
         Self { source }
     }
+
+    /// A generator for randomised placement, seeded from the same source (an error when it
+    /// has no entropy: no weak fallback for ASLR).
+    fn aslr_rng(&mut self) -> Result<machvm_aslr::AslrRng, machvm_aslr::AslrError> {
+        machvm_aslr::AslrRng::from_source(&mut self.source)
+    }
 }
 
 impl<S: machvm_aslr::EntropySource> KeySource for BootKeys<S> {
@@ -526,11 +532,13 @@ const fn donated_frames(page: u64) -> u64 {
 const OVERCOMMIT: u64 = 3;
 
 /// Builds the VM system of `m` and runs every VM check, then prints the reports.
-pub fn run<F: Format, T: FlushProvider, C: Cpu + Send + Sync + 'static>(
+pub fn run<F: Format, T: FlushProvider, C: Cpu + Send + Sync + 'static, S>(
     m: Machine<'_, F, T>,
     heap: &'static KernelHeap<C>,
-    keys: &mut dyn KeySource,
-) {
+    keys: &mut BootKeys<S>,
+) where
+    S: machvm_aslr::EntropySource,
+{
     let page = F::GRANULE.bytes();
     let frames = donated_frames(page);
     let mut vm = KernelVm::<F, T>::new(
@@ -606,6 +614,7 @@ pub fn run<F: Format, T: FlushProvider, C: Cpu + Send + Sync + 'static>(
         smp_fork(&on, m.ipis_served);
     }
     pageout(&on, a, frames, &pager);
+    random_placement(&on, a, keys);
     reports(&on, a, &pager);
 
     // Tear down: the kernel runs on its own table again, every space goes, and with it
@@ -683,6 +692,76 @@ fn make_pager<F: Format>(keys: &mut dyn KeySource) -> Arc<DefaultPager<MemorySwa
         ),
         "creating the default pager"
     )
+}
+
+/// Randomised `mmap` (`VmSystem::set_mmap_randomisation`, seeded from the CPU's random
+/// instruction): mappings land at random positions of the window, not one after the other,
+/// and behave like any other (zero fill through the MMU, unmapped afterwards). Without
+/// hardware entropy the check says so and is skipped.
+fn random_placement<F: Format, T: FlushProvider, C: Cpu, S: machvm_aslr::EntropySource>(
+    on: &On<'_, '_, F, T, C>,
+    a: SpaceId,
+    keys: &mut BootKeys<S>,
+) {
+    const MAPS: usize = 4;
+    let page = F::GRANULE.bytes();
+    let rng = match keys.aslr_rng() {
+        Ok(rng) => rng,
+        Err(e) => {
+            info(
+                "vm-aslr",
+                format_args!("no hardware entropy ({e}): randomised mmap not checked"),
+            );
+            return;
+        }
+    };
+    on.shared.vm().set_mmap_randomisation(Some(rng));
+    let mut at = [0u64; MAPS];
+    for (i, slot) in at.iter_mut().enumerate() {
+        *slot = must!(
+            on.shared.vm().mmap(a, MapRequest::anonymous(page)),
+            "randomised mmap {i}"
+        )
+        .as_u64();
+    }
+    on.shared.vm().set_mmap_randomisation(None);
+    let before = on.faults();
+    for (i, &va) in at.iter().enumerate() {
+        let first = C::read(va);
+        ensure!(
+            first == Some(0),
+            "randomised page {va:#x} read {first:x?} before any write"
+        );
+        ensure!(C::write(va + 8, word(9, i as u64, 0)), "writing {va:#x}");
+        ensure!(
+            C::read(va + 8) == Some(word(9, i as u64, 0)),
+            "randomised page {va:#x} lost its write"
+        );
+    }
+    let zero_fills = on.faults().minus(before).zero_fill;
+    let mut sorted = at;
+    sorted.sort_unstable();
+    // Packed placement would put them one page apart; four uniform draws over a window of
+    // 2^16 pages or more all landing on neighbouring pages is a one in 2^40 event or rarer.
+    let packed = sorted.windows(2).all(|w| w[1] - w[0] == page);
+    ensure!(
+        !packed && zero_fills == MAPS as u64,
+        "randomised mmaps at {at:#x?} (packed: {packed}), {zero_fills} zero fills"
+    );
+    for &va in &at {
+        must!(
+            on.shared.vm().munmap(a, VirtAddr::new(va), page),
+            "munmap of {va:#x}"
+        );
+    }
+    pass(
+        "vm-aslr",
+        format_args!(
+            "{MAPS} randomised mmaps (hardware-seeded random fit) at {:#x}, {:#x}, {:#x}, {:#x}: \
+             one zero fill each through the MMU, unmapped",
+            at[0], at[1], at[2], at[3]
+        ),
+    );
 }
 
 /// Zero fill: an anonymous region reads as zeros, the first touch of each page is one

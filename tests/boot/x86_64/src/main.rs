@@ -354,7 +354,7 @@ fn vm_checks<F: Format>(
             ipis_served: Some(smp::ipis_handled),
             smp: true,
         };
-        vm::run::<F, _, X86Cpu>(m, &HEAP, &mut keys);
+        vm::run::<F, _, X86Cpu, _>(m, &HEAP, &mut keys);
     } else {
         let m = vm::Machine {
             pool,
@@ -366,7 +366,7 @@ fn vm_checks<F: Format>(
             ipis_served: None,
             smp: false,
         };
-        vm::run::<F, _, X86Cpu>(m, &HEAP, &mut keys);
+        vm::run::<F, _, X86Cpu, _>(m, &HEAP, &mut keys);
     }
 }
 

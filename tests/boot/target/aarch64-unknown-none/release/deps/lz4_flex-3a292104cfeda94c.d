@@ -1,0 +1,12 @@
+/work/main/tests/boot/target/aarch64-unknown-none/release/deps/lz4_flex-3a292104cfeda94c.d: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/mod.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/compress.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/hashtable.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/decompress.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/fastcpy.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/fastcpy_unsafe.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/sink.rs
+
+/work/main/tests/boot/target/aarch64-unknown-none/release/deps/liblz4_flex-3a292104cfeda94c.rmeta: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/mod.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/compress.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/hashtable.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/decompress.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/fastcpy.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/fastcpy_unsafe.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/sink.rs
+
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/lib.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/mod.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/compress.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/hashtable.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/block/decompress.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/fastcpy.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/fastcpy_unsafe.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lz4_flex-0.14.2/src/sink.rs:
