@@ -36,7 +36,7 @@ fn vector_policies() -> Vec<VectorPolicy> {
                 eprintln!("note: AVX-512 path not built (rustc older than 1.89)");
             }
         } else {
-            eprintln!("note: this CPU lacks AVX-512 F/BW/CD/VL; AVX-512 checks skipped");
+            eprintln!("note: this CPU lacks AVX-512 F/BW/CD/VL/VBMI2; AVX-512 checks skipped");
         }
     }
     v
@@ -48,6 +48,7 @@ fn has_avx512() -> bool {
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512cd")
         && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512vbmi2")
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("bmi2")
         && std::is_x86_feature_detected!("popcnt")
@@ -73,7 +74,11 @@ fn assert_paths_agree(page: &[u32], budget: usize) {
     };
     let want = compress(VectorPolicy::Portable);
     for policy in vector_policies() {
-        assert_eq!(compress(policy), want, "{policy:?} disagrees, budget {budget}");
+        assert_eq!(
+            compress(policy),
+            want,
+            "{policy:?} disagrees, budget {budget}"
+        );
     }
     if let Some(bytes) = &want {
         for policy in vector_policies() {
@@ -128,10 +133,11 @@ fn conflict_page(words: usize) -> BoxedStrategy<Vec<u32>> {
                     let w = match kind {
                         0 => 0,
                         1 | 2 => prev,
-                        3 | 4 => upper | u32::from(low) & 0x3FF,
-                        5 => upper | u32::from(low) & 0x3FF | 0x400 * u32::from(low >> 12),
+                        3 | 4 => upper | (u32::from(low) & 0x3FF),
+                        // A neighbour of `upper`: usually a miss on another slot.
+                        5 => upper | (u32::from(low) & 0x3FF) | (0x400 * u32::from(low >> 12)),
                         6 => upper,
-                        _ => u32::from(low) << 16 | u32::from(low),
+                        _ => (u32::from(low) << 16) | u32::from(low),
                     };
                     prev = w;
                     w
@@ -148,7 +154,11 @@ fn page_strategy(words: usize) -> BoxedStrategy<Vec<u32>> {
         .prop_map(|v| v.into_iter().map(|(h, l)| (h << 24) | l).collect())
         .boxed();
     let sparse = prop::collection::vec((0u32..16, any::<u32>()), words)
-        .prop_map(|v| v.into_iter().map(|(k, w)| if k == 0 { w } else { 0 }).collect())
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(k, w)| if k == 0 { w } else { 0 })
+                .collect()
+        })
         .boxed();
     prop_oneof![
         1 => random,
@@ -277,7 +287,10 @@ fn detection_prefers_avx512() {
     if has_avx512() {
         let p = VectorPolicy::Detect.resolve();
         // `X86Avx2` when the AVX-512 path is not built (rustc older than 1.89).
-        assert!(matches!(p, CodePath::X86Avx512 | CodePath::X86Avx2), "{p:?}");
+        assert!(
+            matches!(p, CodePath::X86Avx512 | CodePath::X86Avx2),
+            "{p:?}"
+        );
         return;
     }
     eprintln!("note: this CPU lacks AVX-512; detection checked in tests/codec.rs only");

@@ -1,4 +1,4 @@
-//! The x86_64 AVX-512 WKdm path (F, BW, CD, VL, with AVX2, BMI2, POPCNT and LZCNT). Same
+//! The x86_64 AVX-512 WKdm path (F, BW, CD, VL, VBMI2, with AVX2, BMI2, POPCNT and LZCNT). Same
 //! format and results as the portable path. Compiled only by Rust 1.89 or later
 //! (`cfg(machvm_avx512)`, set by `build.rs`).
 //!
@@ -34,17 +34,17 @@
 //! that found or was promised these features.
 
 use core::arch::x86_64::{
-    __m512i, __mmask16, _mm_and_si128, _mm_cvtsi64_si128, _mm_cvtsi128_si64,
-    _mm_loadu_si128, _mm_maddubs_epi16, _mm_packus_epi16, _mm_set1_epi8, _mm_set1_epi16,
+    __m512i, __mmask16, _mm_and_si128, _mm_cvtsi64_si128, _mm_cvtsi128_si64, _mm_loadu_si128,
+    _mm_maddubs_epi16, _mm_maskz_compress_epi8, _mm_packus_epi16, _mm_set1_epi8, _mm_set1_epi16,
     _mm_storeu_si128, _mm256_setr_epi64x, _mm512_and_si512, _mm512_broadcast_i32x4,
-    _mm512_castsi128_si512, _mm512_cmpeq_epi8_mask,
-    _mm512_cvtepi32_epi8, _mm512_cvtepu8_epi32, _mm512_cvtepu16_epi32, _mm512_loadu_si512,
-    _mm512_lzcnt_epi32, _mm512_mask_mov_epi32, _mm512_mask_permutexvar_epi32,
-    _mm512_maskz_compress_epi32, _mm512_maskz_expand_epi32, _mm512_maskz_mov_epi32,
-    _mm512_mullo_epi32, _mm512_or_si512, _mm512_permutexvar_epi32, _mm512_set1_epi32,
-    _mm512_setr_epi32, _mm512_setzero_si512, _mm512_slli_epi32, _mm512_srli_epi32,
-    _mm512_srlv_epi32, _mm512_storeu_si512, _mm512_sub_epi32, _mm512_test_epi32_mask,
-    _mm512_testn_epi32_mask, _mm512_xor_si512, _pdep_u32, _pdep_u64, _pext_u32, _pext_u64,
+    _mm512_castsi128_si512, _mm512_cmpeq_epi8_mask, _mm512_cvtepi32_epi8, _mm512_cvtepu8_epi32,
+    _mm512_cvtepu16_epi32, _mm512_loadu_si512, _mm512_lzcnt_epi32, _mm512_mask_mov_epi32,
+    _mm512_mask_permutexvar_epi32, _mm512_maskz_compress_epi32, _mm512_maskz_expand_epi32,
+    _mm512_maskz_mov_epi32, _mm512_mullo_epi32, _mm512_or_si512, _mm512_permutexvar_epi32,
+    _mm512_set1_epi32, _mm512_setr_epi32, _mm512_setzero_si512, _mm512_slli_epi32,
+    _mm512_srli_epi32, _mm512_srlv_epi32, _mm512_storeu_si512, _mm512_sub_epi32,
+    _mm512_test_epi32_mask, _mm512_testn_epi32_mask, _mm512_xor_si512, _pdep_u32, _pdep_u64,
+    _pext_u32, _pext_u64,
 };
 
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK};
@@ -57,8 +57,8 @@ pub fn compress(page_size: PageSize, page: &[u32], out: &mut [u8], budget: usize
     // the caller's `unsafe` promise of them (`CpuFeatures::with_x86_avx512`).
     unsafe {
         match page_size {
-            PageSize::Size4K => compress_impl::<1024, 1040>(page, out, budget),
-            _ => compress_impl::<4096, 4112>(page, out, budget),
+            PageSize::Size4K => compress_impl::<1024, 1040, 65>(page, out, budget),
+            _ => compress_impl::<4096, 4112, 257>(page, out, budget),
         }
     }
 }
@@ -153,9 +153,12 @@ fn nibble_mask(m: u32) -> u64 {
     _pdep_u64(u64::from(m), 0x1111_1111_1111_1111) * 0xF
 }
 
-/// Compresses a page of `N` words (`L8` = `N + 16`, the low-8 scratch) with AVX-512.
-#[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512vl,avx2,bmi1,bmi2,popcnt,lzcnt")]
-fn compress_impl<const N: usize, const L8: usize>(
+/// Compresses a page of `N` words with AVX-512 (`L8` = `N + 16`, the low-8 scratch bytes;
+/// `S` = `N / 16 + 1`, the index and low-2 scratch words).
+#[target_feature(
+    enable = "avx512f,avx512bw,avx512cd,avx512vl,avx512vbmi2,avx2,bmi1,bmi2,popcnt,lzcnt"
+)]
+fn compress_impl<const N: usize, const L8: usize, const S: usize>(
     page: &[u32],
     out: &mut [u8],
     budget: usize,
@@ -166,11 +169,9 @@ fn compress_impl<const N: usize, const L8: usize>(
     if page.len() != words || budget < HEADER_LEN + tag_len {
         return None;
     }
-    let mut idx_s = [0u64; 4096 / 16 + 1];
-    let idx_s = idx_s.get_mut(..N / 16 + 1)?;
+    let mut idx_s = [0u64; S];
     let mut low8_s = [0u8; L8];
-    let mut low2_s = [0u32; 4096 / 16 + 1];
-    let low2_s = low2_s.get_mut(..N / 16 + 1)?;
+    let mut low2_s = [0u32; S];
     let (_, body) = out.split_at_mut(HEADER_LEN);
     let (tag_area, miss_area) = body.split_at_mut(tag_len);
 
@@ -235,7 +236,9 @@ fn compress_impl<const N: usize, const L8: usize>(
 
         // Low parts of the partial words: the low bytes compacted, bits 8 and 9 through
         // `pext`.
-        let low8 = _mm512_cvtepi32_epi8(_mm512_maskz_compress_epi32(partial, w));
+        // (Compacted as bytes: a truncation stored straight to memory, `vpmovdb m128`, is
+        // slow on some CPUs.)
+        let low8 = _mm_maskz_compress_epi8(partial, _mm512_cvtepi32_epi8(w));
         let pc = counts.partials;
         let dst = low8_s.get_mut(pc..pc + 16)?;
         // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
@@ -276,10 +279,10 @@ fn compress_impl<const N: usize, const L8: usize>(
         words,
         counts,
         budget,
-        idx_s,
+        &idx_s,
         format::LowParts::Split {
             low8: &low8_s,
-            low2: low2_s,
+            low2: &low2_s,
         },
     )
 }
@@ -344,7 +347,8 @@ fn decompress_impl(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
             _mm512_srlv_epi32(_mm512_set1_epi32(low2_win as i32), shifts2),
             _mm512_set1_epi32(3),
         );
-        let vlow = _mm512_maskz_expand_epi32(partial, _mm512_or_si512(low8, _mm512_slli_epi32::<8>(low2)));
+        let vlow =
+            _mm512_maskz_expand_epi32(partial, _mm512_or_si512(low8, _mm512_slli_epi32::<8>(low2)));
         // Miss words, spread to the miss lanes.
         let vmiss = _mm512_maskz_expand_epi32(miss, load64(&reader, areas.misses_at + 4 * mc));
 
@@ -400,6 +404,7 @@ mod tests {
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512cd")
             && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vbmi2")
             && std::is_x86_feature_detected!("bmi2")
             && std::is_x86_feature_detected!("lzcnt")
     }

@@ -10,7 +10,9 @@
 //! x86_64, [`CodePath::X86Avx2`] and [`CodePath::X86Avx512`] (the latter built by Rust 1.89
 //! or later), chosen by the [`VectorPolicy`] the codec is built with.
 
+// Built only by Rust 1.89 or later (`cfg(machvm_avx512)`), where its intrinsics are stable.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2", machvm_avx512))]
+#[clippy::msrv = "1.89"]
 mod avx512;
 mod decode;
 pub mod format;
