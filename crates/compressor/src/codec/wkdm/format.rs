@@ -124,6 +124,11 @@ pub(crate) enum LowParts<'a> {
     Wide(&'a [u16]),
     /// The low-8 stream (at least as many bytes as partials) and the low-2 stream packed
     /// little-endian into `u32`s, unused bits zero.
+    // Written by the x86 vector compressors only, which bare-metal targets leave out.
+    #[cfg_attr(
+        not(all(target_arch = "x86_64", target_feature = "sse2")),
+        allow(dead_code)
+    )]
     Split {
         /// Low 8 bits, one byte per partial word.
         low8: &'a [u8],
