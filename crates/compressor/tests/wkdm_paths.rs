@@ -170,7 +170,7 @@ fn page_strategy(words: usize) -> BoxedStrategy<Vec<u32>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn paths_agree_on_4k_pages(page in page_strategy(1024), budget in 0usize..4200) {

@@ -18,8 +18,9 @@
 //!   permuted by those lanes, blended into the old dictionary where the slot was used.
 //!
 //! So the only dependency from block to block is one masked blend of the dictionary; the rest
-//! of each block (classification, tags through `pdep`, misses and low parts compacted with
-//! `vpcompressd`, index nibbles through `pext`) overlaps with its neighbours.
+//! of each block (classification, tags through `pdep`, misses compacted with `vpcompressd`
+//! and low bytes with `vpcompressb`, low 2-bit parts and index nibbles through `pext`)
+//! overlaps with its neighbours.
 //!
 //! Decompression is the same in reverse: tags become lane masks, the miss words and low
 //! parts are spread to their lanes with `vpexpandd`, a miss's slot is its hash and a match's
@@ -287,7 +288,7 @@ fn compress_impl<const N: usize, const L8: usize, const S: usize>(
     )
 }
 
-/// The `N` bytes at `at` of the page as a vector's worth (see [`format::Reader`]).
+/// The 64 bytes at `at` of the page as a vector (see [`format::Reader`]).
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn load64(reader: &format::Reader<'_>, at: usize) -> __m512i {
