@@ -37,13 +37,14 @@
 use core::arch::x86_64::{
     __m512i, __mmask16, _mm_and_si128, _mm_cvtsi64_si128, _mm_cvtsi128_si64, _mm_loadu_si128,
     _mm_maddubs_epi16, _mm_maskz_compress_epi8, _mm_packus_epi16, _mm_set1_epi8, _mm_set1_epi16,
-    _mm_storeu_si128, _mm256_setr_epi64x, _mm512_and_si512, _mm512_broadcast_i32x4,
-    _mm512_castsi128_si512, _mm512_cmpeq_epi8_mask, _mm512_cvtepi32_epi8, _mm512_cvtepu8_epi32,
-    _mm512_cvtepu16_epi32, _mm512_loadu_si512, _mm512_lzcnt_epi32, _mm512_mask_mov_epi32,
-    _mm512_mask_permutexvar_epi32, _mm512_maskz_compress_epi32, _mm512_maskz_expand_epi32,
-    _mm512_maskz_mov_epi32, _mm512_mullo_epi32, _mm512_or_si512, _mm512_permutexvar_epi32,
-    _mm512_set1_epi32, _mm512_setr_epi32, _mm512_setzero_si512, _mm512_slli_epi32,
-    _mm512_srli_epi32, _mm512_srlv_epi32, _mm512_storeu_si512, _mm512_sub_epi32,
+    _mm_storeu_si128, _mm256_setr_epi64x, _mm512_and_si512, _mm512_andnot_si512,
+    _mm512_broadcast_i32x4, _mm512_castsi128_si512, _mm512_cmpeq_epi8_mask, _mm512_cvtepi32_epi8,
+    _mm512_cvtepu8_epi32, _mm512_cvtepu16_epi32, _mm512_loadu_si512, _mm512_lzcnt_epi32,
+    _mm512_mask_mov_epi32, _mm512_mask_permutexvar_epi32, _mm512_maskz_compress_epi32,
+    _mm512_maskz_expand_epi32, _mm512_maskz_mov_epi32, _mm512_maskz_permutexvar_epi32,
+    _mm512_mullo_epi32, _mm512_or_si512, _mm512_permutexvar_epi32, _mm512_set1_epi32,
+    _mm512_setr_epi32, _mm512_setzero_si512, _mm512_slli_epi32, _mm512_srli_epi32,
+    _mm512_srlv_epi32, _mm512_storeu_si512, _mm512_sub_epi32, _mm512_ternarylogic_epi32,
     _mm512_test_epi32_mask, _mm512_testn_epi32_mask, _mm512_xor_si512, _pdep_u32, _pdep_u64,
     _pext_u32, _pext_u64,
 };
@@ -359,34 +360,43 @@ fn decompress_impl(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
         let r = rows(_mm512_mask_mov_epi32(_mm512_set1_epi32(16), writes, s));
         let before_w = _mm512_and_si512(_mm512_permutexvar_epi32(s, r), earlier);
         let before_m = _mm512_and_si512(before_w, _mm512_set1_epi32(m as i32));
-        let old = _mm512_permutexvar_epi32(s, dict);
-        let upper = _mm512_mask_permutexvar_epi32(
-            old,
-            _mm512_test_epi32_mask(before_m, before_m),
-            last_lane(before_m),
-            vmiss,
-        );
-        let low = _mm512_mask_permutexvar_epi32(
-            old,
-            _mm512_test_epi32_mask(before_w, before_w),
+        // Each word is `a | (old & b)`: `a` the bits the block determines, `b` the bits
+        // that come from the dictionary before the block (`old`, the word's slot there).
+        let from_miss = _mm512_test_epi32_mask(before_m, before_m);
+        let from_write = _mm512_test_epi32_mask(before_w, before_w);
+        let upper = _mm512_maskz_permutexvar_epi32(from_miss, last_lane(before_m), vmiss);
+        let low = _mm512_maskz_permutexvar_epi32(
+            from_write,
             last_lane(before_w),
             _mm512_mask_mov_epi32(vlow, miss, vmiss),
         );
         let low = _mm512_mask_mov_epi32(_mm512_and_si512(low, low_mask), partial, vlow);
-        let word = _mm512_or_si512(
-            _mm512_and_si512(upper, _mm512_set1_epi32(!LOW_MASK as i32)),
-            low,
+        let a = _mm512_or_si512(_mm512_andnot_si512(low_mask, upper), low);
+        let a = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(midx as __mmask16, a), miss, vmiss);
+        let b = _mm512_or_si512(
+            _mm512_maskz_mov_epi32(
+                midx as __mmask16 & !from_miss,
+                _mm512_set1_epi32(!LOW_MASK as i32),
+            ),
+            _mm512_maskz_mov_epi32(e as __mmask16 & !from_write, low_mask),
         );
-        let word = _mm512_maskz_mov_epi32(
-            (midx | m) as __mmask16,
-            _mm512_mask_mov_epi32(word, miss, vmiss),
-        );
+        // a | (old & b)
+        let word = _mm512_ternarylogic_epi32::<0xF8>(a, _mm512_permutexvar_epi32(s, dict), b);
         // SAFETY: `block` is 16 writable words; the store is unaligned.
         unsafe { _mm512_storeu_si512(block.as_mut_ptr().cast(), word) };
+        // The dictionary after the block: each written slot's last word, taken apart the
+        // same way so that only one permutation of the dictionary is on the chain from
+        // block to block.
+        let last = last_lane(r);
+        let old_last = _mm512_permutexvar_epi32(_mm512_permutexvar_epi32(last, s), dict);
         dict = _mm512_mask_mov_epi32(
             dict,
             _mm512_test_epi32_mask(r, r),
-            _mm512_permutexvar_epi32(last_lane(r), word),
+            _mm512_ternarylogic_epi32::<0xF8>(
+                _mm512_permutexvar_epi32(last, a),
+                old_last,
+                _mm512_permutexvar_epi32(last, b),
+            ),
         );
         ic += midx.count_ones() as usize;
         pc += p.count_ones() as usize;
