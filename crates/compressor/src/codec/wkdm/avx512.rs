@@ -186,94 +186,119 @@ fn compress_impl<const N: usize, const L8: usize, const S: usize>(
     let (mut low2_acc, mut low2_bits, mut low2_pos) = (0u64, 0u32, 0usize);
     let earlier = earlier_lanes();
     let mut dict = _mm512_setzero_si512();
-    for (block, tag_out) in page.chunks_exact(16).zip(tag_area.chunks_exact_mut(4)) {
-        let block = <&[u32; 16]>::try_from(block).ok()?;
-        // SAFETY: `block` is 16 readable words; the load is unaligned.
-        let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-        let nz = _mm512_test_epi32_mask(w, w);
-        // Zero words take slot 16, which no other lane has.
-        let s = _mm512_mask_mov_epi32(_mm512_set1_epi32(16), nz, slots(w));
-        let r = rows(s);
-        // Each word's dictionary entry: the last earlier word of the block with its slot,
-        // else the dictionary's.
-        let before = _mm512_and_si512(_mm512_permutexvar_epi32(s, r), earlier);
-        let pred = _mm512_mask_permutexvar_epi32(
-            _mm512_permutexvar_epi32(s, dict),
-            _mm512_test_epi32_mask(before, before),
-            last_lane(before),
-            w,
-        );
-        // The dictionary after the block: each used slot's last word.
-        dict = _mm512_mask_mov_epi32(
-            dict,
-            _mm512_test_epi32_mask(r, r),
-            _mm512_permutexvar_epi32(last_lane(r), w),
-        );
-        let x = _mm512_xor_si512(w, pred);
-        let exact = _mm512_testn_epi32_mask(x, x) & nz;
-        let upper = _mm512_testn_epi32_mask(x, _mm512_set1_epi32(!LOW_MASK as i32)) & nz;
-        let partial = upper & !exact;
-        let miss = nz & !upper;
-        let (e, p, m) = (u32::from(exact), u32::from(partial), u32::from(miss));
-        let tags = _pdep_u32(e | m, 0x5555_5555) | _pdep_u32(p | m, 0xAAAA_AAAA);
-        tag_out.copy_from_slice(&tags.to_le_bytes());
-
-        // Misses, compacted.
-        let n = m.count_ones() as usize;
-        let packed = _mm512_maskz_compress_epi32(miss, w);
-        let pos = 4 * counts.misses;
-        if let Some(dst) = miss_area.get_mut(pos..pos + 64) {
-            // SAFETY: `dst` is 64 writable bytes; the store is unaligned.
-            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
-        } else {
-            let mut tmp = [0u32; 16];
-            // SAFETY: `tmp` is 64 writable bytes; the store is unaligned.
-            unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
-            let dst = miss_area.get_mut(pos..pos + 4 * n)?;
-            for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
-                d.copy_from_slice(&w.to_le_bytes());
-            }
+    // Per run of 16 blocks: first the dictionary pass and classification of every block
+    // (their only dependency is the dictionary blend, so blocks overlap), then the
+    // compaction of the streams, which needs the classes only.
+    for (run, run_tags) in page.chunks_exact(256).zip(tag_area.chunks_exact_mut(64)) {
+        // Per block: exact, partial and miss masks in bits 0, 16 and 32; the index nibbles.
+        let mut classes = [0u64; 16];
+        let mut block_nibbles = [0u64; 16];
+        for ((block, tag_out), (class, nib)) in run
+            .chunks_exact(16)
+            .zip(run_tags.chunks_exact_mut(4))
+            .zip(classes.iter_mut().zip(block_nibbles.iter_mut()))
+        {
+            let block = <&[u32; 16]>::try_from(block).ok()?;
+            // SAFETY: `block` is 16 readable words; the load is unaligned.
+            let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+            let nz = _mm512_test_epi32_mask(w, w);
+            // Zero words take slot 16, which no other lane has.
+            let s = _mm512_mask_mov_epi32(_mm512_set1_epi32(16), nz, slots(w));
+            let r = rows(s);
+            // Each word's dictionary entry: the last earlier word of the block with its
+            // slot, else the dictionary's.
+            let before = _mm512_and_si512(_mm512_permutexvar_epi32(s, r), earlier);
+            let pred = _mm512_mask_permutexvar_epi32(
+                _mm512_permutexvar_epi32(s, dict),
+                _mm512_test_epi32_mask(before, before),
+                last_lane(before),
+                w,
+            );
+            // The dictionary after the block: each used slot's last word.
+            dict = _mm512_mask_mov_epi32(
+                dict,
+                _mm512_test_epi32_mask(r, r),
+                _mm512_permutexvar_epi32(last_lane(r), w),
+            );
+            let x = _mm512_xor_si512(w, pred);
+            let exact = _mm512_testn_epi32_mask(x, x) & nz;
+            let upper = _mm512_testn_epi32_mask(x, _mm512_set1_epi32(!LOW_MASK as i32)) & nz;
+            let partial = upper & !exact;
+            let miss = nz & !upper;
+            let (e, p, m) = (u32::from(exact), u32::from(partial), u32::from(miss));
+            let tags = _pdep_u32(e | m, 0x5555_5555) | _pdep_u32(p | m, 0xAAAA_AAAA);
+            tag_out.copy_from_slice(&tags.to_le_bytes());
+            *class = u64::from(e) | u64::from(p) << 16 | u64::from(m) << 32;
+            *nib = nibbles(s);
         }
-        counts.misses += n;
+        for ((block, &class), &nib) in run.chunks_exact(16).zip(&classes).zip(&block_nibbles) {
+            let block = <&[u32; 16]>::try_from(block).ok()?;
+            // SAFETY: `block` is 16 readable words; the load is unaligned.
+            let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+            let (e, p, m) = (
+                class as u32 & 0xFFFF,
+                (class >> 16) as u32 & 0xFFFF,
+                (class >> 32) as u32,
+            );
+            let (partial, miss) = (p as __mmask16, m as __mmask16);
 
-        // Low parts of the partial words: the low bytes compacted, bits 8 and 9 through
-        // `pext`.
-        // (Compacted as bytes: a truncation stored straight to memory, `vpmovdb m128`, is
-        // slow on some CPUs.)
-        let low8 = _mm_maskz_compress_epi8(partial, _mm512_cvtepi32_epi8(w));
-        let pc = counts.partials;
-        let dst = low8_s.get_mut(pc..pc + 16)?;
-        // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
-        unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), low8) };
-        let b8 = u32::from(_mm512_test_epi32_mask(w, _mm512_set1_epi32(0x100)));
-        let b9 = u32::from(_mm512_test_epi32_mask(w, _mm512_set1_epi32(0x200)));
-        let low2_all = _pdep_u32(b8, 0x5555_5555) | _pdep_u32(b9, 0xAAAA_AAAA);
-        let low2 = _pext_u32(low2_all, _pdep_u32(p, 0x5555_5555) * 3);
-        low2_acc |= u64::from(low2) << low2_bits;
-        low2_bits += 2 * p.count_ones();
-        counts.partials += p.count_ones() as usize;
-        *low2_s.get_mut(low2_pos)? = low2_acc as u32;
-        let full = (low2_bits >> 5) as usize;
-        low2_pos += full;
-        low2_acc >>= 32 * full as u32;
-        low2_bits &= 31;
-        *low2_s.get_mut(low2_pos)? = low2_acc as u32;
+            // Misses, compacted.
+            let n = m.count_ones() as usize;
+            let packed = _mm512_maskz_compress_epi32(miss, w);
+            let pos = 4 * counts.misses;
+            if let Some(dst) = miss_area.get_mut(pos..pos + 64) {
+                // SAFETY: `dst` is 64 writable bytes; the store is unaligned.
+                unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
+            } else {
+                let mut tmp = [0u32; 16];
+                // SAFETY: `tmp` is 64 writable bytes; the store is unaligned.
+                unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
+                let dst = miss_area.get_mut(pos..pos + 4 * n)?;
+                for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
+                    d.copy_from_slice(&w.to_le_bytes());
+                }
+            }
+            counts.misses += n;
 
-        // Index nibbles of exact and partial words.
-        let midx = e | p;
-        let packed = _pext_u64(nibbles(s), nibble_mask(midx));
-        idx_acc |= u128::from(packed) << idx_bits;
-        idx_bits += 4 * midx.count_ones();
-        counts.indices += midx.count_ones() as usize;
-        *idx_s.get_mut(idx_pos)? = idx_acc as u64;
-        let full = (idx_bits >> 6) as usize;
-        idx_pos += full;
-        idx_acc >>= 64 * full as u32;
-        idx_bits &= 63;
-        *idx_s.get_mut(idx_pos)? = idx_acc as u64;
+            // Low parts of the partial words: the low bytes compacted, bits 8 and 9 through
+            // `pext`.
+            // (Compacted as bytes: a truncation stored straight to memory, `vpmovdb m128`, is
+            // slow on some CPUs.)
+            let low8 = _mm_maskz_compress_epi8(partial, _mm512_cvtepi32_epi8(w));
+            let pc = counts.partials;
+            let dst = low8_s.get_mut(pc..pc + 16)?;
+            // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), low8) };
+            let b8 = u32::from(_mm512_test_epi32_mask(w, _mm512_set1_epi32(0x100)));
+            let b9 = u32::from(_mm512_test_epi32_mask(w, _mm512_set1_epi32(0x200)));
+            let low2_all = _pdep_u32(b8, 0x5555_5555) | _pdep_u32(b9, 0xAAAA_AAAA);
+            let low2 = _pext_u32(low2_all, _pdep_u32(p, 0x5555_5555) * 3);
+            low2_acc |= u64::from(low2) << low2_bits;
+            low2_bits += 2 * p.count_ones();
+            counts.partials += p.count_ones() as usize;
+            *low2_s.get_mut(low2_pos)? = low2_acc as u32;
+            let full = (low2_bits >> 5) as usize;
+            low2_pos += full;
+            low2_acc >>= 32 * full as u32;
+            low2_bits &= 31;
+            *low2_s.get_mut(low2_pos)? = low2_acc as u32;
 
-        if counts.min_len(words) > budget {
-            return None;
+            // Index nibbles of exact and partial words.
+            let midx = e | p;
+            let packed = _pext_u64(nib, nibble_mask(midx));
+            idx_acc |= u128::from(packed) << idx_bits;
+            idx_bits += 4 * midx.count_ones();
+            counts.indices += midx.count_ones() as usize;
+            *idx_s.get_mut(idx_pos)? = idx_acc as u64;
+            let full = (idx_bits >> 6) as usize;
+            idx_pos += full;
+            idx_acc >>= 64 * full as u32;
+            idx_bits &= 63;
+            *idx_s.get_mut(idx_pos)? = idx_acc as u64;
+
+            if counts.min_len(words) > budget {
+                return None;
+            }
         }
     }
     format::write_streams(
