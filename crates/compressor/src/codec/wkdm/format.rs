@@ -117,6 +117,81 @@ pub(crate) fn write_header(out: &mut [u8; HEADER_LEN], words: usize, counts: Cou
     ];
 }
 
+/// The low parts of the partial words, as a compressor gathered them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LowParts<'a> {
+    /// The low 16 bits of each partial word (at least as many entries as partials).
+    Wide(&'a [u16]),
+    /// The low-8 stream (at least as many bytes as partials) and the low-2 stream packed
+    /// little-endian into `u32`s, unused bits zero.
+    // Written by the x86 vector compressors only, which bare-metal targets leave out.
+    #[cfg_attr(
+        not(all(target_arch = "x86_64", target_feature = "sse2")),
+        allow(dead_code)
+    )]
+    Split {
+        /// Low 8 bits, one byte per partial word.
+        low8: &'a [u8],
+        /// High 2 bits of the 10-bit low parts, 16 per `u32`.
+        low2: &'a [u32],
+    },
+}
+
+/// Finishes an encoded page whose tags and misses are already in place: writes the header
+/// and the index, low-8 and low-2 streams after the misses. `index` holds the index nibbles
+/// packed little-endian into `u64`s, unused bits zero. Returns the encoded length, or `None`
+/// when it passes `budget` or `out` (or a stream is shorter than `counts` says).
+pub(crate) fn write_streams(
+    out: &mut [u8],
+    words: usize,
+    counts: Counts,
+    budget: usize,
+    index: &[u64],
+    low: LowParts<'_>,
+) -> Option<usize> {
+    let total = counts.encoded_len(words);
+    if total > budget.min(out.len()) {
+        return None;
+    }
+    let (header, body) = out.split_first_chunk_mut::<HEADER_LEN>()?;
+    write_header(header, words, counts);
+    let rest = body.get_mut(words / 4 + 4 * counts.misses..)?;
+    let (idx_out, rest) = rest.split_at_mut(counts.indices.div_ceil(2));
+    for (d, s) in idx_out
+        .chunks_mut(8)
+        .zip(index.iter().map(|w| w.to_le_bytes()))
+    {
+        d.copy_from_slice(s.get(..d.len())?);
+    }
+    let (low8_out, rest) = rest.split_at_mut(counts.partials);
+    let low2_out = rest.get_mut(..counts.partials.div_ceil(4))?;
+    match low {
+        LowParts::Wide(low) => {
+            let low = low.get(..counts.partials)?;
+            for (d, &l) in low8_out.iter_mut().zip(low) {
+                *d = l as u8;
+            }
+            for (d, l) in low2_out.iter_mut().zip(low.chunks(4)) {
+                let mut byte = 0u8;
+                for (k, &v) in l.iter().enumerate() {
+                    byte |= (((v >> 8) & 3) as u8) << (2 * k);
+                }
+                *d = byte;
+            }
+        }
+        LowParts::Split { low8, low2 } => {
+            low8_out.copy_from_slice(low8.get(..counts.partials)?);
+            for (d, s) in low2_out
+                .chunks_mut(4)
+                .zip(low2.iter().map(|w| w.to_le_bytes()))
+            {
+                d.copy_from_slice(s.get(..d.len())?);
+            }
+        }
+    }
+    Some(total)
+}
+
 /// Why a header or layout is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LayoutError {

@@ -6,9 +6,14 @@
 //! the upper 22 bits (2 + 4 + 10 bits) or miss (2 + 32 bits). Compression stops early once its
 //! output would pass the caller's budget.
 //!
-//! Two code paths produce identical bytes: [`CodePath::Portable`] (safe Rust) and, on x86_64,
-//! [`CodePath::X86Avx2`], chosen by the [`VectorPolicy`] the codec is built with.
+//! Three code paths produce identical bytes: [`CodePath::Portable`] (safe Rust) and, on
+//! x86_64, [`CodePath::X86Avx2`] and [`CodePath::X86Avx512`] (the latter built by Rust 1.89
+//! or later), chosen by the [`VectorPolicy`] the codec is built with.
 
+// Built only by Rust 1.89 or later (`cfg(machvm_avx512)`), where its intrinsics are stable.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2", machvm_avx512))]
+#[clippy::msrv = "1.89"]
+mod avx512;
 mod decode;
 pub mod format;
 mod portable;
@@ -62,8 +67,12 @@ pub(crate) fn compress_with(
 ) -> Result<Option<usize>, CompressError> {
     check_page(page_size, page.len())
         .map_err(|(expected, actual)| CompressError::BadPageLength { expected, actual })?;
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2", machvm_avx512))]
+    if path == CodePath::X86Avx512 {
+        return Ok(avx512::compress(page_size, page, out, budget));
+    }
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if path == CodePath::X86Avx2 {
+    if matches!(path, CodePath::X86Avx2 | CodePath::X86Avx512) {
         return Ok(x86::compress(page_size, page, out, budget));
     }
     let _ = path;
@@ -100,8 +109,16 @@ fn decode_checked(
         format::LayoutError::Truncated => DecodeError::Truncated,
         format::LayoutError::Corrupt => DecodeError::Corrupt,
     })?;
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2", machvm_avx512))]
+    if path == CodePath::X86Avx512 {
+        return if avx512::decompress(&areas, out) {
+            Ok(())
+        } else {
+            Err(DecodeError::Corrupt)
+        };
+    }
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if path == CodePath::X86Avx2 {
+    if matches!(path, CodePath::X86Avx2 | CodePath::X86Avx512) {
         return if x86::decompress(&areas, out) {
             Ok(())
         } else {

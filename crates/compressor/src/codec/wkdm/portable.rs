@@ -227,32 +227,12 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
     }
     // Each block rewrites the stream word that holds its pending bits, so the scratch holds
     // every bit.
-    let total = counts.encoded_len(words);
-    if total > budget {
-        return None;
-    }
-    let (header, body) = out.split_first_chunk_mut::<HEADER_LEN>()?;
-    format::write_header(header, words, counts);
-    let rest = body.get_mut(tag_len + 4 * counts.misses..)?;
-    let (idx_out, rest) = rest.split_at_mut(counts.indices.div_ceil(2));
-    for (d, s) in idx_out
-        .chunks_mut(8)
-        .zip(idx_s.iter().map(|w| w.to_le_bytes()))
-    {
-        d.copy_from_slice(s.get(..d.len())?);
-    }
-    let low = pass.low.get(..counts.partials)?;
-    let (low8_out, rest) = rest.split_at_mut(counts.partials);
-    for (d, &l) in low8_out.iter_mut().zip(low) {
-        *d = l as u8;
-    }
-    let low2_out = rest.get_mut(..counts.partials.div_ceil(4))?;
-    for (d, l) in low2_out.iter_mut().zip(low.chunks(4)) {
-        let mut byte = 0u8;
-        for (k, &v) in l.iter().enumerate() {
-            byte |= (((v >> 8) & 3) as u8) << (2 * k);
-        }
-        *d = byte;
-    }
-    Some(total)
+    format::write_streams(
+        out,
+        words,
+        counts,
+        budget,
+        idx_s,
+        format::LowParts::Wide(pass.low),
+    )
 }

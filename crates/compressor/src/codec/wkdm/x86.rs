@@ -430,30 +430,17 @@ unsafe fn compress_impl<const N: usize, const LOW8: usize>(
             }
         }
     }
-    let total = counts.encoded_len(words);
-    if total > budget {
-        return None;
-    }
-    let (header, body) = out.split_first_chunk_mut::<HEADER_LEN>()?;
-    format::write_header(header, words, counts);
-    let rest = body.get_mut(tag_len + 4 * counts.misses..)?;
-    let (idx_out, rest) = rest.split_at_mut(counts.indices.div_ceil(2));
-    for (d, s) in idx_out
-        .chunks_mut(8)
-        .zip(idx_s.iter().map(|w| w.to_le_bytes()))
-    {
-        d.copy_from_slice(s.get(..d.len())?);
-    }
-    let (low8_out, rest) = rest.split_at_mut(counts.partials);
-    low8_out.copy_from_slice(low8_s.get(..counts.partials)?);
-    let low2_out = rest.get_mut(..counts.partials.div_ceil(4))?;
-    for (d, s) in low2_out
-        .chunks_mut(4)
-        .zip(low2_s.iter().map(|w| w.to_le_bytes()))
-    {
-        d.copy_from_slice(s.get(..d.len())?);
-    }
-    Some(total)
+    format::write_streams(
+        out,
+        words,
+        counts,
+        budget,
+        idx_s,
+        format::LowParts::Split {
+            low8: &low8_s,
+            low2: low2_s,
+        },
+    )
 }
 
 /// The 32 bytes at `at` of the page (see [`format::Reader`]).
