@@ -8,6 +8,8 @@ extern crate std;
 #[cfg(any(test, loom, feature = "alloc"))]
 extern crate alloc;
 
+#[cfg(feature = "allocator-api2")]
+mod api2;
 mod chunk;
 mod cpu;
 mod error;

@@ -708,6 +708,16 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         self.geometry.stride
     }
 
+    /// Returns the alignment every element has: at least the configured one, often more
+    /// (elements start `stride` bytes apart from an aligned offset in an aligned chunk).
+    pub const fn element_align(&self) -> usize {
+        let g = &self.geometry;
+        // `first` and `stride` are non-zero (a chunk header precedes element 0).
+        let first = 1 << g.first.trailing_zeros();
+        let stride = 1 << g.stride.trailing_zeros();
+        if first < stride { first } else { stride }
+    }
+
     /// Returns the chunk size.
     pub const fn chunk_size(&self) -> usize {
         self.geometry.chunk_size
