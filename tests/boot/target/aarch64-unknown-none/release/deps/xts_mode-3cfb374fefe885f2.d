@@ -1,5 +1,0 @@
-/work/main/tests/boot/target/aarch64-unknown-none/release/deps/xts_mode-3cfb374fefe885f2.d: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/xts-mode-0.5.1/src/lib.rs
-
-/work/main/tests/boot/target/aarch64-unknown-none/release/deps/libxts_mode-3cfb374fefe885f2.rmeta: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/xts-mode-0.5.1/src/lib.rs
-
-/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/xts-mode-0.5.1/src/lib.rs:
