@@ -187,9 +187,11 @@ impl Geometry {
     /// not an element boundary.
     #[inline(always)]
     pub(crate) fn index_of(&self, chunk: *mut ChunkHeader, addr: *mut u8) -> Option<usize> {
+        // Wrapping: an address below the first element wraps to far above `span` (a chunk's
+        // end never wraps around the address space), so one compare covers both sides.
         let offset = (addr as usize)
-            .checked_sub(chunk as usize)?
-            .checked_sub(self.first)?;
+            .wrapping_sub(chunk as usize)
+            .wrapping_sub(self.first);
         if offset >= self.span {
             return None;
         }
@@ -333,6 +335,28 @@ unsafe fn bit(chunk: *mut ChunkHeader, index: usize) -> (*mut u64, u64) {
     (word, 1 << (index % 64))
 }
 
+/// Sets the out-bitmap bits of elements `first..first + count`.
+///
+/// # Safety
+///
+/// `chunk` is an initialised chunk and `first + count <= per_chunk`.
+#[inline]
+unsafe fn set_bits(chunk: *mut ChunkHeader, first: usize, count: usize) {
+    let (mut index, end) = (first, first + count);
+    while index < end {
+        let lo = index % 64;
+        let n = (end - index).min(64 - lo);
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1 << n) - 1) << lo
+        };
+        // SAFETY: `index < per_chunk`: its bitmap word is inside the chunk.
+        unsafe { *bit(chunk, index).0 |= mask };
+        index += n;
+    }
+}
+
 /// Returns a pointer to the loose-bitmap word of element `index` and its bit.
 ///
 /// # Safety
@@ -438,6 +462,26 @@ pub(crate) unsafe fn take(
     unsafe {
         let h = chunk;
         while taken < out.len() {
+            if (*h).loose == 0 && (*h).free == 0 && !c.zero {
+                // Only fresh elements are left: hand out a run of them at once (a new chunk's
+                // usual case), setting their bitmap bits a word at a time.
+                let fresh = (*h).fresh as usize;
+                let run = (out.len() - taken).min(g.per_chunk.saturating_sub(fresh));
+                if run == 0 {
+                    break;
+                }
+                let mut elem = chunk.cast::<u8>().add(g.first + fresh * g.stride);
+                for slot in &mut out[taken..taken + run] {
+                    *slot = elem;
+                    elem = elem.wrapping_add(g.stride);
+                }
+                set_bits(chunk, fresh, run);
+                // `run <= per_chunk`, which fits in a u32 (`with_chunk`).
+                (*h).fresh += run as u32;
+                (*h).out += run as u32;
+                taken += run;
+                continue;
+            }
             let elem = if (*h).loose > 0 {
                 take_loose(chunk, g, c)?
             } else if (*h).free > 0 {

@@ -279,10 +279,17 @@ struct MagazinePage {
 /// The loaded magazine's element count lives here, next to its pointer, while it is loaded
 /// (its own `count` field is stale until [`store_count`](Self::store_count)): the fast path
 /// then reads the pointer and the count in parallel instead of one after the other.
+///
+/// Invariant the fast paths rely on (instead of null and bounds checks):
+/// `count <= room <= MAX_MAGAZINE`, and `room == 0` whenever `loaded` is null.
 struct CpuCache {
     loaded: *mut Magazine,
     /// Elements in the loaded magazine (0 when there is none).
     count: usize,
+    /// Slots the loaded magazine may fill: the zone's magazine size, 0 when none is loaded.
+    room: usize,
+    /// The zone's magazine size (at most `MAX_MAGAZINE`).
+    capacity: usize,
     previous: *mut Magazine,
 }
 
@@ -301,7 +308,10 @@ impl CpuCache {
     fn load(&mut self, m: *mut Magazine) {
         self.loaded = m;
         // SAFETY: as above.
-        self.count = unsafe { m.as_ref() }.map_or(0, |m| m.count);
+        let (count, room) = unsafe { m.as_ref() }.map_or((0, 0), |m| (m.count, self.capacity));
+        debug_assert!(count <= room && room <= MAX_MAGAZINE);
+        self.count = count;
+        self.room = room;
     }
 
     /// Swaps the loaded and the previous magazine.
@@ -402,6 +412,9 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     depot_limit: usize,
     /// Read-only zone over a source that protects pages: element pages are mapped read-only.
     protect_elements: bool,
+    /// `CHECK_FREE` without `ZERO_ON_FREE` and `READ_ONLY` (the release default): the free
+    /// fast path tests this alone.
+    checked_free_only: bool,
     page: usize,
     magazine_size: usize,
     limit: Option<usize>,
@@ -652,6 +665,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             protect_elements,
             page,
             magazine_size,
+            checked_free_only: flags.contains(ZoneFlags::CHECK_FREE)
+                && !flags.contains(ZoneFlags::ZERO_ON_FREE)
+                && !flags.contains(ZoneFlags::READ_ONLY),
             limit: config.limit,
             on_violation: config.on_violation,
             on_exhaustion: config.on_exhaustion,
@@ -661,6 +677,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             caches: PerCpuCell::from_fn(|_| CpuCache {
                 loaded: ptr::null_mut(),
                 count: 0,
+                room: 0,
+                capacity: magazine_size,
                 previous: ptr::null_mut(),
             }),
             counters: PerCpu::from_fn(|_| CpuCounters {
@@ -798,10 +816,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline(always)]
     fn pop(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Option<NonNull<u8>> {
         let top = cache.count.checked_sub(1)?;
-        // SAFETY: a non-null magazine pointer in a CPU cache points to a magazine of this zone
-        // that only this CPU uses.
-        let m = unsafe { cache.loaded.as_ref() }?;
-        let elem = *m.slots.get(top)?;
+        // SAFETY: `count > 0`, so (`CpuCache`'s invariant) a magazine is loaded — one of this
+        // zone's that only this CPU uses — and `top < count <= MAX_MAGAZINE` is a slot.
+        let elem = unsafe { *(*cache.loaded).slots.get_unchecked(top) };
         // SAFETY: magazine slots hold elements of this zone in the free state.
         if unsafe { self.verify_free_state(elem) }.is_err() {
             // Left in place: the slow path pops it again and reports it.
@@ -1174,6 +1191,41 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     pub(crate) unsafe fn free_sized(&self, user: NonNull<u8>, len: usize) -> Result<(), ZoneError> {
         let user = user.as_ptr();
         let elem = zone_ptr(user.addr());
+        if self.checked_free_only {
+            // The release default (`CHECK_FREE` without zeroing or read-only elements): one
+            // test instead of one per flag.
+            // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
+            // readable.
+            match unsafe { self.check_free(elem) } {
+                // SAFETY: `state` is the state byte of `elem`, an element the caller gives up.
+                Ok(state) => unsafe { state.write(0) },
+                Err(kind) => return Err(self.report(kind, elem as usize)),
+            }
+        } else {
+            // SAFETY: the caller's contract.
+            if unsafe { self.enter_free_state_checked(user, elem, len) }? {
+                // A read-only element: freed under the lock already.
+                return Ok(());
+            }
+        }
+        self.push_freed(elem, user, len)
+    }
+
+    /// The free path of zones other than the release default: checks (if the zone checks),
+    /// read-only elements, then the free state (zeroed, marked). Returns `true` when the
+    /// element is freed already (read-only zones free under the lock), `false` when it is in
+    /// the free state, ready for a magazine.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_sized`](Self::free_sized), with `elem` the zone's pointer to `user`.
+    #[inline(always)]
+    unsafe fn enter_free_state_checked(
+        &self,
+        user: *mut u8,
+        elem: *mut u8,
+        len: usize,
+    ) -> Result<bool, ZoneError> {
         let mut state = ptr::null_mut();
         if self.flags.contains(ZoneFlags::CHECK_FREE) {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
@@ -1186,11 +1238,20 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         if self.flags.contains(ZoneFlags::READ_ONLY) {
             // SAFETY: the caller's contract.
             let result = unsafe { self.free_read_only(elem) };
-            return result.map_err(|kind| self.report(kind, elem as usize));
+            return result
+                .map(|()| true)
+                .map_err(|kind| self.report(kind, elem as usize));
         }
         // SAFETY: `elem` is an element of this zone that the caller gives up, `user` the
         // caller's pointer to its first `len` bytes, `state` null or its state byte.
         unsafe { self.enter_free_state(user, elem, len, state) };
+        Ok(false)
+    }
+
+    /// Puts a freed element (in the free state) on this CPU's loaded magazine, or takes the
+    /// slow path.
+    #[inline(always)]
+    fn push_freed(&self, elem: *mut u8, user: *mut u8, len: usize) -> Result<(), ZoneError> {
         let pushed = self.cpu.with_cpu(
             #[inline(always)]
             |cpu| {
@@ -1219,17 +1280,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline(always)]
     fn push(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> bool {
         let count = cache.count;
-        if count >= self.magazine_size {
+        if count >= cache.room {
             return false;
         }
-        // SAFETY: a CPU cache's magazines are this CPU's.
-        let Some(m) = (unsafe { cache.loaded.as_mut() }) else {
-            return false;
-        };
-        let Some(slot) = m.slots.get_mut(count) else {
-            return false;
-        };
-        *slot = elem;
+        // SAFETY: `count < room`, so (`CpuCache`'s invariant) a magazine is loaded — this
+        // CPU's — and `count < room <= MAX_MAGAZINE` is a slot.
+        unsafe { *(*cache.loaded).slots.get_unchecked_mut(count) = elem };
         cache.count = count + 1;
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.frees);
