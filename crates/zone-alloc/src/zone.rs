@@ -412,9 +412,8 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     depot_limit: usize,
     /// Read-only zone over a source that protects pages: element pages are mapped read-only.
     protect_elements: bool,
-    /// `CHECK_FREE` without `ZERO_ON_FREE` and `READ_ONLY` (the release default): the free
-    /// fast path tests this alone.
-    checked_free_only: bool,
+    /// The fast paths' case of the zone's flags (one test instead of one per flag).
+    mode: FastMode,
     page: usize,
     magazine_size: usize,
     limit: Option<usize>,
@@ -451,6 +450,32 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> fmt::Debug for Zone<S, C, CP
             .field("chunk_size", &self.geometry.chunk_size)
             .field("flags", &self.flags)
             .finish_non_exhaustive()
+    }
+}
+
+/// The flags the allocation and free fast paths depend on, as one of the common cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastMode {
+    /// `CHECK_FREE` without `ZERO_ON_FREE` and `READ_ONLY`: the release default.
+    Checked,
+    /// `CHECK_FREE` and `ZERO_ON_FREE` without `READ_ONLY`: the hardened set.
+    CheckedZeroed,
+    /// Anything else: every flag tested on its own.
+    General,
+}
+
+impl FastMode {
+    fn of(flags: ZoneFlags) -> Self {
+        let has = |f| flags.contains(f);
+        match (
+            has(ZoneFlags::CHECK_FREE),
+            has(ZoneFlags::ZERO_ON_FREE),
+            has(ZoneFlags::READ_ONLY),
+        ) {
+            (true, false, false) => Self::Checked,
+            (true, true, false) => Self::CheckedZeroed,
+            _ => Self::General,
+        }
     }
 }
 
@@ -665,9 +690,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             protect_elements,
             page,
             magazine_size,
-            checked_free_only: flags.contains(ZoneFlags::CHECK_FREE)
-                && !flags.contains(ZoneFlags::ZERO_ON_FREE)
-                && !flags.contains(ZoneFlags::READ_ONLY),
+            mode: FastMode::of(flags),
             limit: config.limit,
             on_violation: config.on_violation,
             on_exhaustion: config.on_exhaustion,
@@ -819,13 +842,21 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // SAFETY: `count > 0`, so (`CpuCache`'s invariant) a magazine is loaded — one of this
         // zone's that only this CPU uses — and `top < count <= MAX_MAGAZINE` is a slot.
         let elem = unsafe { *(*cache.loaded).slots.get_unchecked(top) };
-        // SAFETY: magazine slots hold elements of this zone in the free state.
-        if unsafe { self.verify_free_state(elem) }.is_err() {
-            // Left in place: the slow path pops it again and reports it.
+        let free_state_ok = match self.mode {
+            FastMode::Checked => true,
+            // SAFETY: magazine slots hold elements of this zone in the free state, `stride`
+            // bytes each.
+            FastMode::CheckedZeroed => unsafe { is_zero(elem, self.geometry.stride) },
+            // SAFETY: as above.
+            FastMode::General => unsafe { self.verify_free_state(elem) }.is_ok(),
+        };
+        if !free_state_ok {
+            // Written after it was freed. Left in place: the slow path pops it again and
+            // reports it.
             return None;
         }
         cache.count = top;
-        if self.codec.mark {
+        if self.mode != FastMode::General || self.codec.mark {
             // SAFETY: `elem` is an element of this zone (it was in a magazine), so its state
             // byte is in its chunk; the element is this CPU's, and so is the byte.
             unsafe { self.geometry.state_of_own(elem).write(1) };
@@ -1191,16 +1222,28 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     pub(crate) unsafe fn free_sized(&self, user: NonNull<u8>, len: usize) -> Result<(), ZoneError> {
         let user = user.as_ptr();
         let elem = zone_ptr(user.addr());
-        if self.checked_free_only {
-            // The release default (`CHECK_FREE` without zeroing or read-only elements): one
-            // test instead of one per flag.
+        if self.mode != FastMode::General {
+            // The release default and the hardened set: checked, then zeroed if hardened.
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
-            match unsafe { self.check_free(elem) } {
-                // SAFETY: `state` is the state byte of `elem`, an element the caller gives up.
-                Ok(state) => unsafe { state.write(0) },
+            let state = match unsafe { self.check_free(elem) } {
+                Ok(state) => state,
                 Err(kind) => return Err(self.report(kind, elem as usize)),
+            };
+            if self.mode == FastMode::CheckedZeroed {
+                let stride = self.geometry.stride;
+                // SAFETY: the element spans `stride` writable bytes; the caller's pointer
+                // covers the first `len <= stride` of them, the zone's own pointer all.
+                unsafe {
+                    if len >= stride {
+                        zero(user, stride);
+                    } else {
+                        zero_split(user, len, elem, stride);
+                    }
+                }
             }
+            // SAFETY: `state` is the state byte of `elem`, an element the caller gives up.
+            unsafe { state.write(0) };
         } else {
             // SAFETY: the caller's contract.
             if unsafe { self.enter_free_state_checked(user, elem, len) }? {

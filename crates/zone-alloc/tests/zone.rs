@@ -123,13 +123,19 @@ fn zero_on_free_returns_zeroed_memory() {
 
 #[test]
 fn double_free_is_caught_in_the_cache_and_in_the_chunk() {
-    for (name, cached) in [("double.cached", true), ("double.locked", false)] {
+    // Both fast-path cases (the hardened set, the release default), cached and locked.
+    for (name, base, cached) in [
+        ("double.cached", ZoneFlags::HARDENED, true),
+        ("double.locked", ZoneFlags::HARDENED, false),
+        ("double.release.cached", ZoneFlags::RELEASE_DEFAULT, true),
+        ("double.release.locked", ZoneFlags::RELEASE_DEFAULT, false),
+    ] {
         let b = Bound::new();
         let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
         let flags = if cached {
-            ZoneFlags::HARDENED
+            base
         } else {
-            ZoneFlags::HARDENED.with(ZoneFlags::NO_CACHE)
+            base.with(ZoneFlags::NO_CACHE)
         };
         let zone: Zone<_, _, 1> =
             Zone::new(hardened(name, 64).flags(flags), SystemPages::new(), &b.cpus).unwrap();
