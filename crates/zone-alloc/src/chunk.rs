@@ -462,15 +462,20 @@ pub(crate) unsafe fn take(
     unsafe {
         let h = chunk;
         while taken < out.len() {
-            if (*h).loose == 0 && (*h).free == 0 && !c.zero {
+            if (*h).loose == 0 && (*h).free == 0 {
                 // Only fresh elements are left: hand out a run of them at once (a new chunk's
-                // usual case), setting their bitmap bits a word at a time.
+                // usual case), setting their bitmap bits a word at a time and zeroing them in
+                // one pass if the zone zeroes.
                 let fresh = (*h).fresh as usize;
                 let run = (out.len() - taken).min(g.per_chunk.saturating_sub(fresh));
                 if run == 0 {
                     break;
                 }
                 let mut elem = chunk.cast::<u8>().add(g.first + fresh * g.stride);
+                if c.zero {
+                    // The run's elements are contiguous and inside the chunk.
+                    ptr::write_bytes(elem, 0, run * g.stride);
+                }
                 for slot in &mut out[taken..taken + run] {
                     *slot = elem;
                     elem = elem.wrapping_add(g.stride);
@@ -484,7 +489,8 @@ pub(crate) unsafe fn take(
             }
             let elem = if (*h).loose > 0 {
                 take_loose(chunk, g, c)?
-            } else if (*h).free > 0 {
+            } else {
+                // `free > 0`: the run above took every case without loose or free elements.
                 let slot_of_head = chunk.cast::<u8>();
                 let head = c.open((*h).free_head, slot_of_head);
                 let elem = chunk.cast::<u8>().with_addr(head);
@@ -530,18 +536,6 @@ pub(crate) unsafe fn take(
                 (*h).free -= 1;
                 *word |= mask;
                 elem
-            } else if ((*h).fresh as usize) < g.per_chunk {
-                let index = (*h).fresh as usize;
-                let elem = chunk.cast::<u8>().add(g.first + index * g.stride);
-                let (word, mask) = bit(chunk, index);
-                *word |= mask;
-                (*h).fresh += 1;
-                if c.zero {
-                    ptr::write_bytes(elem, 0, g.stride);
-                }
-                elem
-            } else {
-                break;
             };
             (*h).out += 1;
             out[taken] = elem;
