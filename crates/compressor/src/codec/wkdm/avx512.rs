@@ -55,7 +55,13 @@ pub fn compress(page_size: PageSize, page: &[u32], out: &mut [u8], budget: usize
 /// Decodes checked areas with AVX-512; same contract as the portable `decompress`.
 pub fn decompress(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
     // SAFETY: as in `compress`: the path is chosen only when the features are present.
-    unsafe { decompress_impl(areas, out) }
+    unsafe {
+        if out.len() == 1024 {
+            decompress_impl::<1024, 1088>(areas, out)
+        } else {
+            decompress_impl::<4096, 4160>(areas, out)
+        }
+    }
 }
 
 /// The hash multiplier of [`format::slot`].
@@ -107,13 +113,6 @@ fn rows_reversed(sb: __m128i) -> __m512i {
 #[target_feature(enable = "avx512f,avx512cd")]
 fn last_lane(masks: __m512i) -> __m512i {
     _mm512_sub_epi32(_mm512_set1_epi32(31), _mm512_lzcnt_epi32(masks))
-}
-
-/// Spreads the 16 bits of `m` to one all-ones nibble per bit.
-#[inline]
-#[target_feature(enable = "bmi2")]
-fn nibble_mask(m: u32) -> u64 {
-    _pdep_u64(u64::from(m), 0x1111_1111_1111_1111) * 0xF
 }
 
 /// Compresses a page of `N` words with AVX-512 (`P` = `N + 32`: the index-byte and low-part
@@ -321,15 +320,102 @@ fn load64(reader: &format::Reader<'_>, at: usize) -> __m512i {
     unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
 }
 
-/// Decodes with AVX-512, one block of 16 words per step (see the module docs).
-#[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512vl,gfni,avx2,bmi1,bmi2,popcnt,lzcnt")]
-fn decompress_impl(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
+/// Decodes with AVX-512 a page of `N` words (`P` = `N + 64`: scratch entries), one block
+/// of 16 words per step (see the module docs).
+///
+/// First the index nibbles are spread to one byte each and the two low-part streams merged
+/// into 16-bit values, in scratch (as far as the header's counts reach; the rest is zero or
+/// the next area's bytes, which only a stream whose tags disagree with its counts reaches,
+/// and that is refused at the end).
+#[target_feature(
+    enable = "avx512f,avx512bw,avx512cd,avx512vl,avx512vbmi2,gfni,avx2,bmi1,bmi2,popcnt,lzcnt"
+)]
+fn decompress_impl<const N: usize, const P: usize>(
+    areas: &format::Areas<'_>,
+    out: &mut [u32],
+) -> bool {
+    // The streams are read out of order (the index and low-part areas first, the misses
+    // block by block), so all their cache lines are requested at once.
+    for at in (0..areas.input.len()).step_by(64) {
+        // A prefetch never faults; the address is inside `input`.
+        _mm_prefetch::<_MM_HINT_T0>(areas.input.as_ptr().wrapping_add(at).cast());
+    }
     let reader = format::Reader::new(areas.input);
-    let low_mask = _mm512_set1_epi32(LOW_MASK as i32);
-    // Lanes 0..8 take the low half of a u64, lanes 8..16 the high half.
-    let halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    let shifts4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
-    let shifts2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let c = areas.counts;
+    let mut idx_s = [0u8; P];
+    let mut low_s = [0u16; P];
+    if c.indices > N || c.partials > N {
+        return false;
+    }
+    // Index nibbles: 32 stream bytes to 64 index bytes.
+    let nibbles = _mm512_set1_epi16(0x0F0F);
+    for (i, d) in idx_s
+        .chunks_exact_mut(64)
+        .take(c.indices.div_ceil(64))
+        .enumerate()
+    {
+        let src = reader.bytes::<32>(areas.indices_at + 32 * i);
+        // SAFETY: `src` is 32 readable bytes; the load is unaligned.
+        let v = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(src.as_ptr().cast()) });
+        // Word `j`: the low nibble of byte `j` in its low byte, the high nibble in its high byte.
+        let v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi16::<4>(v)), nibbles);
+        // SAFETY: `d` is 64 writable bytes; the store is unaligned.
+        unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), v) };
+    }
+    // Low parts: 32 low-8 bytes and 8 low-2 bytes to 32 10-bit values.
+    // Word `j` of each 128-bit lane `l` takes low-2 byte `2l + j / 4`, shifted so that its
+    // bits `2 (j % 4)` land in bits 8 and 9.
+    let spread = _mm512_set_epi8(
+        -128, 7, -128, 7, -128, 7, -128, 7, -128, 6, -128, 6, -128, 6, -128, 6, //
+        -128, 5, -128, 5, -128, 5, -128, 5, -128, 4, -128, 4, -128, 4, -128, 4, //
+        -128, 3, -128, 3, -128, 3, -128, 3, -128, 2, -128, 2, -128, 2, -128, 2, //
+        -128, 1, -128, 1, -128, 1, -128, 1, -128, 0, -128, 0, -128, 0, -128, 0,
+    );
+    let shifts = _mm512_set_epi16(
+        2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4,
+        6, 8,
+    );
+    let bits89 = _mm512_set1_epi16(0x300);
+    for (i, d) in low_s
+        .chunks_exact_mut(32)
+        .take(c.partials.div_ceil(32))
+        .enumerate()
+    {
+        let low8 = reader.bytes::<32>(areas.low8_at + 32 * i);
+        // SAFETY: `low8` is 32 readable bytes; the load is unaligned.
+        let low8 = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(low8.as_ptr().cast()) });
+        let low2 = u64::from_le_bytes(reader.bytes::<8>(areas.low2_at + 8 * i));
+        let low2 = _mm512_sllv_epi16(
+            _mm512_shuffle_epi8(_mm512_set1_epi64(low2 as i64), spread),
+            shifts,
+        );
+        // (low2 & 0x300) | low8
+        let v = _mm512_ternarylogic_epi32::<0xF8>(low8, low2, bits89);
+        // SAFETY: `d` is 64 writable bytes; the store is unaligned.
+        unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), v) };
+    }
+
+    let high = _mm512_set1_epi32(!LOW_MASK as i32);
+    // Lane `i` of the tags: bit `2i`, bit `2i + 1`.
+    let tag_bit0 = _mm512_setr_epi32(
+        1,
+        1 << 2,
+        1 << 4,
+        1 << 6,
+        1 << 8,
+        1 << 10,
+        1 << 12,
+        1 << 14,
+        1 << 16,
+        1 << 18,
+        1 << 20,
+        1 << 22,
+        1 << 24,
+        1 << 26,
+        1 << 28,
+        1 << 30,
+    );
+    let tag_bit1 = _mm512_slli_epi32::<1>(tag_bit0);
     let mut dict = _mm512_setzero_si512();
     let (mut ic, mut pc, mut mc) = (0usize, 0usize, 0usize);
     for (block, tags) in out.chunks_exact_mut(16).zip(areas.tags.chunks_exact(4)) {
@@ -341,97 +427,73 @@ fn decompress_impl(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
             *block = [0; 16];
             continue;
         }
-        let bit0 = _pext_u32(tags, 0x5555_5555);
-        let bit1 = _pext_u32(tags, 0xAAAA_AAAA);
-        let (e, p, m) = (bit0 & !bit1, bit1 & !bit0, bit0 & bit1);
-        let midx = e | p;
-        let (partial, miss) = (p as __mmask16, m as __mmask16);
+        let tv = _mm512_set1_epi32(tags as i32);
+        let (b0, b1) = (
+            _mm512_test_epi32_mask(tv, tag_bit0),
+            _mm512_test_epi32_mask(tv, tag_bit1),
+        );
+        let (exact, partial, miss) = (b0 & !b1, b1 & !b0, b0 & b1);
+        let (midx, writes, nz) = (b0 ^ b1, b1, b0 | b1);
 
-        // Stored indices, spread to the exact and partial lanes.
-        let idx_win = (u128::from_le_bytes(reader.bytes::<16>(areas.indices_at + ic / 2))
-            >> (4 * (ic % 2))) as u64;
-        let idx_spread = _pdep_u64(idx_win, nibble_mask(midx));
-        let vidx = _mm512_and_si512(
-            _mm512_srlv_epi32(
-                _mm512_permutexvar_epi32(
-                    halves,
-                    _mm512_castsi128_si512(_mm_cvtsi64_si128(idx_spread as i64)),
-                ),
-                shifts4,
-            ),
-            _mm512_set1_epi32(15),
-        );
-        // Low parts, spread to the partial lanes.
-        let low8_bytes = reader.bytes::<16>(areas.low8_at + pc);
-        // SAFETY: `low8_bytes` is 16 readable bytes; the load is unaligned.
-        let low8 = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(low8_bytes.as_ptr().cast()) });
-        let low2_win = (u64::from_le_bytes(reader.bytes::<8>(areas.low2_at + pc / 4))
-            >> (2 * (pc % 4))) as u32;
-        let low2 = _mm512_and_si512(
-            _mm512_srlv_epi32(_mm512_set1_epi32(low2_win as i32), shifts2),
-            _mm512_set1_epi32(3),
-        );
-        let vlow =
-            _mm512_maskz_expand_epi32(partial, _mm512_or_si512(low8, _mm512_slli_epi32::<8>(low2)));
-        // Miss words, spread to the miss lanes.
+        // Stored indices, low parts and miss words, spread to their lanes.
+        let (Some(idx), Some(low)) = (idx_s.get(ic..ic + 16), low_s.get(pc..pc + 16)) else {
+            return false;
+        };
+        // SAFETY: `idx` is 16 readable bytes; the load is unaligned.
+        let vidx = _mm512_cvtepu8_epi32(_mm_maskz_expand_epi8(midx, unsafe {
+            _mm_loadu_si128(idx.as_ptr().cast())
+        }));
+        // SAFETY: `low` is 32 readable bytes; the load is unaligned.
+        let vlow = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(partial, unsafe {
+            _mm256_loadu_si256(low.as_ptr().cast())
+        }));
         let vmiss = _mm512_maskz_expand_epi32(miss, load64(&reader, areas.misses_at + 4 * mc));
-
         let s = _mm512_mask_mov_epi32(vidx, miss, slots(vmiss));
-        // Rows of the writing lanes (partial and miss); zero and exact lanes take slot 16.
-        let writes = partial | miss;
-        let r = rows_reversed(_mm512_cvtepi32_epi8(_mm512_mask_mov_epi32(
-            _mm512_set1_epi32(0x80),
-            writes,
-            s,
-        )));
-        let before_w = _mm512_and_si512(_mm512_conflict_epi32(s), _mm512_set1_epi32(writes as i32));
-        let before_m = _mm512_and_si512(before_w, _mm512_set1_epi32(m as i32));
-        // Each word is `a | (old & b)`: `a` the bits the block determines, `b` the bits
-        // that come from the dictionary before the block (`old`, the word's slot there).
-        let from_miss = _mm512_test_epi32_mask(before_m, before_m);
-        let from_write = _mm512_test_epi32_mask(before_w, before_w);
-        let upper = _mm512_maskz_permutexvar_epi32(from_miss, last_lane(before_m), vmiss);
-        let low = _mm512_maskz_permutexvar_epi32(
-            from_write,
+
+        // The earlier writes (partial or miss) and misses of each lane's slot.
+        let conf = _mm512_conflict_epi32(s);
+        let before_w = _mm512_and_si512(conf, _mm512_broadcastmw_epi32(writes));
+        let before_m = _mm512_and_si512(conf, _mm512_broadcastmw_epi32(miss));
+        let from_dict = _mm512_permutexvar_epi32(s, dict);
+        // The upper 22 bits: the last earlier miss's, else the dictionary's.
+        let upper = _mm512_mask_permutexvar_epi32(
+            from_dict,
+            _mm512_test_epi32_mask(before_m, before_m),
+            last_lane(before_m),
+            vmiss,
+        );
+        // Writes: (upper & high) | low part, or the miss word.
+        let written = _mm512_mask_mov_epi32(
+            _mm512_ternarylogic_epi32::<0xF8>(vlow, upper, high),
+            miss,
+            vmiss,
+        );
+        // Exact matches: the last earlier write's word, else the dictionary's.
+        let word = _mm512_mask_permutexvar_epi32(
+            _mm512_mask_mov_epi32(written, exact, from_dict),
+            exact & _mm512_test_epi32_mask(before_w, before_w),
             last_lane(before_w),
-            _mm512_mask_mov_epi32(vlow, miss, vmiss),
+            written,
         );
-        let low = _mm512_mask_mov_epi32(_mm512_and_si512(low, low_mask), partial, vlow);
-        let a = _mm512_or_si512(_mm512_andnot_si512(low_mask, upper), low);
-        let a = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(midx as __mmask16, a), miss, vmiss);
-        let b = _mm512_or_si512(
-            _mm512_maskz_mov_epi32(
-                midx as __mmask16 & !from_miss,
-                _mm512_set1_epi32(!LOW_MASK as i32),
-            ),
-            _mm512_maskz_mov_epi32(e as __mmask16 & !from_write, low_mask),
-        );
-        // a | (old & b)
-        let word = _mm512_ternarylogic_epi32::<0xF8>(a, _mm512_permutexvar_epi32(s, dict), b);
+        let word = _mm512_maskz_mov_epi32(nz, word);
         // SAFETY: `block` is 16 writable words; the store is unaligned.
         unsafe { _mm512_storeu_si512(block.as_mut_ptr().cast(), word) };
-        // The dictionary after the block: each written slot's last word, taken apart the
-        // same way so that only one permutation of the dictionary is on the chain from
-        // block to block.
-        let last = _mm512_lzcnt_epi32(_mm512_and_si512(
-            r,
-            _mm512_sub_epi32(_mm512_setzero_si512(), r),
-        ));
-        let old_last = _mm512_permutexvar_epi32(_mm512_permutexvar_epi32(last, s), dict);
-        dict = _mm512_mask_mov_epi32(
+
+        // The dictionary after the block: each written slot's last word (see
+        // `compress_impl`).
+        let r = rows_reversed(_mm512_mask_cvtepi32_epi8(_mm_set1_epi8(-128), writes, s));
+        let lowest = _mm512_and_si512(r, _mm512_sub_epi32(_mm512_setzero_si512(), r));
+        dict = _mm512_mask_permutexvar_epi32(
             dict,
             _mm512_test_epi32_mask(r, r),
-            _mm512_ternarylogic_epi32::<0xF8>(
-                _mm512_permutexvar_epi32(last, a),
-                old_last,
-                _mm512_permutexvar_epi32(last, b),
-            ),
+            _mm512_lzcnt_epi32(lowest),
+            written,
         );
-        ic += midx.count_ones() as usize;
-        pc += p.count_ones() as usize;
-        mc += m.count_ones() as usize;
+        let (t0, t1) = (_pext_u32(tags, 0x5555_5555), _pext_u32(tags, 0xAAAA_AAAA));
+        ic += (t0 ^ t1).count_ones() as usize;
+        pc += (t1 & !t0).count_ones() as usize;
+        mc += (t0 & t1).count_ones() as usize;
     }
-    let c = areas.counts;
     ic == c.indices && pc == c.partials && mc == c.misses
 }
 
