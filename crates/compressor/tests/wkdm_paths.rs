@@ -36,7 +36,9 @@ fn vector_policies() -> Vec<VectorPolicy> {
                 eprintln!("note: AVX-512 path not built (rustc older than 1.89)");
             }
         } else {
-            eprintln!("note: this CPU lacks AVX-512 F/BW/CD/VL/VBMI2; AVX-512 checks skipped");
+            eprintln!(
+                "note: this CPU lacks AVX-512 F/BW/CD/VL/VBMI2 or GFNI; AVX-512 checks skipped"
+            );
         }
     }
     v

@@ -1,5 +1,5 @@
-//! The x86_64 AVX-512 WKdm path (F, BW, CD, VL, VBMI2, with AVX2, BMI2, POPCNT and LZCNT). Same
-//! format and results as the portable path. Compiled only by Rust 1.89 or later
+//! The x86_64 AVX-512 WKdm path (F, BW, CD, VL, VBMI2 and GFNI, with AVX2, BMI2, POPCNT and
+//! LZCNT). Same format and results as the portable path. Compiled only by Rust 1.89 or later
 //! (`cfg(machvm_avx512)`, set by `build.rs`).
 //!
 //! # Design
@@ -7,26 +7,29 @@
 //! The 16-entry dictionary lives in one `zmm` register and each block of 16 words is handled
 //! in vector registers; no scalar pass over the words remains.
 //!
-//! For a block, the *slot rows* are computed first: lane `s` (0..16) of a vector holds the
-//! 16-bit mask of the block's lanes that use slot `s` (`rows`, a transposition through byte
-//! compares). From them, with `vplzcntd`:
-//! - the last earlier lane of the block with the same slot, for each lane (the rows permuted
-//!   by the lane's slot, masked to the earlier lanes, then the highest set bit), so a word's
-//!   dictionary entry is that lane's word, or the dictionary before the block when there is
-//!   none;
-//! - the last lane of each slot, so the dictionary after the block is the block's words
-//!   permuted by those lanes, blended into the old dictionary where the slot was used.
+//! For a block, with the slot of each word in a lane:
+//! - `vpconflictd` gives each lane the mask of the earlier lanes with the same slot; its
+//!   highest bit (`vplzcntd`) is the last such lane, so a word's dictionary entry is that
+//!   lane's word, or the dictionary's before the block when there is none;
+//! - the *slot rows* (lane `k`: the mask of the lanes with slot `k`, a 16×16 bit transpose
+//!   done with one-hot bytes and one `vgf2p8affineqb`) give the last lane of each slot, so the
+//!   dictionary after the block is one masked permutation of the block's words.
 //!
-//! So the only dependency from block to block is one masked blend of the dictionary; the rest
-//! of each block (classification, tags through `pdep`, misses compacted with `vpcompressd`
-//! and low bytes with `vpcompressb`, low 2-bit parts and index nibbles through `pext`)
-//! overlaps with its neighbours.
+//! So the only dependency from block to block is that permutation of the dictionary; the
+//! rest of each block overlaps with its neighbours. The compressor writes the tags (`pdep`),
+//! the misses compacted with `vpcompressd` straight into the output, and the index byte of
+//! each exact or partial word and the low 16 bits of each partial word compacted into scratch
+//! (`vpcompressb`, `vpcompressw`), which is packed into the index, low-8 and low-2 streams
+//! once at the end. (No compress instruction stores to memory: that form is very slow on some
+//! CPUs.)
 //!
-//! Decompression is the same in reverse: tags become lane masks, the miss words and low
-//! parts are spread to their lanes with `vpexpandd`, a miss's slot is its hash and a match's
-//! slot its stored index. A lane's upper 22 bits come from the last earlier miss of its slot
-//! in the block (partial matches keep the upper bits), its low bits from the last earlier
-//! write (miss or partial), each from the dictionary before the block when there is none.
+//! Decompression is the same in reverse: the index nibbles and low parts are first spread to
+//! one scratch entry each; per block the tags become lane masks, the indices, low parts and
+//! miss words are spread to their lanes with `vpexpandb`, `vpexpandw` and `vpexpandd`, a
+//! miss's slot is its hash and a match's slot its stored index. A lane's upper 22 bits come
+//! from the last earlier miss of its slot in the block (partial matches keep the upper bits),
+//! an exact match's low bits from the last earlier write (miss or partial), each from the
+//! dictionary before the block when there is none.
 //!
 //! Every read of the stream goes through [`format::Reader`] (bounded, zeros past the end);
 //! every write goes to a bounds-checked slice.
@@ -34,7 +37,24 @@
 //! Only reached when the codec was built with a [`VectorPolicy`](crate::codec::VectorPolicy)
 //! that found or was promised these features.
 
-use core::arch::x86_64::*;
+use core::arch::x86_64::{
+    __m128i, __m256i, __m512i, _MM_HINT_T0, _mm_loadu_si128, _mm_maskz_compress_epi8,
+    _mm_maskz_expand_epi8, _mm_prefetch, _mm_set1_epi8, _mm_storeu_si128,
+    _mm256_broadcastsi128_si256, _mm256_gf2p8affine_epi64_epi8, _mm256_loadu_si256,
+    _mm256_maskz_compress_epi16, _mm256_maskz_expand_epi16, _mm256_set1_epi64x, _mm256_setr_epi8,
+    _mm256_shuffle_epi8, _mm256_storeu_si256, _mm256_unpackhi_epi64, _mm256_unpacklo_epi8,
+    _mm512_and_si512, _mm512_broadcastmw_epi32, _mm512_conflict_epi32, _mm512_cvtepi16_epi8,
+    _mm512_cvtepi32_epi8, _mm512_cvtepi32_epi16, _mm512_cvtepu8_epi16, _mm512_cvtepu8_epi32,
+    _mm512_cvtepu16_epi32, _mm512_loadu_si512, _mm512_lzcnt_epi32, _mm512_maddubs_epi16,
+    _mm512_mask_cvtepi32_epi8, _mm512_mask_mov_epi32, _mm512_mask_permutexvar_epi32,
+    _mm512_mask_srli_epi32, _mm512_mask_testn_epi32_mask, _mm512_maskz_compress_epi32,
+    _mm512_maskz_expand_epi32, _mm512_maskz_mov_epi32, _mm512_mullo_epi32, _mm512_or_si512,
+    _mm512_permutexvar_epi32, _mm512_set_epi8, _mm512_set_epi16, _mm512_set1_epi16,
+    _mm512_set1_epi32, _mm512_set1_epi64, _mm512_setr_epi32, _mm512_setzero_si512,
+    _mm512_shuffle_epi8, _mm512_slli_epi16, _mm512_slli_epi32, _mm512_sllv_epi16,
+    _mm512_srli_epi32, _mm512_storeu_si512, _mm512_sub_epi32, _mm512_ternarylogic_epi32,
+    _mm512_test_epi32_mask, _mm512_xor_si512, _pdep_u32, _pext_u32, _pext_u64,
+};
 
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK};
 use crate::codec::PageSize;
@@ -42,8 +62,9 @@ use crate::codec::PageSize;
 /// Compresses with AVX-512; same contract as the portable `compress`.
 pub fn compress(page_size: PageSize, page: &[u32], out: &mut [u8], budget: usize) -> Option<usize> {
     // SAFETY: this module is only called with `CodePath::X86Avx512`, which `VectorPolicy`
-    // resolves only after run-time detection of every feature `compress_impl` enables, or
-    // the caller's `unsafe` promise of them (`CpuFeatures::with_x86_avx512`).
+    // resolves only after run-time detection of every feature `compress_impl` and
+    // `decompress_impl` enable (GFNI included), or the caller's `unsafe` promise of them
+    // (`CpuFeatures::with_x86_avx512`).
     unsafe {
         match page_size {
             PageSize::Size4K => compress_impl::<1024, 1056>(page, out, budget),
@@ -91,8 +112,8 @@ fn rows_reversed(sb: __m128i) -> __m512i {
     // Low 128 bits: the one-hot byte of slots 0..8, high 128 bits: of slots 8..16; bytes
     // with bit 7 set (ignored lanes) give zero.
     let lut = _mm256_setr_epi8(
-        1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4,
-        8, 16, 32, 64, -128,
+        1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8,
+        16, 32, 64, -128,
     );
     // Qword `2h + g`: lanes `8g..8g + 8` (byte `j` for lane `8g + j`), slots `8h..8h + 8`.
     let onehot = _mm256_shuffle_epi8(lut, both);
@@ -159,7 +180,10 @@ fn compress_impl<const N: usize, const P: usize>(
         let s = _mm512_mask_srli_epi32::<28>(
             _mm512_set1_epi32(0x80),
             nz,
-            _mm512_mullo_epi32(_mm512_srli_epi32::<10>(w), _mm512_set1_epi32(SLOT_MUL as i32)),
+            _mm512_mullo_epi32(
+                _mm512_srli_epi32::<10>(w),
+                _mm512_set1_epi32(SLOT_MUL as i32),
+            ),
         );
         let sb = _mm512_cvtepi32_epi8(s);
         // Each word's dictionary entry: the last earlier word of the block with its slot,
@@ -261,9 +285,7 @@ fn finish<const P: usize>(
     let low2_out = rest.get_mut(..counts.partials.div_ceil(4))?;
     // Unused halves of the last index byte and bits of the last low-2 byte are zero.
     idx_s.get_mut(counts.indices..counts.indices + 1)?.fill(0);
-    low_s
-        .get_mut(counts.partials..counts.partials + 3)?
-        .fill(0);
+    low_s.get_mut(counts.partials..counts.partials + 3)?.fill(0);
 
     // Index nibbles: 64 index bytes to 32 bytes, byte `2j` in the low nibble.
     let nib_pairs = _mm512_set1_epi16(0x1001);
