@@ -210,8 +210,10 @@ fn compress_impl<const N: usize, const P: usize>(
         let exact = _mm512_mask_testn_epi32_mask(nz, x, x);
         let upper = _mm512_mask_testn_epi32_mask(nz, x, high);
         let (miss, partial) = (nz ^ upper, upper ^ exact);
-        let (e, p, m) = (u32::from(exact), u32::from(partial), u32::from(miss));
-        let tags = _pdep_u32(e | m, 0x5555_5555) | _pdep_u32(p | m, 0xAAAA_AAAA);
+        // Tag bit 0 (exact or miss) and bit 1 (partial or miss) of each lane.
+        let (b0, b1) = (u32::from(exact | miss), u32::from(nz ^ exact));
+        let (p, m) = (b1 & !b0, b0 & b1);
+        let tags = _pdep_u32(b0, 0x5555_5555) | _pdep_u32(b1, 0xAAAA_AAAA);
         tag_out.copy_from_slice(&tags.to_le_bytes());
 
         // Misses, compacted.
@@ -238,7 +240,7 @@ fn compress_impl<const N: usize, const P: usize>(
         unsafe {
             _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm_maskz_compress_epi8(upper, sb));
         }
-        indices += (e | p).count_ones() as usize;
+        indices += (b0 ^ b1).count_ones() as usize;
 
         // Low 16 bits of the partial words, compacted.
         let dst = low_s.get_mut(partials..partials + 16)?;
