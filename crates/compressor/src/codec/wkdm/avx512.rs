@@ -76,13 +76,7 @@ pub fn compress(page_size: PageSize, page: &[u32], out: &mut [u8], budget: usize
 /// Decodes checked areas with AVX-512; same contract as the portable `decompress`.
 pub fn decompress(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
     // SAFETY: as in `compress`: the path is chosen only when the features are present.
-    unsafe {
-        if out.len() == 1024 {
-            decompress_impl::<1024, 1088>(areas, out)
-        } else {
-            decompress_impl::<4096, 4160>(areas, out)
-        }
-    }
+    unsafe { decompress_impl(areas, out) }
 }
 
 /// The hash multiplier of [`format::slot`].
@@ -344,41 +338,25 @@ fn load64(reader: &format::Reader<'_>, at: usize) -> __m512i {
     unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
 }
 
-/// Decodes with AVX-512 a page of `N` words (`P` = `N + 64`: scratch entries), one block
-/// of 16 words per step (see the module docs).
-///
-/// First the index nibbles are spread to one byte each and the two low-part streams merged
-/// into 16-bit values, in scratch (as far as the header's counts reach; the rest is zero or
-/// the next area's bytes, which only a stream whose tags disagree with its counts reaches,
-/// and that is refused at the end).
-#[target_feature(
-    enable = "avx512f,avx512bw,avx512cd,avx512vl,avx512vbmi2,gfni,avx2,bmi1,bmi2,popcnt,lzcnt"
-)]
-fn decompress_impl<const N: usize, const P: usize>(
-    areas: &format::Areas<'_>,
-    out: &mut [u32],
-) -> bool {
-    // The streams are read out of order (the index and low-part areas first, the misses
-    // block by block), so all their cache lines are requested at once.
-    for at in (0..areas.input.len()).step_by(64) {
-        // A prefetch never faults; the address is inside `input`.
-        _mm_prefetch::<_MM_HINT_T0>(areas.input.as_ptr().wrapping_add(at).cast());
-    }
-    let reader = format::Reader::new(areas.input);
-    let c = areas.counts;
-    let mut idx_s = [0u8; P];
-    let mut low_s = [0u16; P];
-    if c.indices > N || c.partials > N {
-        return false;
-    }
-    // Index nibbles: 32 stream bytes to 64 index bytes.
+/// Entries of the decoder's scratch windows: a 4 KiB page's worth and a chunk more.
+const WINDOW: usize = 1024 + 64;
+
+/// Spreads the index nibbles `base..` (`base` even) of the stream to one byte each in `win`,
+/// as many of the `count` indices as fit (in chunks of 64; past `count` the bytes are the
+/// next area's or zero, which only a stream whose tags disagree with its counts reaches).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+fn fill_indices(
+    reader: &format::Reader<'_>,
+    at: usize,
+    base: usize,
+    count: usize,
+    win: &mut [u8; WINDOW],
+) {
+    let n = count.saturating_sub(base).min(WINDOW);
     let nibbles = _mm512_set1_epi16(0x0F0F);
-    for (i, d) in idx_s
-        .chunks_exact_mut(64)
-        .take(c.indices.div_ceil(64))
-        .enumerate()
-    {
-        let src = reader.bytes::<32>(areas.indices_at + 32 * i);
+    for (i, d) in win.chunks_exact_mut(64).take(n.div_ceil(64)).enumerate() {
+        let src = reader.bytes::<32>(at + base / 2 + 32 * i);
         // SAFETY: `src` is 32 readable bytes; the load is unaligned.
         let v = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(src.as_ptr().cast()) });
         // Word `j`: the low nibble of byte `j` in its low byte, the high nibble in its high byte.
@@ -386,9 +364,23 @@ fn decompress_impl<const N: usize, const P: usize>(
         // SAFETY: `d` is 64 writable bytes; the store is unaligned.
         unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), v) };
     }
-    // Low parts: 32 low-8 bytes and 8 low-2 bytes to 32 10-bit values.
-    // Word `j` of each 128-bit lane `l` takes low-2 byte `2l + j / 4`, shifted so that its
-    // bits `2 (j % 4)` land in bits 8 and 9.
+}
+
+/// Merges the low-8 and low-2 streams from partial word `base` on (`base` a multiple of 4)
+/// into one 10-bit value each in `win`, as many of the `count` as fit (as
+/// [`fill_indices`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+fn fill_lows(
+    reader: &format::Reader<'_>,
+    (low8_at, low2_at): (usize, usize),
+    base: usize,
+    count: usize,
+    win: &mut [u16; WINDOW],
+) {
+    let n = count.saturating_sub(base).min(WINDOW);
+    // 32 low-8 bytes and 8 low-2 bytes to 32 values: word `j` of each 128-bit lane `l` takes
+    // low-2 byte `2l + j / 4`, shifted so that its bits `2 (j % 4)` land in bits 8 and 9.
     let spread = _mm512_set_epi8(
         -128, 7, -128, 7, -128, 7, -128, 7, -128, 6, -128, 6, -128, 6, -128, 6, //
         -128, 5, -128, 5, -128, 5, -128, 5, -128, 4, -128, 4, -128, 4, -128, 4, //
@@ -400,15 +392,11 @@ fn decompress_impl<const N: usize, const P: usize>(
         6, 8,
     );
     let bits89 = _mm512_set1_epi16(0x300);
-    for (i, d) in low_s
-        .chunks_exact_mut(32)
-        .take(c.partials.div_ceil(32))
-        .enumerate()
-    {
-        let low8 = reader.bytes::<32>(areas.low8_at + 32 * i);
+    for (i, d) in win.chunks_exact_mut(32).take(n.div_ceil(32)).enumerate() {
+        let low8 = reader.bytes::<32>(low8_at + base + 32 * i);
         // SAFETY: `low8` is 32 readable bytes; the load is unaligned.
         let low8 = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(low8.as_ptr().cast()) });
-        let low2 = u64::from_le_bytes(reader.bytes::<8>(areas.low2_at + 8 * i));
+        let low2 = u64::from_le_bytes(reader.bytes::<8>(low2_at + base / 4 + 8 * i));
         let low2 = _mm512_sllv_epi16(
             _mm512_shuffle_epi8(_mm512_set1_epi64(low2 as i64), spread),
             shifts,
@@ -418,6 +406,30 @@ fn decompress_impl<const N: usize, const P: usize>(
         // SAFETY: `d` is 64 writable bytes; the store is unaligned.
         unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), v) };
     }
+}
+
+/// Decodes with AVX-512, one block of 16 words per step (see the module docs).
+///
+/// The index nibbles are spread to one byte each and the two low-part streams merged into
+/// 16-bit values in scratch windows first: the whole of a 4 KiB page's at once, a 16 KiB
+/// page's refilled from the block's cursor whenever a block would read past the window.
+#[target_feature(
+    enable = "avx512f,avx512bw,avx512cd,avx512vl,avx512vbmi2,gfni,avx2,bmi1,bmi2,popcnt,lzcnt"
+)]
+fn decompress_impl(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
+    // The streams are read out of order (the index and low-part areas first, the misses
+    // block by block), so all their cache lines are requested at once.
+    for at in (0..areas.input.len()).step_by(64) {
+        // A prefetch never faults; the address is inside `input`.
+        _mm_prefetch::<_MM_HINT_T0>(areas.input.as_ptr().wrapping_add(at).cast());
+    }
+    let reader = format::Reader::new(areas.input);
+    let c = areas.counts;
+    let lows_at = (areas.low8_at, areas.low2_at);
+    let (mut idx_s, mut low_s) = ([0u8; WINDOW], [0u16; WINDOW]);
+    let (mut idx_base, mut low_base) = (0usize, 0usize);
+    fill_indices(&reader, areas.indices_at, 0, c.indices, &mut idx_s);
+    fill_lows(&reader, lows_at, 0, c.partials, &mut low_s);
 
     let high = _mm512_set1_epi32(!LOW_MASK as i32);
     // Lane `i` of the tags: bit `2i`, bit `2i + 1`.
@@ -460,7 +472,18 @@ fn decompress_impl<const N: usize, const P: usize>(
         let (midx, writes, nz) = (b0 ^ b1, b1, b0 | b1);
 
         // Stored indices, low parts and miss words, spread to their lanes.
-        let (Some(idx), Some(low)) = (idx_s.get(ic..ic + 16), low_s.get(pc..pc + 16)) else {
+        if ic + 16 > idx_base + WINDOW {
+            idx_base = ic & !1;
+            fill_indices(&reader, areas.indices_at, idx_base, c.indices, &mut idx_s);
+        }
+        if pc + 16 > low_base + WINDOW {
+            low_base = pc & !3;
+            fill_lows(&reader, lows_at, low_base, c.partials, &mut low_s);
+        }
+        let (Some(idx), Some(low)) = (
+            idx_s.get(ic - idx_base..ic - idx_base + 16),
+            low_s.get(pc - low_base..pc - low_base + 16),
+        ) else {
             return false;
         };
         // SAFETY: `idx` is 16 readable bytes; the load is unaligned.
