@@ -176,6 +176,7 @@ fn detection_finds_the_vector_path_where_the_cpu_has_it() {
             && std::is_x86_feature_detected!("avx512cd")
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vbmi2")
+            && std::is_x86_feature_detected!("gfni")
             && std::is_x86_feature_detected!("lzcnt");
         let path = VectorPolicy::Detect.resolve();
         if avx512 {

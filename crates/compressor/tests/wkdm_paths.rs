@@ -36,7 +36,9 @@ fn vector_policies() -> Vec<VectorPolicy> {
                 eprintln!("note: AVX-512 path not built (rustc older than 1.89)");
             }
         } else {
-            eprintln!("note: this CPU lacks AVX-512 F/BW/CD/VL/VBMI2; AVX-512 checks skipped");
+            eprintln!(
+                "note: this CPU lacks AVX-512 F/BW/CD/VL/VBMI2 or GFNI; AVX-512 checks skipped"
+            );
         }
     }
     v
@@ -49,6 +51,7 @@ fn has_avx512() -> bool {
         && std::is_x86_feature_detected!("avx512cd")
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vbmi2")
+        && std::is_x86_feature_detected!("gfni")
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("bmi2")
         && std::is_x86_feature_detected!("popcnt")
@@ -260,6 +263,89 @@ fn worst_case_conflicts_agree() {
             let full = if page.len() == 1024 { 4095 } else { 16383 };
             for budget in [full, full / 2, 300, 0] {
                 assert_paths_agree(page, budget);
+            }
+        }
+    }
+}
+
+/// `n` partial matches of one word (after its miss), then zeros; and `n` exact matches.
+fn chunk_edge_pages(words: usize, n: usize) -> [Vec<u32>; 2] {
+    let v = values_on_slot(5, 1)[0];
+    [
+        (0..words)
+            .map(|i| {
+                if i <= n {
+                    v | ((i as u32 * 7 + 1) & 0x3FF)
+                } else {
+                    0
+                }
+            })
+            .collect(),
+        (0..words).map(|i| if i <= n { v | 3 } else { 0 }).collect(),
+    ]
+}
+
+#[test]
+fn stream_lengths_around_chunk_edges_agree() {
+    // Index and low-part streams ending at every offset around the 32- and 64-entry chunks
+    // a vector path may pack and unpack them in, up to a whole page of them.
+    for words in [1024usize, 4096] {
+        let full = 4 * words - 1;
+        let mut ns: Vec<usize> = (0..=70).collect();
+        ns.extend(words - 70..words);
+        for n in ns {
+            for page in chunk_edge_pages(words, n) {
+                assert_paths_agree(&page, full);
+            }
+        }
+    }
+}
+
+#[test]
+fn headers_that_disagree_with_the_tags_are_refused_alike() {
+    // The header claims a few more or fewer indices or partial words than the tags hold,
+    // with the length made to match it, so the decoders see it only through the tags.
+    for (words, size) in [(1024usize, PageSize::Size4K), (4096, PageSize::Size16K)] {
+        for n in [1usize, 31, 32, 33, 64, 65, words - 2] {
+            for page in chunk_edge_pages(words, n) {
+                let mut out = vec![0u8; 4 * words];
+                let len =
+                    wkdm::compress_page(size, VectorPolicy::Portable, &page, &mut out, 4 * words)
+                        .unwrap()
+                        .unwrap();
+                let enc = &out[..len];
+                let field = |i: usize| usize::from(u16::from_le_bytes([enc[i], enc[i + 1]]));
+                let counts = format::Counts {
+                    misses: field(4),
+                    indices: field(6),
+                    partials: field(8),
+                };
+                for (di, dp) in [
+                    (1isize, 0isize),
+                    (-1, 0),
+                    (0, 1),
+                    (0, -1),
+                    (2, 2),
+                    (-1, -1),
+                    (64, 33),
+                ] {
+                    let (Some(indices), Some(partials)) = (
+                        counts.indices.checked_add_signed(di),
+                        counts.partials.checked_add_signed(dp),
+                    ) else {
+                        continue;
+                    };
+                    let c = format::Counts {
+                        indices,
+                        partials,
+                        ..counts
+                    };
+                    let mut input = enc[..format::HEADER_LEN + words / 4 + 4 * c.misses].to_vec();
+                    input[6..8].copy_from_slice(&(indices as u16).to_le_bytes());
+                    input[8..10].copy_from_slice(&(partials as u16).to_le_bytes());
+                    input.resize(c.encoded_len(words), 0);
+                    assert_decoders_agree(size, &input);
+                }
             }
         }
     }

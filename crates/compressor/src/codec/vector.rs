@@ -46,8 +46,8 @@ impl CpuFeatures {
         self.bits & Self::X86_AVX2_BMI2 != 0
     }
 
-    /// Adds AVX-512 (F, BW, CD, VL, VBMI2) together with AVX2, BMI2, POPCNT and LZCNT
-    /// (x86_64).
+    /// Adds AVX-512 (F, BW, CD, VL, VBMI2) and GFNI together with AVX2, BMI2, POPCNT and
+    /// LZCNT (x86_64).
     ///
     /// The AVX-512 path is compiled only by Rust 1.89 or later (whose `core` has the
     /// AVX-512 intrinsics); with an older compiler these features select the AVX2 path.
@@ -55,7 +55,7 @@ impl CpuFeatures {
     /// # Safety
     /// - Every CPU that runs a codec built with these features supports AVX-512F, AVX-512BW,
     ///   AVX-512CD, AVX-512VL (CPUID leaf 7 EBX bits 16, 30, 28 and 31) and AVX-512 VBMI2
-    ///   (leaf 7 ECX bit 6), AVX2, BMI2,
+    ///   (leaf 7 ECX bit 6), GFNI (leaf 7 ECX bit 8), AVX2, BMI2,
     ///   POPCNT and LZCNT (leaf 7 EBX bits 5 and 8, leaf 1 ECX bit 23, leaf `0x8000_0001` ECX
     ///   bit 5), and the OS or kernel enabled the AVX and AVX-512 state (opmask, upper
     ///   ZMM halves, ZMM16-31) in XCR0.
@@ -79,8 +79,8 @@ impl CpuFeatures {
         }
     }
 
-    /// Returns whether AVX-512 (F, BW, CD, VL, VBMI2, with AVX2, BMI2, POPCNT and LZCNT) is
-    /// asserted.
+    /// Returns whether AVX-512 (F, BW, CD, VL, VBMI2, with GFNI, AVX2, BMI2, POPCNT and LZCNT)
+    /// is asserted.
     #[must_use]
     pub const fn has_x86_avx512(self) -> bool {
         self.bits & Self::X86_AVX512 != 0
@@ -110,8 +110,8 @@ pub enum CodePath {
     Portable,
     /// x86_64 AVX2 + BMI2 + POPCNT.
     X86Avx2,
-    /// x86_64 AVX-512 (F, BW, CD, VL, VBMI2) + AVX2 + BMI2 + POPCNT + LZCNT (built by Rust 1.89 or
-    /// later only; codecs without an AVX-512 variant run their AVX2 one).
+    /// x86_64 AVX-512 (F, BW, CD, VL, VBMI2) + GFNI + AVX2 + BMI2 + POPCNT + LZCNT (built by
+    /// Rust 1.89 or later only; codecs without an AVX-512 variant run their AVX2 one).
     X86Avx512,
 }
 
@@ -157,6 +157,7 @@ fn detect() -> CodePath {
         && std::is_x86_feature_detected!("avx512cd")
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vbmi2")
+        && std::is_x86_feature_detected!("gfni")
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("bmi2")
         && std::is_x86_feature_detected!("popcnt")

@@ -1,5 +1,5 @@
-//! The x86_64 AVX-512 WKdm path (F, BW, CD, VL, VBMI2, with AVX2, BMI2, POPCNT and LZCNT). Same
-//! format and results as the portable path. Compiled only by Rust 1.89 or later
+//! The x86_64 AVX-512 WKdm path (F, BW, CD, VL, VBMI2 and GFNI, with AVX2, BMI2, POPCNT and
+//! LZCNT). Same format and results as the portable path. Compiled only by Rust 1.89 or later
 //! (`cfg(machvm_avx512)`, set by `build.rs`).
 //!
 //! # Design
@@ -7,26 +7,29 @@
 //! The 16-entry dictionary lives in one `zmm` register and each block of 16 words is handled
 //! in vector registers; no scalar pass over the words remains.
 //!
-//! For a block, the *slot rows* are computed first: lane `s` (0..16) of a vector holds the
-//! 16-bit mask of the block's lanes that use slot `s` (`rows`, a transposition through byte
-//! compares). From them, with `vplzcntd`:
-//! - the last earlier lane of the block with the same slot, for each lane (the rows permuted
-//!   by the lane's slot, masked to the earlier lanes, then the highest set bit), so a word's
-//!   dictionary entry is that lane's word, or the dictionary before the block when there is
-//!   none;
-//! - the last lane of each slot, so the dictionary after the block is the block's words
-//!   permuted by those lanes, blended into the old dictionary where the slot was used.
+//! For a block, with the slot of each word in a lane:
+//! - `vpconflictd` gives each lane the mask of the earlier lanes with the same slot; its
+//!   highest bit (`vplzcntd`) is the last such lane, so a word's dictionary entry is that
+//!   lane's word, or the dictionary's before the block when there is none;
+//! - the *slot rows* (lane `k`: the mask of the lanes with slot `k`, a 16×16 bit transpose
+//!   done with one-hot bytes and one `vgf2p8affineqb`) give the last lane of each slot, so the
+//!   dictionary after the block is one masked permutation of the block's words.
 //!
-//! So the only dependency from block to block is one masked blend of the dictionary; the rest
-//! of each block (classification, tags through `pdep`, misses compacted with `vpcompressd`
-//! and low bytes with `vpcompressb`, low 2-bit parts and index nibbles through `pext`)
-//! overlaps with its neighbours.
+//! So the only dependency from block to block is that permutation of the dictionary; the
+//! rest of each block overlaps with its neighbours. The compressor writes the tags (`pdep`),
+//! the misses compacted with `vpcompressd` straight into the output, and the index byte of
+//! each exact or partial word and the low 16 bits of each partial word compacted into scratch
+//! (`vpcompressb`, `vpcompressw`), which is packed into the index, low-8 and low-2 streams
+//! once at the end. (No compress instruction stores to memory: that form is very slow on some
+//! CPUs.)
 //!
-//! Decompression is the same in reverse: tags become lane masks, the miss words and low
-//! parts are spread to their lanes with `vpexpandd`, a miss's slot is its hash and a match's
-//! slot its stored index. A lane's upper 22 bits come from the last earlier miss of its slot
-//! in the block (partial matches keep the upper bits), its low bits from the last earlier
-//! write (miss or partial), each from the dictionary before the block when there is none.
+//! Decompression is the same in reverse: the index nibbles and low parts are first spread to
+//! one scratch entry each; per block the tags become lane masks, the indices, low parts and
+//! miss words are spread to their lanes with `vpexpandb`, `vpexpandw` and `vpexpandd`, a
+//! miss's slot is its hash and a match's slot its stored index. A lane's upper 22 bits come
+//! from the last earlier miss of its slot in the block (partial matches keep the upper bits),
+//! an exact match's low bits from the last earlier write (miss or partial), each from the
+//! dictionary before the block when there is none.
 //!
 //! Every read of the stream goes through [`format::Reader`] (bounded, zeros past the end);
 //! every write goes to a bounds-checked slice.
@@ -35,18 +38,22 @@
 //! that found or was promised these features.
 
 use core::arch::x86_64::{
-    __m512i, __mmask16, _mm_and_si128, _mm_cvtsi64_si128, _mm_cvtsi128_si64, _mm_loadu_si128,
-    _mm_maddubs_epi16, _mm_maskz_compress_epi8, _mm_packus_epi16, _mm_set1_epi8, _mm_set1_epi16,
-    _mm_storeu_si128, _mm256_setr_epi64x, _mm512_and_si512, _mm512_andnot_si512,
-    _mm512_broadcast_i32x4, _mm512_castsi128_si512, _mm512_cmpeq_epi8_mask, _mm512_cvtepi32_epi8,
-    _mm512_cvtepu8_epi32, _mm512_cvtepu16_epi32, _mm512_loadu_si512, _mm512_lzcnt_epi32,
-    _mm512_mask_mov_epi32, _mm512_mask_permutexvar_epi32, _mm512_maskz_compress_epi32,
-    _mm512_maskz_expand_epi32, _mm512_maskz_mov_epi32, _mm512_maskz_permutexvar_epi32,
-    _mm512_mullo_epi32, _mm512_or_si512, _mm512_permutexvar_epi32, _mm512_set1_epi32,
-    _mm512_setr_epi32, _mm512_setzero_si512, _mm512_slli_epi32, _mm512_srli_epi32,
-    _mm512_srlv_epi32, _mm512_storeu_si512, _mm512_sub_epi32, _mm512_ternarylogic_epi32,
-    _mm512_test_epi32_mask, _mm512_testn_epi32_mask, _mm512_xor_si512, _pdep_u32, _pdep_u64,
-    _pext_u32, _pext_u64,
+    __m128i, __m256i, __m512i, _MM_HINT_T0, _mm_loadu_si128, _mm_maskz_compress_epi8,
+    _mm_maskz_expand_epi8, _mm_prefetch, _mm_set1_epi8, _mm_storeu_si128,
+    _mm256_broadcastsi128_si256, _mm256_gf2p8affine_epi64_epi8, _mm256_loadu_si256,
+    _mm256_maskz_compress_epi16, _mm256_maskz_expand_epi16, _mm256_set1_epi64x, _mm256_setr_epi8,
+    _mm256_shuffle_epi8, _mm256_storeu_si256, _mm256_unpackhi_epi64, _mm256_unpacklo_epi8,
+    _mm512_and_si512, _mm512_broadcastmw_epi32, _mm512_conflict_epi32, _mm512_cvtepi16_epi8,
+    _mm512_cvtepi32_epi8, _mm512_cvtepi32_epi16, _mm512_cvtepu8_epi16, _mm512_cvtepu8_epi32,
+    _mm512_cvtepu16_epi32, _mm512_loadu_si512, _mm512_lzcnt_epi32, _mm512_maddubs_epi16,
+    _mm512_mask_cvtepi32_epi8, _mm512_mask_mov_epi32, _mm512_mask_permutexvar_epi32,
+    _mm512_mask_srli_epi32, _mm512_mask_testn_epi32_mask, _mm512_maskz_compress_epi32,
+    _mm512_maskz_expand_epi32, _mm512_maskz_mov_epi32, _mm512_mullo_epi32, _mm512_or_si512,
+    _mm512_permutexvar_epi32, _mm512_set_epi8, _mm512_set_epi16, _mm512_set1_epi16,
+    _mm512_set1_epi32, _mm512_set1_epi64, _mm512_setr_epi32, _mm512_setzero_si512,
+    _mm512_shuffle_epi8, _mm512_slli_epi16, _mm512_slli_epi32, _mm512_sllv_epi16,
+    _mm512_srli_epi32, _mm512_storeu_si512, _mm512_sub_epi32, _mm512_ternarylogic_epi32,
+    _mm512_test_epi32_mask, _mm512_xor_si512, _pdep_u32, _pext_u32, _pext_u64,
 };
 
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK};
@@ -55,12 +62,13 @@ use crate::codec::PageSize;
 /// Compresses with AVX-512; same contract as the portable `compress`.
 pub fn compress(page_size: PageSize, page: &[u32], out: &mut [u8], budget: usize) -> Option<usize> {
     // SAFETY: this module is only called with `CodePath::X86Avx512`, which `VectorPolicy`
-    // resolves only after run-time detection of every feature `compress_impl` enables, or
-    // the caller's `unsafe` promise of them (`CpuFeatures::with_x86_avx512`).
+    // resolves only after run-time detection of every feature `compress_impl` and
+    // `decompress_impl` enable (GFNI included), or the caller's `unsafe` promise of them
+    // (`CpuFeatures::with_x86_avx512`).
     unsafe {
         match page_size {
-            PageSize::Size4K => compress_impl::<1024, 1040, 65>(page, out, budget),
-            _ => compress_impl::<4096, 4112, 257>(page, out, budget),
+            PageSize::Size4K => compress_impl::<1024, 1056>(page, out, budget),
+            _ => compress_impl::<4096, 4128>(page, out, budget),
         }
     }
 }
@@ -74,16 +82,6 @@ pub fn decompress(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
 /// The hash multiplier of [`format::slot`].
 const SLOT_MUL: u32 = 0x9E37_79B1;
 
-/// Lane `i` holds `(1 << i) - 1`: the lanes before it.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn earlier_lanes() -> __m512i {
-    _mm512_setr_epi32(
-        0, 0x1, 0x3, 0x7, 0xF, 0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF, 0x3FFF,
-        0x7FFF,
-    )
-}
-
 /// The slot of each word (`format::slot`, vectorised).
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -94,41 +92,35 @@ fn slots(w: __m512i) -> __m512i {
     ))
 }
 
-/// The slot rows of `s` (slots 0..16 in lanes, 16 for lanes to ignore): lane `k` of the
-/// result holds the mask of the lanes of `s` equal to `k`.
+/// The slot rows of a block, from its 16 slot bytes `sb` (lane `i` in byte `i`; 0..16, or
+/// `0x80` for a lane to ignore): lane `k` of the result holds the mask of the lanes of slot
+/// `k`, *bit-reversed* (bit `b` stands for lane `15 - b`).
+///
+/// One-hot bytes per lane and half of the slots (`vpshufb`), then each 8×8 bit matrix of
+/// lanes × slots transposed with one `vgf2p8affineqb` (which takes the matrix rows in reverse
+/// order), then the two halves of each row interleaved.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-fn rows(s: __m512i) -> __m512i {
-    // Four copies of the 16 slot bytes; compare 4 slots at a time, one per copy.
-    let bytes = _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(s));
-    let probe = |k: i32| {
-        let q = 0x0101_0101 * (4 * k);
-        _mm512_setr_epi32(
-            q,
-            q,
-            q,
-            q,
-            q + 0x0101_0101,
-            q + 0x0101_0101,
-            q + 0x0101_0101,
-            q + 0x0101_0101,
-            q + 0x0202_0202,
-            q + 0x0202_0202,
-            q + 0x0202_0202,
-            q + 0x0202_0202,
-            q + 0x0303_0303,
-            q + 0x0303_0303,
-            q + 0x0303_0303,
-            q + 0x0303_0303,
-        )
-    };
-    let m0 = _mm512_cmpeq_epi8_mask(bytes, probe(0));
-    let m1 = _mm512_cmpeq_epi8_mask(bytes, probe(1));
-    let m2 = _mm512_cmpeq_epi8_mask(bytes, probe(2));
-    let m3 = _mm512_cmpeq_epi8_mask(bytes, probe(3));
-    _mm512_cvtepu16_epi32(_mm256_setr_epi64x(
-        m0 as i64, m1 as i64, m2 as i64, m3 as i64,
-    ))
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,gfni")]
+fn rows_reversed(sb: __m128i) -> __m512i {
+    let both = _mm256_broadcastsi128_si256(sb);
+    // Low 128 bits: the one-hot byte of slots 0..8, high 128 bits: of slots 8..16; bytes
+    // with bit 7 set (ignored lanes) give zero.
+    let lut = _mm256_setr_epi8(
+        1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8,
+        16, 32, 64, -128,
+    );
+    // Qword `2h + g`: lanes `8g..8g + 8` (byte `j` for lane `8g + j`), slots `8h..8h + 8`.
+    let onehot = _mm256_shuffle_epi8(lut, both);
+    // Byte `j` of `1 << j`: result byte `j` of each qword, bit `i`, is bit `j` of the
+    // qword's byte `7 - i`, so byte `j` of qword `2h + g` holds the lanes `8g + 7 - i` of
+    // slot `8h + j`.
+    let t = _mm256_gf2p8affine_epi64_epi8::<0>(
+        _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64),
+        onehot,
+    );
+    // Words: lanes 8..16 (g = 1) in the low byte, lanes 0..8 in the high byte, so bit `b`
+    // stands for lane `15 - b`.
+    _mm512_cvtepu16_epi32(_mm256_unpacklo_epi8(_mm256_unpackhi_epi64(t, t), t))
 }
 
 /// The highest set bit of each lane (`-1` for a zero lane).
@@ -138,29 +130,21 @@ fn last_lane(masks: __m512i) -> __m512i {
     _mm512_sub_epi32(_mm512_set1_epi32(31), _mm512_lzcnt_epi32(masks))
 }
 
-/// The low nibble of each of the 16 slot bytes of `s`, packed into a `u64` (lane 0 in the
-/// low nibble).
-#[inline]
-#[target_feature(enable = "avx512f,avx512vl,avx2")]
-fn nibbles(s: __m512i) -> u64 {
-    let b = _mm_and_si128(_mm512_cvtepi32_epi8(s), _mm_set1_epi8(15));
-    let pairs = _mm_maddubs_epi16(b, _mm_set1_epi16(0x1001));
-    _mm_cvtsi128_si64(_mm_packus_epi16(pairs, pairs)) as u64
-}
-
-/// Spreads the 16 bits of `m` to one all-ones nibble per bit.
-#[inline]
-#[target_feature(enable = "bmi2")]
-fn nibble_mask(m: u32) -> u64 {
-    _pdep_u64(u64::from(m), 0x1111_1111_1111_1111) * 0xF
-}
-
-/// Compresses a page of `N` words with AVX-512 (`L8` = `N + 16`, the low-8 scratch bytes;
-/// `S` = `N / 16 + 1`, the index and low-2 scratch words).
+/// Compresses a page of `N` words with AVX-512 (`P` = `N + 32`: the index-byte and low-part
+/// scratch entries).
+///
+/// Per block of 16 words, in vector registers: the slots; the last earlier lane of the same
+/// slot (`vpconflictd`, then the highest bit), so each word's dictionary entry is that
+/// lane's word or the dictionary's before the block; the dictionary after the block through
+/// the slot rows ([`rows_reversed`]); the classes as masks. Misses are compacted
+/// (`vpcompressd`) straight into the output, and the index of each exact or partial word
+/// (one byte each) and the low 16 bits of each partial word into scratch, at cursors the
+/// counts advance. The index nibbles and the two low-part streams are packed once at the
+/// end.
 #[target_feature(
-    enable = "avx512f,avx512bw,avx512cd,avx512vl,avx512vbmi2,avx2,bmi1,bmi2,popcnt,lzcnt"
+    enable = "avx512f,avx512bw,avx512cd,avx512vl,avx512vbmi2,gfni,avx2,bmi1,bmi2,popcnt,lzcnt"
 )]
-fn compress_impl<const N: usize, const L8: usize, const S: usize>(
+fn compress_impl<const N: usize, const P: usize>(
     page: &[u32],
     out: &mut [u8],
     budget: usize,
@@ -171,147 +155,178 @@ fn compress_impl<const N: usize, const L8: usize, const S: usize>(
     if page.len() != words || budget < HEADER_LEN + tag_len {
         return None;
     }
-    let mut idx_s = [0u64; S];
-    let mut low8_s = [0u8; L8];
-    let mut low2_s = [0u32; S];
+    // Index of each exact and partial word, one byte each; low 16 bits of each partial word.
+    let mut idx_s = [0u8; P];
+    let mut low_s = [0u16; P];
     let (_, body) = out.split_at_mut(HEADER_LEN);
     let (tag_area, miss_area) = body.split_at_mut(tag_len);
 
-    let mut counts = Counts {
-        misses: 0,
-        indices: 0,
-        partials: 0,
-    };
-    let (mut idx_acc, mut idx_bits, mut idx_pos) = (0u128, 0u32, 0usize);
-    let (mut low2_acc, mut low2_bits, mut low2_pos) = (0u64, 0u32, 0usize);
-    let earlier = earlier_lanes();
+    let (mut misses, mut indices, mut partials) = (0usize, 0usize, 0usize);
+    let fixed = HEADER_LEN + tag_len;
+    let high = _mm512_set1_epi32(!LOW_MASK as i32);
     let mut dict = _mm512_setzero_si512();
-    // Per run of 16 blocks: first the dictionary pass and classification of every block
-    // (their only dependency is the dictionary blend, so blocks overlap), then the
-    // compaction of the streams, which needs the classes only.
-    for (run, run_tags) in page.chunks_exact(256).zip(tag_area.chunks_exact_mut(64)) {
-        // Per block: exact, partial and miss masks in bits 0, 16 and 32; the index nibbles.
-        let mut classes = [0u64; 16];
-        let mut block_nibbles = [0u64; 16];
-        for ((block, tag_out), (class, nib)) in run
-            .chunks_exact(16)
-            .zip(run_tags.chunks_exact_mut(4))
-            .zip(classes.iter_mut().zip(block_nibbles.iter_mut()))
-        {
-            let block = <&[u32; 16]>::try_from(block).ok()?;
-            // SAFETY: `block` is 16 readable words; the load is unaligned.
-            let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-            let nz = _mm512_test_epi32_mask(w, w);
-            // Zero words take slot 16, which no other lane has.
-            let s = _mm512_mask_mov_epi32(_mm512_set1_epi32(16), nz, slots(w));
-            let r = rows(s);
-            // Each word's dictionary entry: the last earlier word of the block with its
-            // slot, else the dictionary's.
-            let before = _mm512_and_si512(_mm512_permutexvar_epi32(s, r), earlier);
-            let pred = _mm512_mask_permutexvar_epi32(
-                _mm512_permutexvar_epi32(s, dict),
-                _mm512_test_epi32_mask(before, before),
-                last_lane(before),
-                w,
-            );
-            // The dictionary after the block: each used slot's last word.
-            dict = _mm512_mask_mov_epi32(
-                dict,
-                _mm512_test_epi32_mask(r, r),
-                _mm512_permutexvar_epi32(last_lane(r), w),
-            );
-            let x = _mm512_xor_si512(w, pred);
-            let exact = _mm512_testn_epi32_mask(x, x) & nz;
-            let upper = _mm512_testn_epi32_mask(x, _mm512_set1_epi32(!LOW_MASK as i32)) & nz;
-            let partial = upper & !exact;
-            let miss = nz & !upper;
-            let (e, p, m) = (u32::from(exact), u32::from(partial), u32::from(miss));
-            let tags = _pdep_u32(e | m, 0x5555_5555) | _pdep_u32(p | m, 0xAAAA_AAAA);
-            tag_out.copy_from_slice(&tags.to_le_bytes());
-            *class = u64::from(e) | u64::from(p) << 16 | u64::from(m) << 32;
-            *nib = nibbles(s);
+    for (block, tag_out) in page.chunks_exact(16).zip(tag_area.chunks_exact_mut(4)) {
+        let block = <&[u32; 16]>::try_from(block).ok()?;
+        // SAFETY: `block` is 16 readable words; the load is unaligned.
+        let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+        let nz = _mm512_test_epi32_mask(w, w);
+        // Zero words take slot 0x80, which no other lane has and the rows ignore.
+        let s = _mm512_mask_srli_epi32::<28>(
+            _mm512_set1_epi32(0x80),
+            nz,
+            _mm512_mullo_epi32(
+                _mm512_srli_epi32::<10>(w),
+                _mm512_set1_epi32(SLOT_MUL as i32),
+            ),
+        );
+        let sb = _mm512_cvtepi32_epi8(s);
+        // Each word's dictionary entry: the last earlier word of the block with its slot,
+        // else the dictionary's.
+        let before = _mm512_conflict_epi32(s);
+        let pred = _mm512_mask_permutexvar_epi32(
+            _mm512_permutexvar_epi32(s, dict),
+            _mm512_test_epi32_mask(before, before),
+            last_lane(before),
+            w,
+        );
+        // The dictionary after the block: each used slot's last word. In a bit-reversed row
+        // the last lane is the lowest set bit `b`, and `lzcnt(1 << b)` is `31 - b`, lane
+        // `15 - b` in its low 4 bits.
+        let r = rows_reversed(sb);
+        let lowest = _mm512_and_si512(r, _mm512_sub_epi32(_mm512_setzero_si512(), r));
+        dict = _mm512_mask_permutexvar_epi32(
+            dict,
+            _mm512_test_epi32_mask(r, r),
+            _mm512_lzcnt_epi32(lowest),
+            w,
+        );
+        let x = _mm512_xor_si512(w, pred);
+        let exact = _mm512_mask_testn_epi32_mask(nz, x, x);
+        let upper = _mm512_mask_testn_epi32_mask(nz, x, high);
+        let (miss, partial) = (nz ^ upper, upper ^ exact);
+        // Tag bit 0 (exact or miss) and bit 1 (partial or miss) of each lane.
+        let (b0, b1) = (u32::from(exact | miss), u32::from(nz ^ exact));
+        let (p, m) = (b1 & !b0, b0 & b1);
+        let tags = _pdep_u32(b0, 0x5555_5555) | _pdep_u32(b1, 0xAAAA_AAAA);
+        tag_out.copy_from_slice(&tags.to_le_bytes());
+
+        // Misses, compacted.
+        let n = m.count_ones() as usize;
+        let packed = _mm512_maskz_compress_epi32(miss, w);
+        let pos = 4 * misses;
+        if let Some(dst) = miss_area.get_mut(pos..pos + 64) {
+            // SAFETY: `dst` is 64 writable bytes; the store is unaligned.
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
+        } else {
+            let mut tmp = [0u32; 16];
+            // SAFETY: `tmp` is 64 writable bytes; the store is unaligned.
+            unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
+            let dst = miss_area.get_mut(pos..pos + 4 * n)?;
+            for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
         }
-        for ((block, &class), &nib) in run.chunks_exact(16).zip(&classes).zip(&block_nibbles) {
-            let block = <&[u32; 16]>::try_from(block).ok()?;
-            // SAFETY: `block` is 16 readable words; the load is unaligned.
-            let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-            let (e, p, m) = (
-                class as u32 & 0xFFFF,
-                (class >> 16) as u32 & 0xFFFF,
-                (class >> 32) as u32,
-            );
-            let (partial, miss) = (p as __mmask16, m as __mmask16);
+        misses += n;
 
-            // Misses, compacted.
-            let n = m.count_ones() as usize;
-            let packed = _mm512_maskz_compress_epi32(miss, w);
-            let pos = 4 * counts.misses;
-            if let Some(dst) = miss_area.get_mut(pos..pos + 64) {
-                // SAFETY: `dst` is 64 writable bytes; the store is unaligned.
-                unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
-            } else {
-                let mut tmp = [0u32; 16];
-                // SAFETY: `tmp` is 64 writable bytes; the store is unaligned.
-                unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
-                let dst = miss_area.get_mut(pos..pos + 4 * n)?;
-                for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
-                    d.copy_from_slice(&w.to_le_bytes());
-                }
-            }
-            counts.misses += n;
+        // Indices of the exact and partial words, compacted bytes.
+        let dst = idx_s.get_mut(indices..indices + 16)?;
+        // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
+        unsafe {
+            _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm_maskz_compress_epi8(upper, sb));
+        }
+        indices += (b0 ^ b1).count_ones() as usize;
 
-            // Low parts of the partial words: the low bytes compacted, bits 8 and 9 through
-            // `pext`.
-            // (Compacted as bytes: a truncation stored straight to memory, `vpmovdb m128`, is
-            // slow on some CPUs.)
-            let low8 = _mm_maskz_compress_epi8(partial, _mm512_cvtepi32_epi8(w));
-            let pc = counts.partials;
-            let dst = low8_s.get_mut(pc..pc + 16)?;
-            // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
-            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), low8) };
-            let b8 = u32::from(_mm512_test_epi32_mask(w, _mm512_set1_epi32(0x100)));
-            let b9 = u32::from(_mm512_test_epi32_mask(w, _mm512_set1_epi32(0x200)));
-            let low2_all = _pdep_u32(b8, 0x5555_5555) | _pdep_u32(b9, 0xAAAA_AAAA);
-            let low2 = _pext_u32(low2_all, _pdep_u32(p, 0x5555_5555) * 3);
-            low2_acc |= u64::from(low2) << low2_bits;
-            low2_bits += 2 * p.count_ones();
-            counts.partials += p.count_ones() as usize;
-            *low2_s.get_mut(low2_pos)? = low2_acc as u32;
-            let full = (low2_bits >> 5) as usize;
-            low2_pos += full;
-            low2_acc >>= 32 * full as u32;
-            low2_bits &= 31;
-            *low2_s.get_mut(low2_pos)? = low2_acc as u32;
+        // Low 16 bits of the partial words, compacted.
+        let dst = low_s.get_mut(partials..partials + 16)?;
+        let low = _mm256_maskz_compress_epi16(partial, _mm512_cvtepi32_epi16(w));
+        // SAFETY: `dst` is 32 writable bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), low) };
+        partials += p.count_ones() as usize;
 
-            // Index nibbles of exact and partial words.
-            let midx = e | p;
-            let packed = _pext_u64(nib, nibble_mask(midx));
-            idx_acc |= u128::from(packed) << idx_bits;
-            idx_bits += 4 * midx.count_ones();
-            counts.indices += midx.count_ones() as usize;
-            *idx_s.get_mut(idx_pos)? = idx_acc as u64;
-            let full = (idx_bits >> 6) as usize;
-            idx_pos += full;
-            idx_acc >>= 64 * full as u32;
-            idx_bits &= 63;
-            *idx_s.get_mut(idx_pos)? = idx_acc as u64;
-
-            if counts.min_len(words) > budget {
-                return None;
-            }
+        if fixed + 4 * misses + indices / 2 + partials > budget {
+            return None;
         }
     }
-    format::write_streams(
-        out,
-        words,
-        counts,
-        budget,
-        &idx_s,
-        format::LowParts::Split {
-            low8: &low8_s,
-            low2: &low2_s,
-        },
-    )
+    let counts = Counts {
+        misses,
+        indices,
+        partials,
+    };
+    finish(out, words, counts, budget, &mut idx_s, &mut low_s)
+}
+
+/// Writes the header and the index, low-8 and low-2 streams of a compressed page whose tags
+/// and misses are in place, from the index bytes and low 16-bit parts the compressor
+/// gathered (`N + 32` entries each). Returns the encoded length, or `None` when it passes
+/// `budget`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,bmi1,bmi2")]
+fn finish<const P: usize>(
+    out: &mut [u8],
+    words: usize,
+    counts: Counts,
+    budget: usize,
+    idx_s: &mut [u8; P],
+    low_s: &mut [u16; P],
+) -> Option<usize> {
+    let total = counts.encoded_len(words);
+    if total > budget.min(out.len()) {
+        return None;
+    }
+    let (header, body) = out.split_first_chunk_mut::<HEADER_LEN>()?;
+    format::write_header(header, words, counts);
+    let rest = body.get_mut(words / 4 + 4 * counts.misses..)?;
+    let (idx_out, rest) = rest.split_at_mut(counts.indices.div_ceil(2));
+    let (low8_out, rest) = rest.split_at_mut(counts.partials);
+    let low2_out = rest.get_mut(..counts.partials.div_ceil(4))?;
+    // Unused halves of the last index byte and bits of the last low-2 byte are zero.
+    idx_s.get_mut(counts.indices..counts.indices + 1)?.fill(0);
+    low_s.get_mut(counts.partials..counts.partials + 3)?.fill(0);
+
+    // Index nibbles: 64 index bytes to 32 bytes, byte `2j` in the low nibble.
+    let nib_pairs = _mm512_set1_epi16(0x1001);
+    for (i, d) in idx_out.chunks_mut(32).enumerate() {
+        let src = idx_s.get(64 * i..64 * i + 64)?;
+        // SAFETY: `src` is 64 readable bytes; the load is unaligned.
+        let v = unsafe { _mm512_loadu_si512(src.as_ptr().cast()) };
+        let packed = _mm512_cvtepi16_epi8(_mm512_maddubs_epi16(v, nib_pairs));
+        store_prefix32(d, packed);
+    }
+    // Low 8 bits: 32 words to 32 bytes.
+    for (i, d) in low8_out.chunks_mut(32).enumerate() {
+        let src = low_s.get(32 * i..32 * i + 32)?;
+        // SAFETY: `src` is 64 readable bytes; the load is unaligned.
+        let v = unsafe { _mm512_loadu_si512(src.as_ptr().cast()) };
+        store_prefix32(d, _mm512_cvtepi16_epi8(v));
+    }
+    // Bits 8 and 9: four words to a byte.
+    for (i, d) in low2_out.iter_mut().enumerate() {
+        let src = low_s.get(4 * i..4 * i + 4)?;
+        let q = u64::from(src[0])
+            | u64::from(src[1]) << 16
+            | u64::from(src[2]) << 32
+            | u64::from(src[3]) << 48;
+        *d = _pext_u64(q, 0x0300_0300_0300_0300) as u8;
+    }
+    Some(total)
+}
+
+/// Stores the first `d.len()` (at most 32) bytes of `v` into `d`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_prefix32(d: &mut [u8], v: __m256i) {
+    if let Some(d) = d.first_chunk_mut::<32>() {
+        // SAFETY: `d` is 32 writable bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) };
+    } else {
+        let mut tmp = [0u8; 32];
+        // SAFETY: `tmp` is 32 writable bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(tmp.as_mut_ptr().cast(), v) };
+        let n = d.len();
+        if let Some(src) = tmp.get(..n) {
+            d.copy_from_slice(src);
+        }
+    }
 }
 
 /// The 64 bytes at `at` of the page as a vector (see [`format::Reader`]).
@@ -323,16 +338,120 @@ fn load64(reader: &format::Reader<'_>, at: usize) -> __m512i {
     unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
 }
 
+/// Entries of the decoder's scratch windows: a 4 KiB page's worth and a chunk more.
+const WINDOW: usize = 1024 + 64;
+
+/// Spreads the index nibbles `base..` (`base` even) of the stream to one byte each in `win`,
+/// as many of the `count` indices as fit (in chunks of 64; past `count` the bytes are the
+/// next area's or zero, which only a stream whose tags disagree with its counts reaches).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+fn fill_indices(
+    reader: &format::Reader<'_>,
+    at: usize,
+    base: usize,
+    count: usize,
+    win: &mut [u8; WINDOW],
+) {
+    let n = count.saturating_sub(base).min(WINDOW);
+    let nibbles = _mm512_set1_epi16(0x0F0F);
+    for (i, d) in win.chunks_exact_mut(64).take(n.div_ceil(64)).enumerate() {
+        let src = reader.bytes::<32>(at + base / 2 + 32 * i);
+        // SAFETY: `src` is 32 readable bytes; the load is unaligned.
+        let v = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(src.as_ptr().cast()) });
+        // Word `j`: the low nibble of byte `j` in its low byte, the high nibble in its high byte.
+        let v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi16::<4>(v)), nibbles);
+        // SAFETY: `d` is 64 writable bytes; the store is unaligned.
+        unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), v) };
+    }
+}
+
+/// Merges the low-8 and low-2 streams from partial word `base` on (`base` a multiple of 4)
+/// into one 10-bit value each in `win`, as many of the `count` as fit (as
+/// [`fill_indices`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+fn fill_lows(
+    reader: &format::Reader<'_>,
+    (low8_at, low2_at): (usize, usize),
+    base: usize,
+    count: usize,
+    win: &mut [u16; WINDOW],
+) {
+    let n = count.saturating_sub(base).min(WINDOW);
+    // 32 low-8 bytes and 8 low-2 bytes to 32 values: word `j` of each 128-bit lane `l` takes
+    // low-2 byte `2l + j / 4`, shifted so that its bits `2 (j % 4)` land in bits 8 and 9.
+    let spread = _mm512_set_epi8(
+        -128, 7, -128, 7, -128, 7, -128, 7, -128, 6, -128, 6, -128, 6, -128, 6, //
+        -128, 5, -128, 5, -128, 5, -128, 5, -128, 4, -128, 4, -128, 4, -128, 4, //
+        -128, 3, -128, 3, -128, 3, -128, 3, -128, 2, -128, 2, -128, 2, -128, 2, //
+        -128, 1, -128, 1, -128, 1, -128, 1, -128, 0, -128, 0, -128, 0, -128, 0,
+    );
+    let shifts = _mm512_set_epi16(
+        2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4, 6, 8, 2, 4,
+        6, 8,
+    );
+    let bits89 = _mm512_set1_epi16(0x300);
+    for (i, d) in win.chunks_exact_mut(32).take(n.div_ceil(32)).enumerate() {
+        let low8 = reader.bytes::<32>(low8_at + base + 32 * i);
+        // SAFETY: `low8` is 32 readable bytes; the load is unaligned.
+        let low8 = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(low8.as_ptr().cast()) });
+        let low2 = u64::from_le_bytes(reader.bytes::<8>(low2_at + base / 4 + 8 * i));
+        let low2 = _mm512_sllv_epi16(
+            _mm512_shuffle_epi8(_mm512_set1_epi64(low2 as i64), spread),
+            shifts,
+        );
+        // (low2 & 0x300) | low8
+        let v = _mm512_ternarylogic_epi32::<0xF8>(low8, low2, bits89);
+        // SAFETY: `d` is 64 writable bytes; the store is unaligned.
+        unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), v) };
+    }
+}
+
 /// Decodes with AVX-512, one block of 16 words per step (see the module docs).
-#[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512vl,avx2,bmi1,bmi2,popcnt,lzcnt")]
+///
+/// The index nibbles are spread to one byte each and the two low-part streams merged into
+/// 16-bit values in scratch windows first: the whole of a 4 KiB page's at once, a 16 KiB
+/// page's refilled from the block's cursor whenever a block would read past the window.
+#[target_feature(
+    enable = "avx512f,avx512bw,avx512cd,avx512vl,avx512vbmi2,gfni,avx2,bmi1,bmi2,popcnt,lzcnt"
+)]
 fn decompress_impl(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
+    // The streams are read out of order (the index and low-part areas first, the misses
+    // block by block), so all their cache lines are requested at once.
+    for at in (0..areas.input.len()).step_by(64) {
+        // A prefetch never faults; the address is inside `input`.
+        _mm_prefetch::<_MM_HINT_T0>(areas.input.as_ptr().wrapping_add(at).cast());
+    }
     let reader = format::Reader::new(areas.input);
-    let earlier = earlier_lanes();
-    let low_mask = _mm512_set1_epi32(LOW_MASK as i32);
-    // Lanes 0..8 take the low half of a u64, lanes 8..16 the high half.
-    let halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    let shifts4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
-    let shifts2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let c = areas.counts;
+    let lows_at = (areas.low8_at, areas.low2_at);
+    let (mut idx_s, mut low_s) = ([0u8; WINDOW], [0u16; WINDOW]);
+    let (mut idx_base, mut low_base) = (0usize, 0usize);
+    fill_indices(&reader, areas.indices_at, 0, c.indices, &mut idx_s);
+    fill_lows(&reader, lows_at, 0, c.partials, &mut low_s);
+
+    let high = _mm512_set1_epi32(!LOW_MASK as i32);
+    // Lane `i` of the tags: bit `2i`, bit `2i + 1`.
+    let tag_bit0 = _mm512_setr_epi32(
+        1,
+        1 << 2,
+        1 << 4,
+        1 << 6,
+        1 << 8,
+        1 << 10,
+        1 << 12,
+        1 << 14,
+        1 << 16,
+        1 << 18,
+        1 << 20,
+        1 << 22,
+        1 << 24,
+        1 << 26,
+        1 << 28,
+        1 << 30,
+    );
+    let tag_bit1 = _mm512_slli_epi32::<1>(tag_bit0);
     let mut dict = _mm512_setzero_si512();
     let (mut ic, mut pc, mut mc) = (0usize, 0usize, 0usize);
     for (block, tags) in out.chunks_exact_mut(16).zip(areas.tags.chunks_exact(4)) {
@@ -344,90 +463,84 @@ fn decompress_impl(areas: &format::Areas<'_>, out: &mut [u32]) -> bool {
             *block = [0; 16];
             continue;
         }
-        let bit0 = _pext_u32(tags, 0x5555_5555);
-        let bit1 = _pext_u32(tags, 0xAAAA_AAAA);
-        let (e, p, m) = (bit0 & !bit1, bit1 & !bit0, bit0 & bit1);
-        let midx = e | p;
-        let (partial, miss) = (p as __mmask16, m as __mmask16);
+        let tv = _mm512_set1_epi32(tags as i32);
+        let (b0, b1) = (
+            _mm512_test_epi32_mask(tv, tag_bit0),
+            _mm512_test_epi32_mask(tv, tag_bit1),
+        );
+        let (exact, partial, miss) = (b0 & !b1, b1 & !b0, b0 & b1);
+        let (midx, writes, nz) = (b0 ^ b1, b1, b0 | b1);
 
-        // Stored indices, spread to the exact and partial lanes.
-        let idx_win = (u128::from_le_bytes(reader.bytes::<16>(areas.indices_at + ic / 2))
-            >> (4 * (ic % 2))) as u64;
-        let idx_spread = _pdep_u64(idx_win, nibble_mask(midx));
-        let vidx = _mm512_and_si512(
-            _mm512_srlv_epi32(
-                _mm512_permutexvar_epi32(
-                    halves,
-                    _mm512_castsi128_si512(_mm_cvtsi64_si128(idx_spread as i64)),
-                ),
-                shifts4,
-            ),
-            _mm512_set1_epi32(15),
-        );
-        // Low parts, spread to the partial lanes.
-        let low8_bytes = reader.bytes::<16>(areas.low8_at + pc);
-        // SAFETY: `low8_bytes` is 16 readable bytes; the load is unaligned.
-        let low8 = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(low8_bytes.as_ptr().cast()) });
-        let low2_win = (u64::from_le_bytes(reader.bytes::<8>(areas.low2_at + pc / 4))
-            >> (2 * (pc % 4))) as u32;
-        let low2 = _mm512_and_si512(
-            _mm512_srlv_epi32(_mm512_set1_epi32(low2_win as i32), shifts2),
-            _mm512_set1_epi32(3),
-        );
-        let vlow =
-            _mm512_maskz_expand_epi32(partial, _mm512_or_si512(low8, _mm512_slli_epi32::<8>(low2)));
-        // Miss words, spread to the miss lanes.
+        // Stored indices, low parts and miss words, spread to their lanes.
+        if ic + 16 > idx_base + WINDOW {
+            idx_base = ic & !1;
+            fill_indices(&reader, areas.indices_at, idx_base, c.indices, &mut idx_s);
+        }
+        if pc + 16 > low_base + WINDOW {
+            low_base = pc & !3;
+            fill_lows(&reader, lows_at, low_base, c.partials, &mut low_s);
+        }
+        let (Some(idx), Some(low)) = (
+            idx_s.get(ic - idx_base..ic - idx_base + 16),
+            low_s.get(pc - low_base..pc - low_base + 16),
+        ) else {
+            return false;
+        };
+        // SAFETY: `idx` is 16 readable bytes; the load is unaligned.
+        let vidx = _mm512_cvtepu8_epi32(_mm_maskz_expand_epi8(midx, unsafe {
+            _mm_loadu_si128(idx.as_ptr().cast())
+        }));
+        // SAFETY: `low` is 32 readable bytes; the load is unaligned.
+        let vlow = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(partial, unsafe {
+            _mm256_loadu_si256(low.as_ptr().cast())
+        }));
         let vmiss = _mm512_maskz_expand_epi32(miss, load64(&reader, areas.misses_at + 4 * mc));
-
         let s = _mm512_mask_mov_epi32(vidx, miss, slots(vmiss));
-        // Rows of the writing lanes (partial and miss); zero and exact lanes take slot 16.
-        let writes = partial | miss;
-        let r = rows(_mm512_mask_mov_epi32(_mm512_set1_epi32(16), writes, s));
-        let before_w = _mm512_and_si512(_mm512_permutexvar_epi32(s, r), earlier);
-        let before_m = _mm512_and_si512(before_w, _mm512_set1_epi32(m as i32));
-        // Each word is `a | (old & b)`: `a` the bits the block determines, `b` the bits
-        // that come from the dictionary before the block (`old`, the word's slot there).
-        let from_miss = _mm512_test_epi32_mask(before_m, before_m);
-        let from_write = _mm512_test_epi32_mask(before_w, before_w);
-        let upper = _mm512_maskz_permutexvar_epi32(from_miss, last_lane(before_m), vmiss);
-        let low = _mm512_maskz_permutexvar_epi32(
-            from_write,
+
+        // The earlier writes (partial or miss) and misses of each lane's slot.
+        let conf = _mm512_conflict_epi32(s);
+        let before_w = _mm512_and_si512(conf, _mm512_broadcastmw_epi32(writes));
+        let before_m = _mm512_and_si512(conf, _mm512_broadcastmw_epi32(miss));
+        let from_dict = _mm512_permutexvar_epi32(s, dict);
+        // The upper 22 bits: the last earlier miss's, else the dictionary's.
+        let upper = _mm512_mask_permutexvar_epi32(
+            from_dict,
+            _mm512_test_epi32_mask(before_m, before_m),
+            last_lane(before_m),
+            vmiss,
+        );
+        // Writes: (upper & high) | low part, or the miss word.
+        let written = _mm512_mask_mov_epi32(
+            _mm512_ternarylogic_epi32::<0xF8>(vlow, upper, high),
+            miss,
+            vmiss,
+        );
+        // Exact matches: the last earlier write's word, else the dictionary's.
+        let word = _mm512_mask_permutexvar_epi32(
+            _mm512_mask_mov_epi32(written, exact, from_dict),
+            exact & _mm512_test_epi32_mask(before_w, before_w),
             last_lane(before_w),
-            _mm512_mask_mov_epi32(vlow, miss, vmiss),
+            written,
         );
-        let low = _mm512_mask_mov_epi32(_mm512_and_si512(low, low_mask), partial, vlow);
-        let a = _mm512_or_si512(_mm512_andnot_si512(low_mask, upper), low);
-        let a = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(midx as __mmask16, a), miss, vmiss);
-        let b = _mm512_or_si512(
-            _mm512_maskz_mov_epi32(
-                midx as __mmask16 & !from_miss,
-                _mm512_set1_epi32(!LOW_MASK as i32),
-            ),
-            _mm512_maskz_mov_epi32(e as __mmask16 & !from_write, low_mask),
-        );
-        // a | (old & b)
-        let word = _mm512_ternarylogic_epi32::<0xF8>(a, _mm512_permutexvar_epi32(s, dict), b);
+        let word = _mm512_maskz_mov_epi32(nz, word);
         // SAFETY: `block` is 16 writable words; the store is unaligned.
         unsafe { _mm512_storeu_si512(block.as_mut_ptr().cast(), word) };
-        // The dictionary after the block: each written slot's last word, taken apart the
-        // same way so that only one permutation of the dictionary is on the chain from
-        // block to block.
-        let last = last_lane(r);
-        let old_last = _mm512_permutexvar_epi32(_mm512_permutexvar_epi32(last, s), dict);
-        dict = _mm512_mask_mov_epi32(
+
+        // The dictionary after the block: each written slot's last word (see
+        // `compress_impl`).
+        let r = rows_reversed(_mm512_mask_cvtepi32_epi8(_mm_set1_epi8(-128), writes, s));
+        let lowest = _mm512_and_si512(r, _mm512_sub_epi32(_mm512_setzero_si512(), r));
+        dict = _mm512_mask_permutexvar_epi32(
             dict,
             _mm512_test_epi32_mask(r, r),
-            _mm512_ternarylogic_epi32::<0xF8>(
-                _mm512_permutexvar_epi32(last, a),
-                old_last,
-                _mm512_permutexvar_epi32(last, b),
-            ),
+            _mm512_lzcnt_epi32(lowest),
+            written,
         );
-        ic += midx.count_ones() as usize;
-        pc += p.count_ones() as usize;
-        mc += m.count_ones() as usize;
+        let (t0, t1) = (_pext_u32(tags, 0x5555_5555), _pext_u32(tags, 0xAAAA_AAAA));
+        ic += (t0 ^ t1).count_ones() as usize;
+        pc += (t1 & !t0).count_ones() as usize;
+        mc += (t0 & t1).count_ones() as usize;
     }
-    let c = areas.counts;
     ic == c.indices && pc == c.partials && mc == c.misses
 }
 
@@ -441,6 +554,7 @@ mod tests {
             && std::is_x86_feature_detected!("avx512cd")
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vbmi2")
+            && std::is_x86_feature_detected!("gfni")
             && std::is_x86_feature_detected!("bmi2")
             && std::is_x86_feature_detected!("lzcnt")
     }
@@ -451,25 +565,32 @@ mod tests {
             std::println!("note: no AVX-512 here; skipped");
             return;
         }
-        let slots: [u32; 16] = [3, 16, 3, 0, 15, 7, 7, 7, 16, 1, 2, 3, 15, 0, 9, 9];
-        let mut got = [0u32; 16];
-        // SAFETY: the features were detected above; `slots` and `got` are 16 words each.
-        unsafe {
-            let v = _mm512_loadu_si512(slots.as_ptr().cast());
-            _mm512_storeu_si512(got.as_mut_ptr().cast(), rows_for_test(v));
-        }
-        for (k, &row) in got.iter().enumerate() {
-            let want = slots
-                .iter()
-                .enumerate()
-                .filter(|&(_, &s)| s as usize == k)
-                .fold(0u32, |acc, (i, _)| acc | 1 << i);
-            assert_eq!(row, want, "slot {k}");
+        let cases: [[u8; 16]; 4] = [
+            [3, 0x80, 3, 0, 15, 7, 7, 7, 0x80, 1, 2, 3, 15, 0, 9, 9],
+            [5; 16],
+            [0x80; 16],
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+        ];
+        for slots in cases {
+            let mut got = [0u32; 16];
+            // SAFETY: the features were detected above; `slots` is 16 bytes, `got` 16 words.
+            unsafe {
+                let v = _mm_loadu_si128(slots.as_ptr().cast());
+                _mm512_storeu_si512(got.as_mut_ptr().cast(), rows_for_test(v));
+            }
+            for (k, &row) in got.iter().enumerate() {
+                let want = slots
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &s)| usize::from(s) == k)
+                    .fold(0u32, |acc, (i, _)| acc | 1 << (15 - i));
+                assert_eq!(row, want, "slot {k} of {slots:?}");
+            }
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-    fn rows_for_test(v: __m512i) -> __m512i {
-        rows(v)
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,gfni")]
+    fn rows_for_test(v: __m128i) -> __m512i {
+        rows_reversed(v)
     }
 }
