@@ -81,11 +81,9 @@ fn serial(
     xs: &mut [u32; RUN],
     miss: &mut [u32; RUN],
     index: &mut [u8; IDX_BUF],
-    low: &mut [u16],
     cur: &mut Cursors,
 ) {
-    let low_mask = low.len() - 1;
-    let (mut m, mut c, mut p) = (cur.misses, cur.index, cur.partials);
+    let (mut m, mut c) = (cur.misses, cur.index);
     for (((w4, h4), x4), _) in words
         .chunks_exact(4)
         .zip(slots.chunks_exact(4))
@@ -104,13 +102,32 @@ fn serial(
             index[c & (IDX_BUF - 1)] = h as u8;
             // Exact or partial: x fits the low bits, and the word is not zero (slot 16).
             c += usize::from(x <= LOW_MASK) - usize::from(w == 0);
-            if let Some(l) = low.get_mut(p & low_mask) {
-                *l = w as u16;
-            }
-            p += usize::from(x.wrapping_sub(1) < LOW_MASK);
         }
     }
-    (cur.misses, cur.index, cur.partials) = (m, c, p);
+    (cur.misses, cur.index) = (m, c);
+}
+
+/// Appends the low 16 bits of the run's partial words (tag 2) to `low` from entry `p` on,
+/// visiting only those words: runs have few of them. Returns the new partial count.
+#[inline(always)]
+fn append_partials(tags: &[u8], run: &[u32; RUN], low: &mut [u16], mut p: usize) -> usize {
+    let low_mask = low.len() - 1;
+    for (k, t8) in tags.chunks_exact(8).enumerate() {
+        let mut t = [0u8; 8];
+        t.copy_from_slice(t8);
+        let t = u64::from_le_bytes(t);
+        // Bit 2j set for each partial word j.
+        let mut partial = (t >> 1) & !t & 0x5555_5555_5555_5555;
+        while partial != 0 {
+            let j = 32 * k + (partial.trailing_zeros() / 2) as usize;
+            if let (Some(l), Some(&w)) = (low.get_mut(p & low_mask), run.get(j)) {
+                *l = w as u16;
+            }
+            p += 1;
+            partial &= partial - 1;
+        }
+    }
+    p
 }
 
 /// Packs 8 index bytes (each below 16) into 8 nibbles, the first in the low bits.
@@ -169,7 +186,7 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
         }
         cur.misses = 0;
         serial(
-            &mut dict, run, &slots, &mut xs, &mut miss, &mut index, low, &mut cur,
+            &mut dict, run, &slots, &mut xs, &mut miss, &mut index, &mut cur,
         );
         // Tags: zero 0, exact 1, partial 2, miss 3, i.e. the number of the conditions
         // "not zero", "differs from its entry", "differs in the upper bits" that hold (each
@@ -182,6 +199,7 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
             let v = v | v >> 6 | v >> 12 | v >> 18;
             t.copy_from_slice(&[v as u8, (v >> 32) as u8]);
         }
+        cur.partials = append_partials(tags, run, low, cur.partials);
         // The run's misses after the page's misses so far (the encoding is too long for
         // `out` if they do not fit).
         let pos = 4 * counts.misses;
