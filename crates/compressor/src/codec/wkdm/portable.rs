@@ -1,18 +1,21 @@
 //! The portable WKdm compressor: safe Rust, `core` only.
 //!
-//! A page is compressed in runs of [`RUN`] words, each in three passes:
+//! A page is compressed in runs of [`RUN`] words, each in four passes:
 //!
 //! 1. **Slots** of every word (a loop the compiler vectorizes); zero words take slot 16,
 //!    which only ever holds zero.
 //! 2. **The serial dictionary pass**, the only one whose words depend on each other: each
 //!    word looks up and replaces its dictionary entry, keeps the XOR of the two for the tag
-//!    pass, and is appended to the miss, index and low-part streams by storing it at each
-//!    stream's cursor unconditionally and advancing only the cursors of the streams it
-//!    belongs to. There is no branch and no bound check per word.
-//! 3. **Tags** from the words and their XORs, four words to a byte (straight-line code).
+//!    pass, and is appended to the miss and index streams by storing it at each stream's
+//!    cursor unconditionally and advancing only the cursors of the streams it belongs to.
+//!    There is no branch and no bound check per word.
+//! 3. **Tags** from the words and their XORs (a vectorized loop, then four tags to a byte).
+//! 4. **Low parts** of the partial words, found from the tag bits: partial words are the
+//!    rarest class, so visiting only them costs less than a cursor per word in pass 2.
 //!
 //! The misses of a run are then copied to the output, the index bytes packed into nibbles.
-//! The low parts are split into their 8-bit and 2-bit streams once at the end.
+//! The low parts are split into their 8-bit and 2-bit streams once at the end. The budget
+//! is checked after each run.
 
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK, slot};
 
@@ -59,7 +62,7 @@ impl Geometry for Page16K {
     }
 }
 
-/// Stream cursors of the serial pass.
+/// Stream cursors of the passes over a run.
 struct Cursors {
     /// Misses of the current run.
     misses: usize,
@@ -70,9 +73,8 @@ struct Cursors {
 }
 
 /// The serial pass over one run: dictionary lookup and update, the XOR of each word with
-/// its entry into `xs`, and the appends to the miss buffer, the index buffer and the
-/// page's low parts (every word is stored at each cursor; only the streams it belongs to
-/// advance theirs).
+/// its entry into `xs`, and the appends to the miss buffer and the index buffer (every word
+/// is stored at each cursor; only the streams it belongs to advance theirs).
 #[inline(always)]
 fn serial(
     dict: &mut [u32; 256],
