@@ -114,17 +114,24 @@ fn serial(
 #[inline(always)]
 fn append_partials(tags: &[u8], run: &[u32; RUN], low: &mut [u16], mut p: usize) -> usize {
     let low_mask = low.len() - 1;
-    for (k, t8) in tags.chunks_exact(8).enumerate() {
-        let mut t = [0u8; 8];
-        t.copy_from_slice(t8);
-        let t = u64::from_le_bytes(t);
-        // Bit 2j set for each partial word j.
-        let mut partial = (t >> 1) & !t & 0x5555_5555_5555_5555;
+    for (k, t16) in tags.chunks_exact(16).enumerate() {
+        // Bit j set for each partial word j of the 64 (tag 2: bit 2j + 1 set, bit 2j clear).
+        let mut partial = 0u64;
+        for (half, t8) in t16.chunks_exact(8).enumerate() {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(t8);
+            let t = u64::from_le_bytes(t);
+            let mut b = (t >> 1) & !t & 0x5555_5555_5555_5555;
+            b = (b | b >> 1) & 0x3333_3333_3333_3333;
+            b = (b | b >> 2) & 0x0F0F_0F0F_0F0F_0F0F;
+            b = (b | b >> 4) & 0x00FF_00FF_00FF_00FF;
+            b = (b | b >> 8) & 0x0000_FFFF_0000_FFFF;
+            b = (b | b >> 16) & 0xFFFF_FFFF;
+            partial |= b << (32 * half);
+        }
         while partial != 0 {
-            let j = 32 * k + (partial.trailing_zeros() / 2) as usize;
-            if let (Some(l), Some(&w)) = (low.get_mut(p & low_mask), run.get(j)) {
-                *l = w as u16;
-            }
+            let j = 64 * k + partial.trailing_zeros() as usize;
+            low[p & low_mask] = run[j & (RUN - 1)] as u16;
             p += 1;
             partial &= partial - 1;
         }
