@@ -171,12 +171,24 @@ pub(crate) fn write_streams(
             for (d, &l) in low8_out.iter_mut().zip(low) {
                 *d = l as u8;
             }
-            for (d, l) in low2_out.iter_mut().zip(low.chunks(4)) {
-                let mut byte = 0u8;
-                for (k, &v) in l.iter().enumerate() {
-                    byte |= (((v >> 8) & 3) as u8) << (2 * k);
-                }
-                *d = byte;
+            // Bits 8..10 of four entries to one byte, the first in bits 0..2.
+            let low2 = |l: [u16; 4]| {
+                let v = u64::from(l[0])
+                    | u64::from(l[1]) << 16
+                    | u64::from(l[2]) << 32
+                    | u64::from(l[3]) << 48;
+                let v = (v >> 8) & 0x0003_0003_0003_0003;
+                (v | v >> 14 | v >> 28 | v >> 42) as u8
+            };
+            let groups = low.chunks_exact(4);
+            let last = groups.remainder();
+            for (d, l) in low2_out.iter_mut().zip(groups) {
+                *d = low2([l[0], l[1], l[2], l[3]]);
+            }
+            if !last.is_empty() {
+                let mut l = [0u16; 4];
+                l[..last.len()].copy_from_slice(last);
+                *low2_out.last_mut()? = low2(l);
             }
         }
         LowParts::Split { low8, low2 } => {

@@ -1,18 +1,37 @@
 //! The portable WKdm compressor: safe Rust, `core` only.
 //!
-//! It runs over blocks of 16 words without data-dependent branches inside a block: each
-//! word's class is computed arithmetically, and each output stream is written at its current
-//! position unconditionally and advanced only by the words that belong to it.
+//! A page is compressed in runs of [`RUN`] words, each in four passes:
+//!
+//! 1. **Slots** of every word (a loop the compiler vectorizes); zero words take slot 16,
+//!    which only ever holds zero.
+//! 2. **The serial dictionary pass**, the only one whose words depend on each other: each
+//!    word looks up and replaces its dictionary entry, keeps the XOR of the two for the tag
+//!    pass, and is appended to the miss and index streams by storing it at each stream's
+//!    cursor unconditionally and advancing only the cursors of the streams it belongs to.
+//!    There is no branch and no bound check per word.
+//! 3. **Tags** from the words and their XORs (a vectorized loop, then four tags to a byte).
+//! 4. **Low parts** of the partial words, found from the tag bits: partial words are the
+//!    rarest class, so visiting only them costs less than a cursor per word in pass 2.
+//!
+//! The misses of a run are then copied to the output, the index bytes packed into nibbles.
+//! The low parts are split into their 8-bit and 2-bit streams once at the end. The budget
+//! is checked after each run.
 
-use super::format::{self, Counts, HEADER_LEN, LOW_MASK, TAG_EXACT, TAG_MISS, TAG_PARTIAL, slot};
+use super::format::{self, Counts, HEADER_LEN, LOW_MASK, slot};
+
+/// Words per run: the unit of the passes and of the budget check.
+const RUN: usize = 256;
+/// Index bytes a run's buffer holds: up to 15 carried over from the run before, then up to
+/// one per word of the run (a power of two, so a masked cursor needs no bound check).
+const IDX_BUF: usize = 512;
 
 /// Scratch sizes for a page of `N` words (const generics cannot derive them from `N`).
 pub trait Geometry {
-    /// Words per page.
+    /// Words per page (a multiple of [`RUN`] and a power of two).
     const WORDS: usize;
     /// Index stream scratch: `u64`s for `WORDS` nibbles plus one.
     type IndexScratch: AsMut<[u64]> + AsRef<[u64]>;
-    /// Low-part scratch: the low 16 bits of each partial word (a power of two entries).
+    /// Low-part scratch: the low 16 bits of each partial word (`WORDS` entries).
     type LowScratch: AsMut<[u16]> + AsRef<[u16]>;
     /// Returns zeroed scratch.
     fn scratch() -> (Self::IndexScratch, Self::LowScratch);
@@ -43,104 +62,94 @@ impl Geometry for Page16K {
     }
 }
 
-/// What a word adds to each stream, per class: 0 exact, 1 partial, 2 miss, 16 zero (others
-/// unused). Fields: the tag in bits 30..32, the mask of the slot nibble appended to the index
-/// stream, the index bits appended, the low parts appended, the miss words appended.
-#[derive(Clone, Copy)]
-struct Classes {
-    tag: [u32; 32],
-    index_mask: [u64; 32],
-    index_bits: [u32; 32],
-    partial: [usize; 32],
-    miss: [usize; 32],
-}
-
-const CLASSES: Classes = {
-    let mut c = Classes {
-        tag: [0; 32],
-        index_mask: [0; 32],
-        index_bits: [0; 32],
-        partial: [0; 32],
-        miss: [0; 32],
-    };
-    c.tag[0] = TAG_EXACT << 30;
-    c.index_mask[0] = 15;
-    c.index_bits[0] = 4;
-    c.tag[1] = TAG_PARTIAL << 30;
-    c.index_mask[1] = 15;
-    c.index_bits[1] = 4;
-    c.partial[1] = 1;
-    c.tag[2] = TAG_MISS << 30;
-    c.miss[2] = 1;
-    c
-};
-
-/// The state the serial pass carries from block to block.
-struct Pass<'a> {
-    dict: [u32; 256],
-    classes: Classes,
-    low: &'a mut [u16],
+/// Stream cursors of the passes over a run.
+struct Cursors {
+    /// Misses of the current run.
+    misses: usize,
+    /// Index bytes in the run's index buffer (carried-over ones included).
+    index: usize,
+    /// Partial words of the page.
     partials: usize,
 }
 
-/// One block's results: tags, index nibbles and their bit count, miss count.
-struct Block {
-    tags: u32,
-    index: u64,
-    index_bits: u32,
-    misses: usize,
+/// The serial pass over one run: dictionary lookup and update, the XOR of each word with
+/// its entry into `xs`, and the appends to the miss buffer and the index buffer (every word
+/// is stored at each cursor; only the streams it belongs to advance theirs).
+#[inline(always)]
+fn serial(
+    dict: &mut [u32; 256],
+    words: &[u32; RUN],
+    slots: &[u8; RUN],
+    xs: &mut [u32; RUN],
+    miss: &mut [u32; RUN],
+    index: &mut [u8; IDX_BUF],
+    cur: &mut Cursors,
+) {
+    let (mut m, mut c) = (cur.misses, cur.index);
+    for (((w4, h4), x4), _) in words
+        .chunks_exact(4)
+        .zip(slots.chunks_exact(4))
+        .zip(xs.chunks_exact_mut(4))
+        .zip(0..RUN / 4)
+    {
+        for k in 0..4 {
+            let (w, h) = (w4[k], usize::from(h4[k]));
+            let d = dict[h];
+            dict[h] = w;
+            let x = w ^ d;
+            x4[k] = x;
+            // A run has at most RUN misses before the last word's store, so `m < RUN` here.
+            miss[m & (RUN - 1)] = w;
+            m += usize::from(x > LOW_MASK);
+            index[c & (IDX_BUF - 1)] = h as u8;
+            // Exact or partial: x fits the low bits, and the word is not zero (slot 16).
+            c += usize::from(x <= LOW_MASK) - usize::from(w == 0);
+        }
+    }
+    (cur.misses, cur.index) = (m, c);
 }
 
-impl Pass<'_> {
-    /// Runs the serial pass over 16 words with their `slots`, storing every word at the
-    /// block's miss cursor in `miss_out` (so its first `misses` words are the misses) and
-    /// the low 16 bits of every word at the partial cursor.
-    #[inline(always)]
-    fn block(&mut self, block: &[u32; 16], slots: &[u8; 16], miss_out: &mut [u8; 64]) -> Block {
-        let c = &self.classes;
-        let low_mask = self.low.len() - 1;
-        let mut b = Block {
-            tags: 0,
-            index: 0,
-            index_bits: 0,
-            misses: 0,
-        };
-        let mut partials = self.partials;
-        for (&w, &h) in block.iter().zip(slots) {
-            let h = usize::from(h);
-            let d = self.dict[h];
-            self.dict[h] = w;
-            let x = w ^ d;
-            let k = (usize::from(x != 0) + usize::from(x > LOW_MASK) + (h & 16)) & 31;
-            // Word j's tag ends in bits 2j..2j+2 after the 16 shifts.
-            b.tags = (b.tags >> 2) | c.tag[k];
-            b.index |= (h as u64 & c.index_mask[k]) << b.index_bits;
-            b.index_bits += c.index_bits[k];
-            if let Some(l) = self.low.get_mut(partials & low_mask) {
-                *l = w as u16;
-            }
-            partials += c.partial[k];
-            let m = 4 * (b.misses & 15);
-            if let Some(dst) = miss_out.get_mut(m..m + 4) {
-                dst.copy_from_slice(&w.to_le_bytes());
-            }
-            b.misses += c.miss[k];
+/// Appends the low 16 bits of the run's partial words (tag 2) to `low` from entry `p` on,
+/// visiting only those words: runs have few of them. Returns the new partial count.
+#[inline(always)]
+fn append_partials(tags: &[u8], run: &[u32; RUN], low: &mut [u16], mut p: usize) -> usize {
+    let low_mask = low.len() - 1;
+    for (k, t16) in tags.chunks_exact(16).enumerate() {
+        // Bit j set for each partial word j of the 64 (tag 2: bit 2j + 1 set, bit 2j clear).
+        let mut partial = 0u64;
+        for (half, t8) in t16.chunks_exact(8).enumerate() {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(t8);
+            let t = u64::from_le_bytes(t);
+            let mut b = (t >> 1) & !t & 0x5555_5555_5555_5555;
+            b = (b | b >> 1) & 0x3333_3333_3333_3333;
+            b = (b | b >> 2) & 0x0F0F_0F0F_0F0F_0F0F;
+            b = (b | b >> 4) & 0x00FF_00FF_00FF_00FF;
+            b = (b | b >> 8) & 0x0000_FFFF_0000_FFFF;
+            b = (b | b >> 16) & 0xFFFF_FFFF;
+            partial |= b << (32 * half);
         }
-        self.partials = partials;
-        b
+        while partial != 0 {
+            let j = 64 * k + partial.trailing_zeros() as usize;
+            low[p & low_mask] = run[j & (RUN - 1)] as u16;
+            p += 1;
+            partial &= partial - 1;
+        }
     }
+    p
+}
+
+/// Packs 8 index bytes (each below 16) into 8 nibbles, the first in the low bits.
+#[inline(always)]
+fn pack_nibbles(bytes: [u8; 8]) -> u64 {
+    let v = u64::from_le_bytes(bytes);
+    let v = (v | v >> 4) & 0x00FF_00FF_00FF_00FF;
+    let v = (v | v >> 8) & 0x0000_FFFF_0000_FFFF;
+    (v | v >> 16) & 0xFFFF_FFFF
 }
 
 /// Compresses `page` (`G::WORDS` words) into `out`. Returns the encoded length, or `None`
 /// when the encoding would be longer than `budget` bytes or than `out`.
-///
-/// The slots of each run of 256 words are computed first (a loop the compiler vectorizes),
-/// then per block of 16 words one serial pass looks up and replaces each word's dictionary
-/// entry and appends to the streams through a per-class table: the index nibbles gather in
-/// a register, the low 16 bits of every word are stored at the partial cursor (which only
-/// partial words advance), every word is stored at the block's miss cursor (straight into
-/// the output while there is room). The low parts are split into their 8-bit and 2-bit
-/// streams once at the end.
 pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Option<usize> {
     let words = G::WORDS;
     let budget = budget.min(out.len());
@@ -150,17 +159,22 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
     }
     let (mut idx_scratch, mut low_scratch) = G::scratch();
     let idx_s = idx_scratch.as_mut();
+    let low = low_scratch.as_mut();
 
     let (_, body) = out.split_at_mut(HEADER_LEN);
     let (tag_area, miss_area) = body.split_at_mut(tag_len);
 
     // Zero words take slot 16, which only ever holds zero; 256 entries need no bound check
-    // for a `u8` slot. The class table is copied to the stack, where it is addressed without
-    // a base register.
-    let mut pass = Pass {
-        dict: [0; 256],
-        classes: core::hint::black_box(CLASSES),
-        low: low_scratch.as_mut(),
+    // for a `u8` slot.
+    let mut dict = [0u32; 256];
+    let mut slots = [0u8; RUN];
+    let mut xs = [0u32; RUN];
+    let mut tag_bytes = [0u8; RUN];
+    let mut miss = [0u32; RUN];
+    let mut index = [0u8; IDX_BUF];
+    let mut cur = Cursors {
+        misses: 0,
+        index: 0,
         partials: 0,
     };
     let mut counts = Counts {
@@ -168,71 +182,80 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
         indices: 0,
         partials: 0,
     };
-    // Index stream: u64 words, `idx_acc` holds `idx_bits` (< 64) pending bits.
-    let (mut idx_acc, mut idx_bits, mut idx_pos) = (0u128, 0u32, 0usize);
+    // Packed index words written to `idx_s` so far.
+    let mut idx_pos = 0usize;
 
-    // The slots of a whole run of blocks first (a loop the compiler vectorizes), so the
-    // serial pass reads them long after they were stored.
-    let mut slots = [0u8; 256];
-    for (i, (block, tag_out)) in page
-        .chunks_exact(16)
-        .zip(tag_area.chunks_exact_mut(4))
-        .enumerate()
+    for (run, tags) in page
+        .chunks_exact(RUN)
+        .zip(tag_area.chunks_exact_mut(RUN / 4))
     {
-        if i % 16 == 0 {
-            let run = page.get(16 * i..16 * i + 256)?;
-            for (h, &w) in slots.iter_mut().zip(run) {
-                *h = if w == 0 { 16 } else { slot(w) as u8 };
-            }
+        let run = <&[u32; RUN]>::try_from(run).ok()?;
+        for (h, &w) in slots.iter_mut().zip(run) {
+            *h = slot(w) as u8 | u8::from(w == 0) << 4;
         }
-        let block = <&[u32; 16]>::try_from(block).ok()?;
-        let block_slots = slots
-            .get(16 * (i % 16)..16 * (i % 16) + 16)?
-            .first_chunk::<16>()?;
-        // Misses go straight to the output while 64 bytes are left there, else through a
-        // buffer that is copied as far as needed.
+        cur.misses = 0;
+        serial(
+            &mut dict, run, &slots, &mut xs, &mut miss, &mut index, &mut cur,
+        );
+        // Tags: zero 0, exact 1, partial 2, miss 3, i.e. the number of the conditions
+        // "not zero", "differs from its entry", "differs in the upper bits" that hold (each
+        // implies the ones before).
+        for ((t, &w), &x) in tag_bytes.iter_mut().zip(run).zip(&xs) {
+            *t = u8::from(w != 0) + u8::from(x != 0) + u8::from(x > LOW_MASK);
+        }
+        for (t, b) in tags.chunks_exact_mut(2).zip(tag_bytes.chunks_exact(8)) {
+            let v = u64::from_le_bytes(b.try_into().ok()?);
+            let v = v | v >> 6 | v >> 12 | v >> 18;
+            t.copy_from_slice(&[v as u8, (v >> 32) as u8]);
+        }
+        cur.partials = append_partials(tags, run, low, cur.partials);
+        // The run's misses after the page's misses so far (the encoding is too long for
+        // `out` if they do not fit).
         let pos = 4 * counts.misses;
-        let b = match miss_area
-            .get_mut(pos..)
-            .and_then(|s| s.first_chunk_mut::<64>())
+        let dst = miss_area.get_mut(pos..pos + 4 * cur.misses)?;
+        for (d, &w) in dst.chunks_exact_mut(4).zip(&miss) {
+            d.copy_from_slice(&w.to_le_bytes());
+        }
+        counts.misses += cur.misses;
+        counts.partials = cur.partials;
+        // Whole groups of 16 index bytes to the packed scratch; the rest moves to the front.
+        let full = cur.index / 16;
+        for (d, s) in idx_s
+            .get_mut(idx_pos..idx_pos + full)?
+            .iter_mut()
+            .zip(index.chunks_exact(16))
         {
-            Some(dst) => pass.block(block, block_slots, dst),
-            None => {
-                let mut buf = [0u8; 64];
-                let b = pass.block(block, block_slots, &mut buf);
-                let dst = miss_area.get_mut(pos..pos + 4 * b.misses)?;
-                dst.copy_from_slice(buf.get(..4 * b.misses)?);
-                b
-            }
-        };
-        tag_out.copy_from_slice(&b.tags.to_le_bytes());
-        counts.misses += b.misses;
-        counts.indices += (b.index_bits / 4) as usize;
-        counts.partials = pass.partials;
-        let (block_idx, block_idx_bits) = (b.index, b.index_bits);
-
-        // Index nibbles of the block (up to 64 bits) onto the stream.
-        idx_acc |= u128::from(block_idx) << idx_bits;
-        idx_bits += block_idx_bits;
-        *idx_s.get_mut(idx_pos)? = idx_acc as u64;
-        let full = (idx_bits >> 6) as usize;
+            let (lo, hi) = s.split_at(8);
+            *d = pack_nibbles(lo.try_into().ok()?) | pack_nibbles(hi.try_into().ok()?) << 32;
+        }
         idx_pos += full;
-        idx_acc >>= 64 * full as u32;
-        idx_bits &= 63;
-        *idx_s.get_mut(idx_pos)? = idx_acc as u64;
-
-        if counts.min_len(words) > budget {
+        counts.indices += 16 * full;
+        let rest = cur.index % 16;
+        index.copy_within(16 * full..16 * full + rest, 0);
+        cur.index = rest;
+        let pending = Counts {
+            indices: counts.indices + rest,
+            ..counts
+        };
+        if pending.min_len(words) > budget {
             return None;
         }
     }
-    // Each block rewrites the stream word that holds its pending bits, so the scratch holds
-    // every bit.
+    // The last nibbles (unused ones zero).
+    let rest = cur.index;
+    if let Some(b) = index.get_mut(rest..16) {
+        b.fill(0);
+    }
+    let (lo, hi) = index.split_at(8);
+    *idx_s.get_mut(idx_pos)? =
+        pack_nibbles(lo.try_into().ok()?) | pack_nibbles(hi.get(..8)?.try_into().ok()?) << 32;
+    counts.indices += rest;
     format::write_streams(
         out,
         words,
         counts,
         budget,
         idx_s,
-        format::LowParts::Wide(pass.low),
+        format::LowParts::Wide(low),
     )
 }
