@@ -112,6 +112,11 @@ pub struct Pool<'a, C, M: SegmentMemory, S: SegmentStore = NoStore> {
     config: PoolConfig,
     limits: Limits,
     state: Mutex<State<'a, M::Buffer>>,
+    /// The pool's own compression scratch for 4 KiB pages, used by whichever `store` finds it
+    /// free (the others compress into zeroed stack scratch): zeroing 8.5 KB is a tenth of a
+    /// store. Reusing it is sound because a codec's output never depends on what its buffer
+    /// held (`tests/codec.rs` checks every codec for that).
+    scratch: Mutex<[u8; STACK_SCRATCH_SMALL]>,
 }
 
 #[cfg(feature = "alloc")]
@@ -170,6 +175,7 @@ impl<'a, C: PageCodec, M: SegmentMemory, S: SegmentStore> Pool<'a, C, M, S> {
             config,
             limits,
             state: Mutex::new(state),
+            scratch: Mutex::new([0; STACK_SCRATCH_SMALL]),
         })
     }
 
@@ -198,8 +204,9 @@ impl<'a, C: PageCodec, M: SegmentMemory, S: SegmentStore> Pool<'a, C, M, S> {
 
     /// Compresses `page` and stores it, returning its handle.
     ///
-    /// Compression runs outside the pool lock into a scratch buffer on the stack of
-    /// [`STACK_SCRATCH_SMALL`] or [`STACK_SCRATCH_LARGE`] bytes
+    /// Compression runs outside the pool lock: for 4 KiB pages into the pool's own scratch
+    /// buffer when no other store is using it, else (and for 16 KiB pages) into a scratch
+    /// buffer on the stack of [`STACK_SCRATCH_SMALL`] or [`STACK_SCRATCH_LARGE`] bytes
     /// ([`store_with_scratch`](Self::store_with_scratch) takes the caller's instead, which a
     /// kernel with small stacks should use, with a per-CPU buffer).
     ///
@@ -211,11 +218,19 @@ impl<'a, C: PageCodec, M: SegmentMemory, S: SegmentStore> Pool<'a, C, M, S> {
     /// [`PoolError::Compress`] if the codec fails. Nothing changes on error.
     pub fn store(&self, page: &[u32]) -> Result<Handle, PoolError> {
         if self.codec.max_encoded_len() <= STACK_SCRATCH_SMALL {
-            let mut scratch = [0_u8; STACK_SCRATCH_SMALL];
-            self.store_with_scratch(page, &mut scratch)
+            if let Some(mut scratch) = self.scratch.try_lock() {
+                return self.store_with_scratch(page, &mut *scratch);
+            }
+            self.store_small(page)
         } else {
             self.store_large(page)
         }
+    }
+
+    #[inline(never)]
+    fn store_small(&self, page: &[u32]) -> Result<Handle, PoolError> {
+        let mut scratch = [0_u8; STACK_SCRATCH_SMALL];
+        self.store_with_scratch(page, &mut scratch)
     }
 
     #[inline(never)]
