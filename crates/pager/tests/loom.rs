@@ -43,6 +43,18 @@ fn pager() -> Arc<DefaultPager<MemorySwapBacking>> {
     DefaultPager::new(config, codec, None).unwrap()
 }
 
+/// Spawns a model thread with a stack that holds the pager, its pool (with the pool's 8.5 KB
+/// compression scratch) and a page (loom's default coroutine stacks are far smaller than a
+/// kernel thread's).
+fn spawn_big<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::Builder::new().stack_size(1 << 20).spawn(f).unwrap()
+}
+
+/// Runs `f` on a thread with a large stack (the model's main thread has a small one).
+fn model(name: &'static str, f: fn()) {
+    run_model(name, move || spawn_big(f).join().unwrap());
+}
+
 fn contents() -> Vec<u8> {
     (0..PAGE).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -56,7 +68,7 @@ fn read(m: &SimPageMemory, object: &ObjectRef) -> Vec<u8> {
 
 #[test]
 fn concurrent_faults_decompress_once() {
-    run_model("concurrent_faults_decompress_once", || {
+    model("concurrent_faults_decompress_once", || {
         let m = memory();
         let dm: Arc<dyn PageMemory> = m.clone();
         let pager = pager();
@@ -67,7 +79,7 @@ fn concurrent_faults_decompress_once() {
         object.page_out(0).unwrap();
 
         let other = object.clone();
-        let t = thread::spawn(move || VmObject::resolve(&other, 0, VmProt::READ).unwrap());
+        let t = spawn_big(move || VmObject::resolve(&other, 0, VmProt::READ).unwrap());
         let mine = VmObject::resolve(&object, 0, VmProt::READ).unwrap();
         let theirs = t.join().unwrap();
 
@@ -84,7 +96,7 @@ fn concurrent_faults_decompress_once() {
 
 #[test]
 fn page_out_races_a_fault() {
-    run_model("page_out_races_a_fault", || {
+    model("page_out_races_a_fault", || {
         let m = memory();
         let dm: Arc<dyn PageMemory> = m.clone();
         let pager = pager();
@@ -94,7 +106,7 @@ fn page_out_races_a_fault() {
         let cp = pager.attach(&object).unwrap();
 
         let other = object.clone();
-        let t = thread::spawn(move || VmObject::resolve(&other, 0, VmProt::READ).map(|p| p.kind));
+        let t = spawn_big(move || VmObject::resolve(&other, 0, VmProt::READ).map(|p| p.kind));
         let out = object.page_out(0);
         let fault = t.join().unwrap();
 
