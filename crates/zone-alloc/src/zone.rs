@@ -1246,7 +1246,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             unsafe { state.write(0) };
         } else {
             // SAFETY: the caller's contract.
-            if unsafe { self.enter_free_state_checked(user, elem, len) }? {
+            if unsafe { self.free_state_general(user, elem, len) }? {
                 // A read-only element: freed under the lock already.
                 return Ok(());
             }
@@ -1263,7 +1263,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     ///
     /// As for [`free_sized`](Self::free_sized), with `elem` the zone's pointer to `user`.
     #[inline(always)]
-    unsafe fn enter_free_state_checked(
+    unsafe fn free_state_general(
         &self,
         user: *mut u8,
         elem: *mut u8,

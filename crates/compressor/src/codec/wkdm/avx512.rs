@@ -269,16 +269,12 @@ fn finish<const P: usize>(
     idx_s: &mut [u8; P],
     low_s: &mut [u16; P],
 ) -> Option<usize> {
-    let total = counts.encoded_len(words);
-    if total > budget.min(out.len()) {
-        return None;
-    }
-    let (header, body) = out.split_first_chunk_mut::<HEADER_LEN>()?;
-    format::write_header(header, words, counts);
-    let rest = body.get_mut(words / 4 + 4 * counts.misses..)?;
-    let (idx_out, rest) = rest.split_at_mut(counts.indices.div_ceil(2));
-    let (low8_out, rest) = rest.split_at_mut(counts.partials);
-    let low2_out = rest.get_mut(..counts.partials.div_ceil(4))?;
+    let format::StreamAreas {
+        index: idx_out,
+        low8: low8_out,
+        low2: low2_out,
+        total,
+    } = format::stream_areas(out, words, counts, budget)?;
     // Unused halves of the last index byte and bits of the last low-2 byte are zero.
     idx_s.get_mut(counts.indices..counts.indices + 1)?.fill(0);
     low_s.get_mut(counts.partials..counts.partials + 3)?.fill(0);

@@ -137,6 +137,46 @@ pub(crate) enum LowParts<'a> {
     },
 }
 
+/// The index, low-8 and low-2 stream areas of an encoded page, which [`stream_areas`] cut
+/// out of the output.
+pub(crate) struct StreamAreas<'a> {
+    /// Index nibbles, two to a byte.
+    pub(crate) index: &'a mut [u8],
+    /// Low 8 bits of each partial word.
+    pub(crate) low8: &'a mut [u8],
+    /// Bits 8 and 9 of each partial word, four to a byte.
+    pub(crate) low2: &'a mut [u8],
+    /// The encoded length.
+    pub(crate) total: usize,
+}
+
+/// For a page whose tags and misses are in place: checks the encoded length against `budget`
+/// and `out`, writes the header, and returns the stream areas after the misses (`None` when
+/// the page passes the budget or `out`).
+pub(crate) fn stream_areas(
+    out: &mut [u8],
+    words: usize,
+    counts: Counts,
+    budget: usize,
+) -> Option<StreamAreas<'_>> {
+    let total = counts.encoded_len(words);
+    if total > budget.min(out.len()) {
+        return None;
+    }
+    let (header, body) = out.split_first_chunk_mut::<HEADER_LEN>()?;
+    write_header(header, words, counts);
+    let rest = body.get_mut(words / 4 + 4 * counts.misses..)?;
+    let (index, rest) = rest.split_at_mut(counts.indices.div_ceil(2));
+    let (low8, rest) = rest.split_at_mut(counts.partials);
+    let low2 = rest.get_mut(..counts.partials.div_ceil(4))?;
+    Some(StreamAreas {
+        index,
+        low8,
+        low2,
+        total,
+    })
+}
+
 /// Finishes an encoded page whose tags and misses are already in place: writes the header
 /// and the index, low-8 and low-2 streams after the misses. `index` holds the index nibbles
 /// packed little-endian into `u64`s, unused bits zero. Returns the encoded length, or `None`
@@ -149,22 +189,18 @@ pub(crate) fn write_streams(
     index: &[u64],
     low: LowParts<'_>,
 ) -> Option<usize> {
-    let total = counts.encoded_len(words);
-    if total > budget.min(out.len()) {
-        return None;
-    }
-    let (header, body) = out.split_first_chunk_mut::<HEADER_LEN>()?;
-    write_header(header, words, counts);
-    let rest = body.get_mut(words / 4 + 4 * counts.misses..)?;
-    let (idx_out, rest) = rest.split_at_mut(counts.indices.div_ceil(2));
+    let StreamAreas {
+        index: idx_out,
+        low8: low8_out,
+        low2: low2_out,
+        total,
+    } = stream_areas(out, words, counts, budget)?;
     for (d, s) in idx_out
         .chunks_mut(8)
         .zip(index.iter().map(|w| w.to_le_bytes()))
     {
         d.copy_from_slice(s.get(..d.len())?);
     }
-    let (low8_out, rest) = rest.split_at_mut(counts.partials);
-    let low2_out = rest.get_mut(..counts.partials.div_ceil(4))?;
     match low {
         LowParts::Wide(low) => {
             let low = low.get(..counts.partials)?;
