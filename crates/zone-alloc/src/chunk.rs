@@ -77,13 +77,27 @@ pub(crate) struct Geometry {
     bitmap: usize,
     /// Elements per chunk.
     pub(crate) per_chunk: usize,
-    /// `per_chunk * stride`: the bytes the elements span.
-    span: usize,
     /// Bytes at the end of the chunk kept free of elements (a guard page, or 0).
     pub(crate) tail: usize,
-    /// `ceil(2^64 / stride)`: divides an offset by the stride with one multiplication
-    /// (exact for offsets below 2^32; chunk offsets are below [`MAX_CHUNK`]).
-    recip: u64,
+    /// `!(chunk_size - 1)`: masks an address down to its chunk.
+    chunk_mask: usize,
+    /// The inverse of the stride's odd factor modulo `2^usize::BITS`, and the number of
+    /// factors of two in the stride: together they divide an offset by the stride and test
+    /// that it divides, with one multiplication (see [`Geometry::index_of`]).
+    odd_inverse: usize,
+    stride_twos: u32,
+}
+
+/// The inverse of odd `m` modulo `2^usize::BITS` (Newton's iteration: `m * m == 1` modulo 8,
+/// and each step doubles the number of correct low bits: 3, 6, 12, 24, 48, 96).
+const fn odd_inverse(m: usize) -> usize {
+    let mut x = m;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2usize.wrapping_sub(m.wrapping_mul(x)));
+        i += 1;
+    }
+    x
 }
 
 /// What a zone asks of its chunks' layout besides the element size.
@@ -143,9 +157,10 @@ impl Geometry {
             states,
             bitmap,
             per_chunk,
-            span: per_chunk * stride,
             tail,
-            recip: (u64::MAX / stride as u64).wrapping_add(1),
+            chunk_mask: !(chunk_size - 1),
+            odd_inverse: odd_inverse(stride >> stride.trailing_zeros()),
+            stride_twos: stride.trailing_zeros(),
         })
     }
 
@@ -168,36 +183,44 @@ impl Geometry {
     /// Returns the chunk holding `addr` (by masking).
     #[inline(always)]
     pub(crate) fn chunk_of(&self, addr: *mut u8) -> *mut ChunkHeader {
-        addr.map_addr(|a| a & !(self.chunk_size - 1)).cast()
+        addr.map_addr(|a| a & self.chunk_mask).cast()
+    }
+
+    /// Returns the index `offset / stride` of the element at byte `offset` from element 0, or
+    /// a number at or above `per_chunk` when `offset` is not an element's start in the chunk.
+    ///
+    /// With `stride = 2^k * m` (`m` odd), multiplying a multiple `q * stride` by `m`'s
+    /// inverse leaves `q * 2^k`, which rotated right by `k` is `q`. For any other offset the
+    /// result is above `usize::MAX / stride`, and so above `per_chunk` (its elements fit in a
+    /// chunk): a non-multiple either keeps some of its low `k` bits, which the rotation sends
+    /// to the top, or has a remainder by `m`, which the multiplication spreads over the high
+    /// bits. Offsets below element 0 wrap to near `usize::MAX`, which no chunk's element
+    /// starts reach either. One multiplication, one rotation and one compare, in place of a
+    /// division and a remainder.
+    #[inline(always)]
+    fn quotient(&self, offset: usize) -> usize {
+        offset
+            .wrapping_mul(self.odd_inverse)
+            .rotate_right(self.stride_twos)
     }
 
     /// Returns the state byte of `elem`, an element the zone itself handed out or cached (so
     /// no bounds or boundary checks: those ran when the element entered the zone's hands).
     #[inline(always)]
     pub(crate) fn state_of_own(&self, elem: *mut u8) -> *mut u8 {
-        let chunk = self.chunk_of(elem);
-        let offset = (elem as usize)
-            .wrapping_sub(chunk as usize)
-            .wrapping_sub(self.first);
-        let index = ((u128::from(self.recip) * offset as u128) >> 64) as usize;
-        self.state(chunk, index)
+        let offset = (elem.addr() & !self.chunk_mask).wrapping_sub(self.first);
+        self.state(self.chunk_of(elem), self.quotient(offset))
     }
 
     /// Returns the index of the element starting at `addr` in `chunk`, or `None` if `addr` is
     /// not an element boundary.
     #[inline(always)]
     pub(crate) fn index_of(&self, chunk: *mut ChunkHeader, addr: *mut u8) -> Option<usize> {
-        // Wrapping: an address below the first element wraps to far above `span` (a chunk's
-        // end never wraps around the address space), so one compare covers both sides.
         let offset = (addr as usize)
             .wrapping_sub(chunk as usize)
             .wrapping_sub(self.first);
-        if offset >= self.span {
-            return None;
-        }
-        // offset < MAX_CHUNK < 2^32, where the multiply-high quotient is exact.
-        let index = ((u128::from(self.recip) * offset as u128) >> 64) as usize;
-        (index * self.stride == offset).then_some(index)
+        let index = self.quotient(offset);
+        (index < self.per_chunk).then_some(index)
     }
 }
 
@@ -770,9 +793,19 @@ mod tests {
     }
 
     #[test]
+    fn odd_inverse_inverts() {
+        for m in (1..2001)
+            .step_by(2)
+            .chain([usize::MAX, usize::MAX - 2, 0x9e37_79b9])
+        {
+            assert_eq!(m.wrapping_mul(odd_inverse(m)), 1, "{m}");
+        }
+    }
+
+    #[test]
     #[cfg_attr(
         miri,
-        ignore = "every offset of four chunks is slow under miri; no unsafe code"
+        ignore = "every offset of many chunks is slow under miri; no unsafe code"
     )]
     fn index_of_accepts_only_boundaries() {
         let g = Geometry::new(48, 16, 4096, Layout::default()).unwrap();
@@ -782,18 +815,32 @@ mod tests {
         assert_eq!(g.index_of(chunk, first.wrapping_add(48)), Some(1));
         assert_eq!(g.index_of(chunk, first.wrapping_add(8)), None);
         assert_eq!(g.index_of(chunk, chunk.cast()), None);
-        // The reciprocal division agrees with `/` and `%` on every offset of the chunk.
-        for g in [
-            Geometry::new(48, 16, 4096, Layout::default()).unwrap(),
-            Geometry::new(24, 8, 4096, Layout::default()).unwrap(),
-            Geometry::new(3072, 8, 4096, Layout::default()).unwrap(),
-            Geometry::new(32768, 16, 4096, Layout::default()).unwrap(),
+        // The inverse-multiplication division agrees with `/` and `%` on every address of
+        // the chunk (the header's included, where offsets from element 0 wrap) and past it,
+        // for strides with and without factors of two.
+        for (stride, align) in [
+            (16, 16),
+            (24, 8),
+            (40, 8),
+            (48, 16),
+            (56, 8),
+            (64, 16),
+            (72, 8),
+            (80, 16),
+            (136, 8),
+            (3072, 8),
+            (32768, 16),
         ] {
-            for off in 0..g.per_chunk * g.stride + 64 {
-                let addr = (0x10_0000 + g.first + off) as *mut u8;
-                let want =
-                    (off % g.stride == 0 && off / g.stride < g.per_chunk).then(|| off / g.stride);
-                assert_eq!(g.index_of(chunk, addr), want, "{g:?} offset {off}");
+            let g = Geometry::new(stride, align, 4096, Layout::default()).unwrap();
+            for at in 0..g.chunk_size + 64 {
+                let addr = (0x10_0000 + at) as *mut u8;
+                let want = at.checked_sub(g.first).and_then(|off| {
+                    (off % g.stride == 0 && off / g.stride < g.per_chunk).then(|| off / g.stride)
+                });
+                assert_eq!(g.index_of(chunk, addr), want, "{g:?} address {at}");
+                if let Some(index) = want {
+                    assert_eq!(g.state_of_own(addr), g.state(chunk, index));
+                }
             }
         }
         let past = first.wrapping_add(g.per_chunk * 48);

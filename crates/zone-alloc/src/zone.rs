@@ -281,7 +281,9 @@ struct MagazinePage {
 /// then reads the pointer and the count in parallel instead of one after the other.
 ///
 /// Invariant the fast paths rely on (instead of null and bounds checks):
-/// `count <= room <= MAX_MAGAZINE`, and `room == 0` whenever `loaded` is null.
+/// `count <= room <= MAX_MAGAZINE`, and `room == 0` whenever `loaded` is null (always, on a
+/// CPU at or above the zone's `cached_cpus`: only the slow paths load magazines, after
+/// testing it).
 struct CpuCache {
     loaded: *mut Magazine,
     /// Elements in the loaded magazine (0 when there is none).
@@ -405,8 +407,8 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     size: usize,
     geometry: Geometry,
     flags: ZoneFlags,
-    /// CPUs with a cache: `CPUS`, or 0 with [`ZoneFlags::NO_CACHE`] (one compare on the fast
-    /// paths).
+    /// CPUs with a cache: `CPUS`, or 0 with [`ZoneFlags::NO_CACHE`]. Tested on the slow
+    /// paths only: a CPU without a cache never loads a magazine, so its fast paths fail.
     cached_cpus: usize,
     /// Full magazines the depot keeps before returning elements to their chunks.
     depot_limit: usize,
@@ -500,69 +502,77 @@ fn zone_ptr(addr: usize) -> *mut u8 {
     ptr::with_exposed_provenance_mut(addr)
 }
 
-/// Zeroes the `stride` bytes of element `elem`, straight-line for the common small strides.
+/// Zeroes the `stride` bytes of element `elem`: up to 128 bytes with two runs of 16-byte
+/// stores, one from the start and one ending at the end (they overlap unless the stride is
+/// twice a run), so the common strides cost one or two compares and no jump table.
 ///
 /// # Safety
 ///
-/// `elem` is valid for writes of `stride` bytes, and 16-aligned when `stride` is a multiple
-/// of 16 (elements start 16-aligned in their chunk and are `stride` apart).
+/// `elem` is valid for writes of `stride >= 16` bytes.
 #[inline(always)]
 unsafe fn zero(elem: *mut u8, stride: usize) {
     #[inline(always)]
-    unsafe fn fixed<const N: usize>(p: *mut u128) {
+    unsafe fn runs<const N: usize>(elem: *mut u8, stride: usize) {
+        let tail = elem.wrapping_add(stride - 16 * N);
         for i in 0..N {
-            // SAFETY: the caller's contract covers `N * 16` bytes.
-            unsafe { p.add(i).write(0) };
+            // SAFETY: the caller's contract: `16 * N <= stride`, so both runs lie in the
+            // element.
+            unsafe {
+                elem.add(16 * i).cast::<u128>().write_unaligned(0);
+                tail.add(16 * i).cast::<u128>().write_unaligned(0);
+            }
         }
     }
-    let p = elem.cast::<u128>();
-    // SAFETY: the caller's contract; each arm writes `stride` bytes.
+    debug_assert!(stride >= MIN_ELEMENT_SIZE);
+    // SAFETY: the caller's contract; each arm covers `stride` bytes (`16 * N <= stride <=
+    // 32 * N`).
     unsafe {
-        match stride {
-            16 => fixed::<1>(p),
-            32 => fixed::<2>(p),
-            48 => fixed::<3>(p),
-            64 => fixed::<4>(p),
-            96 => fixed::<6>(p),
-            128 => fixed::<8>(p),
-            _ => ptr::write_bytes(elem, 0, stride),
+        if stride <= 32 {
+            runs::<1>(elem, stride);
+        } else if stride <= 64 {
+            runs::<2>(elem, stride);
+        } else if stride <= 128 {
+            runs::<4>(elem, stride);
+        } else {
+            ptr::write_bytes(elem, 0, stride);
         }
     }
 }
 
-/// Returns whether the `stride` bytes of element `elem` are all zero, straight-line for the
-/// common small strides.
+/// Returns whether the `stride` bytes of element `elem` are all zero (the same two runs as
+/// [`zero`] up to 128 bytes).
 ///
 /// # Safety
 ///
-/// `elem` is valid for reads of `stride` bytes and 8-aligned, 16-aligned when `stride` is a
-/// multiple of 16 (every zone's stride is a multiple of 8; elements start 16-aligned in their
-/// chunk and are `stride` apart).
+/// `elem` is valid for reads of `stride >= 16` bytes, and 8-aligned; `stride` is a multiple
+/// of 8 (every zone's stride is).
 #[inline(always)]
 unsafe fn is_zero(elem: *mut u8, stride: usize) -> bool {
     #[inline(always)]
-    unsafe fn fixed<const N: usize>(p: *const u128) -> bool {
+    unsafe fn runs<const N: usize>(elem: *const u8, stride: usize) -> bool {
+        let tail = elem.wrapping_add(stride - 16 * N);
         let mut any = 0;
         for i in 0..N {
-            // SAFETY: the caller's contract covers `N * 16` bytes.
-            any |= unsafe { p.add(i).read() };
+            // SAFETY: as in `zero`.
+            unsafe {
+                any |= elem.add(16 * i).cast::<u128>().read_unaligned();
+                any |= tail.add(16 * i).cast::<u128>().read_unaligned();
+            }
         }
         any == 0
     }
-    let p = elem.cast::<u128>().cast_const();
+    let elem = elem.cast_const();
     // SAFETY: the caller's contract; each arm reads `stride` bytes.
     unsafe {
-        match stride {
-            16 => fixed::<1>(p),
-            32 => fixed::<2>(p),
-            48 => fixed::<3>(p),
-            64 => fixed::<4>(p),
-            96 => fixed::<6>(p),
-            128 => fixed::<8>(p),
-            _ => {
-                let words = elem.cast::<usize>().cast_const();
-                (0..stride / size_of::<usize>()).all(|i| words.add(i).read() == 0)
-            }
+        if stride <= 32 {
+            runs::<1>(elem, stride)
+        } else if stride <= 64 {
+            runs::<2>(elem, stride)
+        } else if stride <= 128 {
+            runs::<4>(elem, stride)
+        } else {
+            let words = elem.cast::<usize>();
+            (0..stride / size_of::<usize>()).all(|i| words.add(i).read() == 0)
         }
     }
 }
@@ -816,7 +826,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         let fast = self.cpu.with_cpu(
             #[inline(always)]
             |cpu| {
-                let cpu = self.cpu_slot(cpu)?;
+                // No test of `cached_cpus`: a CPU without a cache never has a magazine
+                // loaded (its count and room stay 0), so it takes the slow path, which tests.
+                let cpu = cpu?;
                 // SAFETY: `CpuLocal` guarantees that this context alone uses `cpu`'s slot for the
                 // duration of the closure, and `pop` does not re-enter the cell.
                 unsafe {
@@ -1298,24 +1310,22 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         let pushed = self.cpu.with_cpu(
             #[inline(always)]
             |cpu| {
-                let Some(cpu) = self.cpu_slot(cpu) else {
-                    return false;
-                };
+                // As in `alloc`: CPUs without a cache fail `push` (room 0).
+                let cpu = cpu?;
                 // SAFETY: as in `alloc`.
                 unsafe {
                     self.caches.with_mut(
                         cpu,
                         #[inline(always)]
-                        |cache| self.push(cpu, cache, elem),
+                        |cache| self.push(cpu, cache, elem).then_some(()),
                     )
                 }
-                .unwrap_or(false)
+                .flatten()
             },
         );
-        if pushed {
-            Ok(())
-        } else {
-            self.free_slow(elem, (user, len))
+        match pushed {
+            Some(()) => Ok(()),
+            None => self.free_slow(elem, (user, len)),
         }
     }
 
