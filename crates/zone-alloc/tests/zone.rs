@@ -206,6 +206,44 @@ fn writes_after_free_are_caught_on_allocation() {
 }
 
 #[test]
+fn every_byte_of_a_freed_element_is_zeroed_and_checked() {
+    // Strides in each of the zeroing and checking classes (up to 32, 64 and 128 bytes, and
+    // above), multiples of 16 and not: each byte must be zeroed on free and any write to it
+    // caught on the next allocation from the CPU cache.
+    let b = Bound::new();
+    let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    for size in [16, 24, 32, 40, 48, 56, 64, 72, 96, 120, 128, 136, 200] {
+        let name = format!("bytes.{size}");
+        let zone: Zone<_, _, 1> =
+            Zone::new(hardened(&name, size).align(8), SystemPages::new(), &b.cpus).unwrap();
+        assert_eq!(zone.stride(), size);
+        for at in 0..size {
+            let p = zone.alloc().unwrap();
+            // SAFETY: `size` writable bytes.
+            unsafe { p.as_ptr().write_bytes(0xff, size) };
+            // SAFETY: allocated above.
+            unsafe { zone.free(p).unwrap() };
+            let q = zone.alloc().unwrap();
+            assert_eq!(q, p, "the CPU cache is LIFO");
+            // SAFETY: `size` readable bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), size) };
+            assert!(bytes.iter().all(|&b| b == 0), "size {size}: {bytes:?}");
+            // SAFETY: allocated above.
+            unsafe { zone.free(q).unwrap() };
+            // SAFETY: deliberately writes freed zone memory, still owned by the zone (the
+            // element sits in a magazine).
+            unsafe { q.as_ptr().add(at).write(1) };
+            assert_eq!(
+                zone.alloc().unwrap_err(),
+                ZoneError::Violation(ViolationKind::ModifiedAfterFree),
+                "size {size}, byte {at}"
+            );
+        }
+        assert_eq!(zone.stats().quarantined, size);
+    }
+}
+
+#[test]
 fn writes_after_free_to_an_element_back_in_its_chunk_are_caught() {
     let b = Bound::new();
     let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
