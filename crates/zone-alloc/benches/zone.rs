@@ -122,9 +122,14 @@ fn record_extra(case: &str, imp: &str, extra: &str) {
 // ---------------------------------------------------------------------------------------------
 // CPU identity, memory.
 
+/// The value of [`CPU`] in a thread that did not call [`bind_cpu`].
+const UNBOUND: u32 = u32::MAX;
+
 thread_local! {
-    /// The CPU index this thread stands for (`None`: unbound).
-    static CPU: Cell<Option<CpuIndex>> = const { Cell::new(None) };
+    /// The CPU index this thread stands for ([`UNBOUND`]: none). A plain number rather than an
+    /// `Option`: a kernel reads its CPU number with one load, and the zone's test of the index
+    /// against its CPU count also rejects `UNBOUND`, so the two tests fold into one.
+    static CPU: Cell<u32> = const { Cell::new(UNBOUND) };
 }
 
 /// Makes the calling thread CPU `index` for [`BenchCpu`].
@@ -134,7 +139,8 @@ thread_local! {
 /// While the calling thread uses a zone through [`BenchCpu`], no other thread uses the same
 /// zone bound to the same index.
 unsafe fn bind_cpu(index: u32) {
-    CPU.with(|c| c.set(Some(CpuIndex::new(index))));
+    assert_ne!(index, UNBOUND, "CPU index {index} is reserved");
+    CPU.with(|c| c.set(index));
 }
 
 /// The benchmark's [`CpuLocal`]: each thread's index is a thread-local it set with
@@ -152,7 +158,8 @@ struct BenchCpu;
 unsafe impl CpuLocal for BenchCpu {
     #[inline(always)]
     fn with_cpu<R>(&self, f: impl FnOnce(Option<CpuIndex>) -> R) -> R {
-        f(CPU.with(Cell::get))
+        let index = CPU.with(Cell::get);
+        f((index != UNBOUND).then(|| CpuIndex::new(index)))
     }
 }
 

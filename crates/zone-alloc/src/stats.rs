@@ -27,8 +27,12 @@ pub struct ZoneStats {
     pub in_use: usize,
     /// Free elements held in magazines (per-CPU and depot).
     pub cached: usize,
-    /// Allocations since the zone was created.
+    /// Allocations since the zone was created (the lifetime total that zprint shows with
+    /// `-t`; its "alloc count" column is [`elements_per_chunk`](Self::elements_per_chunk)).
     pub alloc_count: u64,
+    /// Elements per chunk: zprint's "alloc count", the elements the zone gains each time it
+    /// takes a chunk ("alloc size") from its page source.
+    pub elements_per_chunk: usize,
     /// Chunks with no element out, kept for reuse (given back by `trim`/`drain`).
     pub empty_chunks: usize,
     /// Elements taken out of circulation after a hardening violation.
@@ -156,7 +160,12 @@ impl fmt::Display for ZprintTable<'_> {
             }
             write!(f, "{:>12}", z.in_use)?;
             human(f, 7, z.chunk_size)?;
-            writeln!(f, "{:>12}{:>6}", z.alloc_count, z.fragmentation_percent())?;
+            writeln!(
+                f,
+                "{:>12}{:>6}",
+                z.elements_per_chunk,
+                z.fragmentation_percent()
+            )?;
         }
         Ok(())
     }

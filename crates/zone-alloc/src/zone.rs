@@ -2007,6 +2007,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             cached: core.out.saturating_sub(in_use + core.quarantined),
             quarantined_chunks: core.quarantined_chunks,
             alloc_count: allocs,
+            elements_per_chunk: g.per_chunk,
             empty_chunks: core.empty.len,
             quarantined: core.quarantined,
             magazine_bytes: core.magazines * size_of::<Magazine>(),

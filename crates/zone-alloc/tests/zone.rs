@@ -474,9 +474,21 @@ fn zprint_table_lists_every_zone() {
     assert!(lines[0].starts_with("zone name"));
     let maps = lines.iter().find(|l| l.starts_with("vm.maps")).unwrap();
     let cols: Vec<&str> = maps.split_whitespace().collect();
-    // name, elem size, cur size, max size, cur #elts, max #elts, inuse, alloc size, count, frag
+    // name, elem size, cur size, max size, cur #elts, max #elts, inuse, alloc size, alloc
+    // count (elements per chunk), frag
     assert_eq!(cols.len(), 10, "{maps}");
-    assert_eq!((cols[1], cols[5], cols[6], cols[8]), ("64", "-", "1", "1"));
+    let per_chunk = stats[1].elements_per_chunk;
+    assert_eq!(per_chunk, stats[1].cur_elements, "one chunk");
+    assert_eq!(
+        per_chunk,
+        (16 << 10) / 64 - 6,
+        "a 16 KiB chunk less its header"
+    );
+    let per_chunk = per_chunk.to_string();
+    assert_eq!(
+        (cols[1], cols[5], cols[6], cols[7], cols[8]),
+        ("64", "-", "1", "16K", per_chunk.as_str())
+    );
     // SAFETY: allocated above.
     unsafe { zones[1].free(p).unwrap() };
 }
