@@ -507,7 +507,7 @@ fn zone_ptr(addr: usize) -> *mut u8 {
 
 /// Zeroes the `stride` bytes of element `elem`: up to 128 bytes with two runs of 16-byte
 /// stores, one from the start and one ending at the end (they overlap unless the stride is
-/// twice a run), so the common strides cost one or two compares and no jump table.
+/// twice a run), so the common strides cost one to three compares and no jump table.
 ///
 /// # Safety
 ///
@@ -858,8 +858,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // SAFETY: `count > 0`, so (`CpuCache`'s invariant) a magazine is loaded — one of this
         // zone's that only this CPU uses — and `top < count <= MAX_MAGAZINE` is a slot.
         let elem = unsafe { *(*m).slots.get_unchecked(top) };
-        // Tested in this order (not a `match`): the compiler keeps the order, so the release
-        // default and then the hardened set run without taken branches.
+        // The release default first, then the hardened set.
         let free_state_ok = if self.mode == FastMode::Checked {
             true
         } else if self.mode == FastMode::CheckedZeroed {
@@ -1260,8 +1259,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     pub(crate) unsafe fn free_sized(&self, user: NonNull<u8>, len: usize) -> Result<(), ZoneError> {
         let user = user.as_ptr();
         let elem = zone_ptr(user.addr());
-        // The release default first, in its own arm (rather than a test for zeroing inside a
-        // shared one): the compiler lays it out without taken branches.
+        // The release default first, in its own arm (no test for zeroing on its way), then
+        // the hardened set.
         let index = if self.mode == FastMode::Checked {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
