@@ -1385,8 +1385,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             return false;
         }
         // SAFETY: `count < room`, so (`CpuCache`'s invariant) a magazine is loaded — this
-        // CPU's — and `count < room <= MAX_MAGAZINE` is a slot.
-        // Indices fit in a u32 (`Geometry::new`).
+        // CPU's — and `count < room <= MAX_MAGAZINE` is a slot. (Indices fit in a u32:
+        // `Geometry::new`.)
         unsafe {
             let m = cache.loaded;
             *(*m).slots.get_unchecked_mut(count) = elem;
