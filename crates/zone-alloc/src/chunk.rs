@@ -150,8 +150,6 @@ impl Geometry {
         let states = size_of::<ChunkHeader>() + 2 * bitmap;
         let first = (states + upper.next_multiple_of(8)).next_multiple_of(align);
         let per_chunk = chunk_size.checked_sub(first)?.checked_sub(tail)? / stride;
-        // Element indices are kept as `u32` (in chunk headers and next to the elements in
-        // magazines).
         (per_chunk > 0 && u32::try_from(per_chunk).is_ok() && stride > 1).then_some(Self {
             stride,
             chunk_size,
@@ -204,6 +202,14 @@ impl Geometry {
         offset
             .wrapping_mul(self.odd_inverse)
             .rotate_right(self.stride_twos)
+    }
+
+    /// Returns the state byte of `elem`, an element the zone itself handed out or cached (so
+    /// no bounds or boundary checks: those ran when the element entered the zone's hands).
+    #[inline(always)]
+    pub(crate) fn state_of_own(&self, elem: *mut u8) -> *mut u8 {
+        let offset = (elem.addr() & !self.chunk_mask).wrapping_sub(self.first);
+        self.state(self.chunk_of(elem), self.quotient(offset))
     }
 
     /// Returns the index of the element starting at `addr` in `chunk`, or `None` if `addr` is
@@ -417,7 +423,7 @@ unsafe fn take_loose(
     chunk: *mut ChunkHeader,
     g: &Geometry,
     c: &Codec,
-) -> Result<(*mut u8, usize), (ViolationKind, *mut u8)> {
+) -> Result<*mut u8, (ViolationKind, *mut u8)> {
     // SAFETY: the caller's contract; indices come from set bits below `per_chunk`.
     unsafe {
         let words = g.per_chunk.div_ceil(64);
@@ -442,19 +448,19 @@ unsafe fn take_loose(
             let (out_word, out_mask) = bit(chunk, index);
             *out_word |= out_mask;
             (*chunk).loose -= 1;
-            return Ok((elem, index));
+            return Ok(elem);
         }
     }
     // The count said there was one: the header was corrupted.
     Err((ViolationKind::FreelistCorrupted, chunk.cast()))
 }
 
-/// Takes up to `out.len()` elements out of `chunk` into `out`, and their indices in the chunk
-/// into `indices` (as long as `out`), and returns how many: loose elements first, then the
-/// freelist, then fresh ones. When the codec zeroes, every word of a
+/// Takes up to `out.len()` elements out of `chunk` into `out` (returns how many): loose
+/// elements first, then the freelist, then fresh ones. When the codec zeroes, every word of a
 /// freed element after its link (of a loose one: every word) must still be zero (else it was
-/// written after it was freed), and fresh elements are zeroed whole. The first word (the link)
-/// of every taken element is zero afterwards. Element states are not changed.
+/// written after it was freed), and fresh elements are zeroed whole. An element taken off the
+/// freelist has its link word cleared (loose and fresh elements carry no link). Element
+/// states are not changed.
 ///
 /// # Safety
 ///
@@ -469,9 +475,7 @@ pub(crate) unsafe fn take(
     g: &Geometry,
     c: &Codec,
     out: &mut [*mut u8],
-    indices: &mut [u32],
 ) -> Result<usize, (ViolationKind, *mut u8)> {
-    let out_len = out.len().min(indices.len());
     let mut taken = 0;
     // SAFETY: `chunk` is an initialised chunk of `g` (the caller's guarantee); every element
     // pointer below is derived from `chunk` and stays inside it (indices are checked against
@@ -481,13 +485,13 @@ pub(crate) unsafe fn take(
     // header would race with.
     unsafe {
         let h = chunk;
-        while taken < out_len {
+        while taken < out.len() {
             if (*h).loose == 0 && (*h).free == 0 {
                 // Only fresh elements are left: hand out a run of them at once (a new chunk's
                 // usual case), setting their bitmap bits a word at a time and zeroing them in
                 // one pass if the zone zeroes.
                 let fresh = (*h).fresh as usize;
-                let run = (out_len - taken).min(g.per_chunk.saturating_sub(fresh));
+                let run = (out.len() - taken).min(g.per_chunk.saturating_sub(fresh));
                 if run == 0 {
                     break;
                 }
@@ -496,14 +500,8 @@ pub(crate) unsafe fn take(
                     // The run's elements are contiguous and inside the chunk.
                     ptr::write_bytes(elem, 0, run * g.stride);
                 }
-                for ((slot, index), i) in out[taken..taken + run]
-                    .iter_mut()
-                    .zip(&mut indices[taken..taken + run])
-                    .zip(fresh..)
-                {
+                for slot in &mut out[taken..taken + run] {
                     *slot = elem;
-                    // Below `per_chunk`, which fits in a u32 (`with_chunk`).
-                    *index = i as u32;
                     elem = elem.wrapping_add(g.stride);
                 }
                 set_bits(chunk, fresh, run);
@@ -513,7 +511,7 @@ pub(crate) unsafe fn take(
                 taken += run;
                 continue;
             }
-            let (elem, index) = if (*h).loose > 0 {
+            let elem = if (*h).loose > 0 {
                 take_loose(chunk, g, c)?
             } else {
                 // `free > 0`: the run above took every case without loose or free elements.
@@ -561,12 +559,10 @@ pub(crate) unsafe fn take(
                 (*h).free_head = c.seal(next, slot_of_head);
                 (*h).free -= 1;
                 *word |= mask;
-                (elem, index)
+                elem
             };
             (*h).out += 1;
             out[taken] = elem;
-            // Below `per_chunk`, which fits in a u32 (`with_chunk`).
-            indices[taken] = index as u32;
             taken += 1;
         }
         // An empty freelist must encode "none".
@@ -843,6 +839,9 @@ mod tests {
                     (off % g.stride == 0 && off / g.stride < g.per_chunk).then(|| off / g.stride)
                 });
                 assert_eq!(g.index_of(chunk, addr), want, "{g:?} address {at}");
+                if let Some(index) = want {
+                    assert_eq!(g.state_of_own(addr), g.state(chunk, index));
+                }
             }
         }
         let past = first.wrapping_add(g.per_chunk * 48);

@@ -266,9 +266,6 @@ struct Magazine {
     /// Link on a depot list.
     next: *mut Magazine,
     slots: [*mut u8; MAX_MAGAZINE],
-    /// The index in its chunk of the element in the same slot: allocation marks the element's
-    /// state byte without dividing its offset by the stride again (free computed it).
-    index: [u32; MAX_MAGAZINE],
 }
 
 /// A page of magazines: this header, then magazines.
@@ -854,10 +851,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline(always)]
     fn pop(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Option<NonNull<u8>> {
         let top = cache.count.checked_sub(1)?;
-        let m = cache.loaded;
         // SAFETY: `count > 0`, so (`CpuCache`'s invariant) a magazine is loaded — one of this
         // zone's that only this CPU uses — and `top < count <= MAX_MAGAZINE` is a slot.
-        let elem = unsafe { *(*m).slots.get_unchecked(top) };
+        let elem = unsafe { *(*cache.loaded).slots.get_unchecked(top) };
         // The release default first, then the hardened set.
         let free_state_ok = if self.mode == FastMode::Checked {
             true
@@ -876,14 +872,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
         cache.count = top;
         if self.mode != FastMode::General || self.codec.mark {
-            // SAFETY: as above, and the slot's index is the element's in its chunk (the zone
-            // stored both), so its state byte is in the chunk; the element is this CPU's, and
-            // so is the byte.
-            unsafe {
-                let index = *(*m).index.get_unchecked(top) as usize;
-                let chunk = self.geometry.chunk_of(elem);
-                self.geometry.state(chunk, index).write(1);
-            }
+            // SAFETY: `elem` is an element of this zone (it was in a magazine), so its state
+            // byte is in its chunk; the element is this CPU's, and so is the byte.
+            unsafe { self.geometry.state_of_own(elem).write(1) };
         }
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.allocs);
@@ -982,7 +973,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         let m = unsafe { &mut *cache.loaded };
         let want = self.magazine_size;
         let got = self
-            .fill(&mut core, &mut m.slots[..want], &mut m.index[..want])
+            .fill(&mut core, &mut m.slots[..want])
             .map_err(|(e, addr)| match e {
                 ZoneError::Violation(kind) => Outcome::Violation(kind, addr),
                 e => Outcome::Failed(e),
@@ -997,7 +988,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     fn alloc_locked(&self) -> Outcome<NonNull<u8>> {
         let mut core = self.core.lock();
         let mut one = [ptr::null_mut(); 1];
-        match self.fill(&mut core, &mut one, &mut [0]) {
+        match self.fill(&mut core, &mut one) {
             Ok(_) => {
                 core.locked_allocs += 1;
                 if self.codec.mark {
@@ -1011,15 +1002,10 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
     }
 
-    /// Takes up to `out.len()` elements out of the chunks (at least one, or an error), and
-    /// their indices in their chunks into `indices` (as long as `out`); zeroed whole if the
-    /// zone zeroes.
-    fn fill(
-        &self,
-        core: &mut Core,
-        out: &mut [*mut u8],
-        indices: &mut [u32],
-    ) -> Result<usize, (ZoneError, usize)> {
+    /// Takes up to `out.len()` elements out of the chunks (at least one, or an error), in the
+    /// allocated state (zeroed whole if the zone zeroes; an element off a freelist has its
+    /// link word cleared).
+    fn fill(&self, core: &mut Core, out: &mut [*mut u8]) -> Result<usize, (ZoneError, usize)> {
         let room = match self.limit {
             Some(limit) => {
                 if core.out >= limit {
@@ -1029,7 +1015,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             }
             None => usize::MAX,
         };
-        let want = out.len().min(indices.len()).min(room);
+        let want = out.len().min(room);
         if want == 0 {
             return Err((
                 ZoneError::LimitReached {
@@ -1055,15 +1041,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 return Err((e.into(), 0));
             }
             // SAFETY: `chunk` is an initialised chunk of this zone on one of its lists.
-            let taken = unsafe {
-                chunk::take(
-                    chunk,
-                    &self.geometry,
-                    &self.codec,
-                    &mut out[got..want],
-                    &mut indices[got..want],
-                )
-            };
+            let taken =
+                unsafe { chunk::take(chunk, &self.geometry, &self.codec, &mut out[got..want]) };
             if self.flags.contains(ZoneFlags::READ_ONLY) {
                 let n = *taken.as_ref().unwrap_or(&0);
                 for &elem in &out[got..got + n] {
@@ -1261,25 +1240,22 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         let elem = zone_ptr(user.addr());
         // The release default first, in its own arm (no test for zeroing on its way), then
         // the hardened set.
-        let index = if self.mode == FastMode::Checked {
+        if self.mode == FastMode::Checked {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
-            let index = match unsafe { self.check_free(elem) } {
-                Ok(index) => index,
+            let state = match unsafe { self.check_free(elem) } {
+                Ok(state) => state,
                 Err(kind) => return Err(self.report(kind, elem as usize)),
             };
-            let state = self.geometry.state(self.geometry.chunk_of(elem), index);
             // SAFETY: `state` is the state byte of `elem`, an element the caller gives up.
             unsafe { state.write(0) };
-            index
         } else if self.mode == FastMode::CheckedZeroed {
             // The hardened set: checked, then zeroed.
             // SAFETY: as above.
-            let index = match unsafe { self.check_free(elem) } {
-                Ok(index) => index,
+            let state = match unsafe { self.check_free(elem) } {
+                Ok(state) => state,
                 Err(kind) => return Err(self.report(kind, elem as usize)),
             };
-            let state = self.geometry.state(self.geometry.chunk_of(elem), index);
             let stride = self.geometry.stride;
             // SAFETY: the element spans `stride` writable bytes; the caller's pointer
             // covers the first `len <= stride` of them, the zone's own pointer all;
@@ -1292,22 +1268,20 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 }
                 state.write(0);
             }
-            index
         } else {
             // SAFETY: the caller's contract.
-            match unsafe { self.free_state_general(user, elem, len) }? {
-                Some(index) => index,
+            if unsafe { self.free_state_general(user, elem, len) }? {
                 // A read-only element: freed under the lock already.
-                None => return Ok(()),
+                return Ok(());
             }
-        };
-        self.push_freed(elem, index, user, len)
+        }
+        self.push_freed(elem, user, len)
     }
 
     /// The free path of zones other than the release default: checks (if the zone checks),
-    /// read-only elements, then the free state (zeroed, marked). Returns `None` when the
-    /// element is freed already (read-only zones free under the lock), else its index in its
-    /// chunk (0 in zones that do not check frees, which never read it), ready for a magazine.
+    /// read-only elements, then the free state (zeroed, marked). Returns `true` when the
+    /// element is freed already (read-only zones free under the lock), `false` when it is in
+    /// the free state, ready for a magazine.
     ///
     /// # Safety
     ///
@@ -1318,16 +1292,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         user: *mut u8,
         elem: *mut u8,
         len: usize,
-    ) -> Result<Option<usize>, ZoneError> {
-        let (mut state, mut index) = (ptr::null_mut(), 0);
+    ) -> Result<bool, ZoneError> {
+        let mut state = ptr::null_mut();
         if self.flags.contains(ZoneFlags::CHECK_FREE) {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
             match unsafe { self.check_free(elem) } {
-                Ok(i) => {
-                    index = i;
-                    state = self.geometry.state(self.geometry.chunk_of(elem), i);
-                }
+                Ok(byte) => state = byte,
                 Err(kind) => return Err(self.report(kind, elem as usize)),
             }
         }
@@ -1335,25 +1306,19 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             // SAFETY: the caller's contract.
             let result = unsafe { self.free_read_only(elem) };
             return result
-                .map(|()| None)
+                .map(|()| true)
                 .map_err(|kind| self.report(kind, elem as usize));
         }
         // SAFETY: `elem` is an element of this zone that the caller gives up, `user` the
         // caller's pointer to its first `len` bytes, `state` null or its state byte.
         unsafe { self.enter_free_state(user, elem, len, state) };
-        Ok(Some(index))
+        Ok(false)
     }
 
     /// Puts a freed element (in the free state) on this CPU's loaded magazine, or takes the
     /// slow path.
     #[inline(always)]
-    fn push_freed(
-        &self,
-        elem: *mut u8,
-        index: usize,
-        user: *mut u8,
-        len: usize,
-    ) -> Result<(), ZoneError> {
+    fn push_freed(&self, elem: *mut u8, user: *mut u8, len: usize) -> Result<(), ZoneError> {
         let pushed = self.cpu.with_cpu(
             #[inline(always)]
             |cpu| {
@@ -1364,7 +1329,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                     self.caches.with_mut(
                         cpu,
                         #[inline(always)]
-                        |cache| self.push(cpu, cache, elem, index).then_some(()),
+                        |cache| self.push(cpu, cache, elem).then_some(()),
                     )
                 }
                 .flatten()
@@ -1372,26 +1337,20 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         );
         match pushed {
             Some(()) => Ok(()),
-            None => self.free_slow(elem, index, (user, len)),
+            None => self.free_slow(elem, (user, len)),
         }
     }
 
-    /// Pushes a free-state element (and its index in its chunk) on the loaded magazine, if it
-    /// has room.
+    /// Pushes a free-state element on the loaded magazine, if it has room.
     #[inline(always)]
-    fn push(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8, index: usize) -> bool {
+    fn push(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> bool {
         let count = cache.count;
         if count >= cache.room {
             return false;
         }
         // SAFETY: `count < room`, so (`CpuCache`'s invariant) a magazine is loaded — this
-        // CPU's — and `count < room <= MAX_MAGAZINE` is a slot. (Indices fit in a u32:
-        // `Geometry::new`.)
-        unsafe {
-            let m = cache.loaded;
-            *(*m).slots.get_unchecked_mut(count) = elem;
-            *(*m).index.get_unchecked_mut(count) = index as u32;
-        }
+        // CPU's — and `count < room <= MAX_MAGAZINE` is a slot.
+        unsafe { *(*cache.loaded).slots.get_unchecked_mut(count) = elem };
         cache.count = count + 1;
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.frees);
@@ -1402,17 +1361,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// Free when the loaded magazine is full (or missing); `elem` is in the free state.
     #[cold]
     #[inline(never)]
-    fn free_slow(
-        &self,
-        elem: *mut u8,
-        index: usize,
-        user: (*mut u8, usize),
-    ) -> Result<(), ZoneError> {
+    fn free_slow(&self, elem: *mut u8, user: (*mut u8, usize)) -> Result<(), ZoneError> {
         let outcome = self.cpu.with_cpu(|cpu| match self.cpu_slot(cpu) {
             // SAFETY: as in `alloc`.
             Some(cpu) => unsafe {
                 self.caches
-                    .with_mut(cpu, |cache| self.free_cached(cpu, cache, elem, index))
+                    .with_mut(cpu, |cache| self.free_cached(cpu, cache, elem))
                     .unwrap_or(Outcome::Locked)
             },
             None => Outcome::Locked,
@@ -1428,15 +1382,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
 
     /// The per-CPU free path; `elem` is already in the free state.
     #[inline]
-    fn free_cached(
-        &self,
-        cpu: CpuIndex,
-        cache: &mut CpuCache,
-        elem: *mut u8,
-        index: usize,
-    ) -> Outcome<()> {
+    fn free_cached(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> Outcome<()> {
         loop {
-            if self.push(cpu, cache, elem, index) {
+            if self.push(cpu, cache, elem) {
                 return Outcome::Done(());
             }
             if cache.previous_count() == Some(0) {
@@ -1598,13 +1546,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     // Hardening.
 
     /// Checks a pointer given to `free`: one of our chunks, an element boundary, not free.
-    /// Returns the element's index in its chunk.
+    /// Returns the element's state byte.
     ///
     /// # Safety
     ///
     /// The chunk-aligned block around `elem` is readable.
     #[inline(always)]
-    unsafe fn check_free(&self, elem: *mut u8) -> Result<usize, ViolationKind> {
+    unsafe fn check_free(&self, elem: *mut u8) -> Result<*mut u8, ViolationKind> {
         let chunk = self.geometry.chunk_of(elem);
         // SAFETY: the caller's guarantee.
         if !unsafe { chunk::is_zones(chunk, self.codec.magic_key) } {
@@ -1619,7 +1567,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         if unsafe { state.read() } == 0 {
             return Err(ViolationKind::DoubleFree);
         }
-        Ok(index)
+        Ok(state)
     }
 
     /// Sets the state byte of element `elem` (1: with a user, 0: free).
