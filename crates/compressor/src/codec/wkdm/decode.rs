@@ -134,8 +134,10 @@ static NONZERO: [[u64; 4]; 256] = {
     table
 };
 
-/// Per tag byte: [`COUNTS`] in the lower half, the number of nonzero words in the upper.
-static COUNTS_NONZERO: [u64; 256] = {
+/// Per tag byte: the step of the gathering cursor (see [`decompress`]): [`COUNTS`] in the
+/// lower half, 4 (the next group's first position) at bit 32, and the number of nonzero
+/// words at bit 48.
+static GATHER_STEP: [u64; 256] = {
     let mut table = [0u64; 256];
     let mut byte = 0;
     while byte < 256 {
@@ -147,7 +149,7 @@ static COUNTS_NONZERO: [u64; 256] = {
             }
             j += 1;
         }
-        table[byte] = COUNTS[byte] as u64 | n << 32;
+        table[byte] = COUNTS[byte] as u64 | 4 << 32 | n << 48;
         byte += 1;
     }
     table
@@ -337,21 +339,20 @@ pub fn decompress(areas: &Areas<'_>, out: &mut [u32]) -> bool {
         // The chunk's nonzero words: their stream offsets (chunk-relative cursors) and
         // positions, gathered four entries at a time, each tag byte's written over the
         // unused entries of the byte before (so `n + 4 <= CHUNK + 4` always).
+        // `acc`: the stream cursors in the lower half, the group's first position at bit 32
+        // and the nonzero words so far at bit 48 (which the entries carry along unused).
         let mut acc = u64::from(start);
-        for (g, &tag_byte) in tags.iter().enumerate() {
-            let n = (acc >> 32) as usize;
-            let add = (acc & 0xFFFF_FFFF) | ((4 * g) as u64) << 32;
+        for &tag_byte in tags {
+            let n = (acc >> 48) as usize & (CHUNK - 1);
             let row = &NONZERO[usize::from(tag_byte)];
-            let entries = [row[0] + add, row[1] + add, row[2] + add, row[3] + add];
-            if let Some(dst) = list.get_mut(n..n + 4) {
-                dst.copy_from_slice(&entries);
-            }
-            acc += COUNTS_NONZERO[usize::from(tag_byte)];
+            let entries = [row[0] + acc, row[1] + acc, row[2] + acc, row[3] + acc];
+            list[n..][..4].copy_from_slice(&entries);
+            acc += GATHER_STEP[usize::from(tag_byte)];
         }
         let base = acc as u32;
         // The dictionary pass over the nonzero words; the zero words keep the zeros.
         chunk.fill(0);
-        let nonzero = ((acc >> 32) as usize).min(CHUNK);
+        let nonzero = ((acc >> 48) as usize).min(CHUNK);
         for &e in &list[..nonzero] {
             let c = e as u32;
             let m = (c >> 24) as usize;
