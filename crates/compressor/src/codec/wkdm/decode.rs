@@ -338,9 +338,10 @@ pub fn decompress(areas: &Areas<'_>, out: &mut [u32]) -> bool {
             | ((mp - st.miss_base) as u32) << 24;
         // The chunk's nonzero words: their stream offsets (chunk-relative cursors) and
         // positions, gathered four entries at a time, each tag byte's written over the
-        // unused entries of the byte before (so `n + 4 <= CHUNK + 4` always).
-        // `acc`: the stream cursors in the lower half, the group's first position at bit 32
-        // and the nonzero words so far at bit 48 (which the entries carry along unused).
+        // unused entries of the byte before. `acc` holds the stream cursors in its lower
+        // half, the group's first position at bit 32 and the nonzero words so far at bit 48
+        // (which the entries carry along unused). `n` is at most 28 when a byte is gathered;
+        // the mask only spares the bound check.
         let mut acc = u64::from(start);
         for &tag_byte in tags {
             let n = (acc >> 48) as usize & (CHUNK - 1);
