@@ -44,7 +44,7 @@ pub enum Op {
         /// Which one.
         pick: u16,
     },
-    /// Write `byte` at word `1 + word % 7` of the `pick`-th free element of zone 0.
+    /// Write `byte` at word `1 + word % (words - 1)` of the `pick`-th free element of zone 0.
     WriteAfterFree {
         /// Which one.
         pick: u16,
@@ -63,6 +63,12 @@ pub enum Op {
     /// Drain zone `zone % 2` (depot and this CPU's cache back to the chunks; empty chunks
     /// back to the source).
     Drain {
+        /// The zone.
+        zone: u8,
+    },
+    /// Trim zone `zone % 2` and the kalloc heap (depots to their working sets, empty chunks
+    /// and idle magazine pages back to the source).
+    Trim {
         /// The zone.
         zone: u8,
     },
@@ -91,7 +97,9 @@ fn take_seen() -> Vec<(ViolationKind, usize)> {
     SEEN.with(|s| s.borrow_mut().drain(..).collect())
 }
 
-const SIZES: [usize; 2] = [64, 200];
+/// Element sizes; zone 0's are large enough that a run of frees overflows what the depot
+/// always keeps (128 KiB), so trimming has idle magazines to return.
+const SIZES: [usize; 2] = [1024, 200];
 
 /// Where a live block came from.
 #[derive(Debug, Clone, Copy)]
@@ -260,10 +268,15 @@ pub fn run(ops: &[Op]) {
                     tag,
                 );
             }
-            Op::Drain { zone } => {
+            Op::Drain { zone } | Op::Trim { zone } => {
                 let z = usize::from(zone % 2);
-                zones[z].drain_cpu_cache();
-                zones[z].drain();
+                if matches!(op, Op::Drain { .. }) {
+                    zones[z].drain_cpu_cache();
+                    zones[z].drain();
+                } else {
+                    zones[z].trim(0);
+                    heap.trim();
+                }
                 if z == 0 {
                     // Emptied chunks may have gone back to the source (and their addresses be
                     // reused): stop touching free elements and stop expecting particular
@@ -385,8 +398,22 @@ mod tests {
             Op::Alloc { zone: 0 },
             Op::Realloc { pick: 0, size: 10 },
             Op::Drain { zone: 0 },
+            Op::Trim { zone: 0 },
             Op::Free { pick: 1 },
         ]);
+    }
+
+    #[test]
+    fn trims_after_a_burst() {
+        let mut ops = vec![Op::Alloc { zone: 0 }; 300];
+        ops.extend((0..300).map(|i| Op::Free { pick: i * 7 }));
+        ops.push(Op::Trim { zone: 0 });
+        ops.extend([Op::Alloc { zone: 0 }; 40]);
+        ops.extend((0..20).map(|_| Op::Free { pick: 3 }));
+        ops.extend([Op::Trim { zone: 0 }, Op::Trim { zone: 0 }]);
+        ops.extend([Op::Alloc { zone: 0 }; 60]);
+        ops.push(Op::Trim { zone: 0 });
+        run(&ops);
     }
 
     #[test]

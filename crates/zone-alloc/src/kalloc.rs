@@ -302,8 +302,33 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     /// [`ZoneError::LimitReached`] / [`ZoneError::Source`] when no memory is left (the
     /// heap is unchanged), [`ZoneError::Violation`] if a corrupt free element was found and the
     /// handler returned, [`ZoneError::BadConfig`] for a size that overflows when rounded up.
+    ///
+    /// When the page source is out of memory, every zone's depot is drained (its cached
+    /// elements go back to their chunks, empty chunks to the source) and the allocation is
+    /// tried once more.
     #[inline]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>, ZoneError> {
+        let result = match self.zone_for(layout) {
+            Some(zone) => zone.alloc(),
+            None => self.alloc_large(layout),
+        };
+        match result {
+            Err(ZoneError::Source(_)) => self.alloc_after_drain(layout, result),
+            other => other,
+        }
+    }
+
+    /// The page source failed: give the zones' cached memory back and try again.
+    #[cold]
+    #[inline(never)]
+    fn alloc_after_drain(
+        &self,
+        layout: Layout,
+        failed: Result<NonNull<u8>, ZoneError>,
+    ) -> Result<NonNull<u8>, ZoneError> {
+        if self.drain() == 0 {
+            return failed;
+        }
         match self.zone_for(layout) {
             Some(zone) => zone.alloc(),
             None => self.alloc_large(layout),
@@ -487,6 +512,12 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
     /// back.
     pub fn drain(&self) -> usize {
         self.zones.iter().map(Zone::drain).sum()
+    }
+
+    /// Trims every zone ([`Zone::trim`], keeping no empty chunk): the periodic zone GC, which
+    /// shrinks each depot to its working set; returns the bytes given back.
+    pub fn trim(&self) -> usize {
+        self.zones.iter().map(|z| z.trim(0)).sum()
     }
 
     /// Returns the calling CPU's cached elements of every zone to their chunks.

@@ -8,8 +8,12 @@
 //!    no lock and no atomic read-modify-write.
 //! 2. **Depot**: full and empty magazines shared by all CPUs under the zone lock. A CPU whose
 //!    two magazines are both empty trades an empty one for a full one (or fills one from the
-//!    chunks); one whose magazines are both full trades a full one for an empty one (or, when
-//!    the depot holds enough, returns the elements to their chunks).
+//!    chunks); one whose magazines are both full trades a full one for an empty one. The depot
+//!    is not capped (unless [`ZoneConfig::depot_limit`] says so): like XNU's recirculation
+//!    depot, it is shrunk by the zone GC, [`Zone::trim`], to its working set — the magazines
+//!    that stayed unused since the previous trim return their elements to the chunks, but for
+//!    128 KiB of elements per CPU. When the page source runs dry, the depot is emptied into
+//!    the chunks before an allocation fails.
 //! 3. **Chunks**: runs of pages from the [`PageSource`], each with a header, an allocation
 //!    bitmap and a freelist (see `chunk.rs`), kept on empty / partial / full lists. Empty chunks
 //!    go back to the source when the zone is trimmed or drained.
@@ -129,6 +133,7 @@ pub struct ZoneConfig<'n> {
     limit: Option<usize>,
     flags: ZoneFlags,
     magazine: Option<usize>,
+    depot_bytes: Option<usize>,
     secret: Option<usize>,
     pac: Option<PacKeys>,
     on_violation: ViolationHandler,
@@ -146,6 +151,7 @@ impl<'n> ZoneConfig<'n> {
             limit: None,
             flags: ZoneFlags::BUILD_DEFAULT,
             magazine: None,
+            depot_bytes: None,
             secret: None,
             pac: None,
             on_violation: panic_on_violation,
@@ -193,6 +199,16 @@ impl<'n> ZoneConfig<'n> {
     #[must_use]
     pub const fn magazine_size(mut self, elements: usize) -> Self {
         self.magazine = Some(elements);
+        self
+    }
+
+    /// Caps the depot: at most `bytes` of free elements (in full magazines) wait there for
+    /// reuse; beyond that a CPU that frees returns elements to their chunks. By default the
+    /// depot is not capped, and [`Zone::trim`] shrinks it to its working set instead (see
+    /// there). A cap below 128 KiB per CPU is raised to that (XNU's per-CPU cache allowance).
+    #[must_use]
+    pub const fn depot_limit(mut self, bytes: usize) -> Self {
+        self.depot_bytes = Some(bytes);
         self
     }
 
@@ -272,6 +288,9 @@ struct Magazine {
 #[repr(C)]
 struct MagazinePage {
     next: *mut MagazinePage,
+    /// Magazines of this page on the depot's empty list: when all of them are, `trim` gives
+    /// the page back.
+    idle: usize,
 }
 
 /// One CPU's two magazines (null until first used).
@@ -359,10 +378,15 @@ struct Core {
     peak_chunks: usize,
     /// Elements out of chunks (with users or in magazines).
     out: usize,
+    /// Full magazines, most recently given first.
     depot_full: *mut Magazine,
     depot_full_len: usize,
+    /// The fewest full magazines the depot held since the last `trim`: that many sat unused
+    /// through the whole interval (Bonwick's working-set estimate).
+    depot_low: usize,
     depot_empty: *mut Magazine,
     magazine_pages: *mut MagazinePage,
+    /// Magazines in all magazine pages.
     magazines: usize,
     /// Allocations and frees that bypassed the per-CPU caches.
     locked_allocs: u64,
@@ -410,8 +434,10 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     /// CPUs with a cache: `CPUS`, or 0 with [`ZoneFlags::NO_CACHE`]. Tested on the slow
     /// paths only: a CPU without a cache never loads a magazine, so its fast paths fail.
     cached_cpus: usize,
-    /// Full magazines the depot keeps before returning elements to their chunks.
-    depot_limit: usize,
+    /// Full magazines `trim` leaves in the depot (128 KiB of elements per CPU).
+    depot_keep: usize,
+    /// Full magazines the depot takes before a free returns elements to their chunks.
+    depot_max: usize,
     /// Read-only zone over a source that protects pages: element pages are mapped read-only.
     protect_elements: bool,
     /// The fast paths' case of the zone's flags (one test instead of one per flag).
@@ -682,10 +708,14 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         codec.pac = cfg!(target_arch = "aarch64")
             && config.pac.is_some()
             && flags.contains(ZoneFlags::ENCODE_FREELIST);
-        // The depot holds up to 128 KiB of cached elements per CPU (XNU's per-CPU cache limit),
-        // and at least two full magazines per CPU.
+        // `trim` leaves up to 128 KiB of cached elements per CPU in the depot (XNU's per-CPU
+        // cache allowance), and at least two full magazines per CPU; beyond that the depot
+        // plays the part of XNU's recirculation depot, trimmed to its working set.
         let magazine_bytes = (magazine_size * stride).max(1);
-        let depot_limit = (CPUS.max(1) * (128 << 10) / magazine_bytes).max(2 * CPUS.max(1));
+        let depot_keep = (CPUS.max(1) * (128 << 10) / magazine_bytes).max(2 * CPUS.max(1));
+        let depot_max = config
+            .depot_bytes
+            .map_or(usize::MAX, |b| (b / magazine_bytes).max(depot_keep));
         Ok(Self {
             name,
             size: config.size,
@@ -696,7 +726,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             } else {
                 CPUS
             },
-            depot_limit,
+            depot_keep,
+            depot_max,
             protect_elements,
             page,
             magazine_size,
@@ -728,6 +759,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 out: 0,
                 depot_full: ptr::null_mut(),
                 depot_full_len: 0,
+                depot_low: 0,
                 depot_empty: ptr::null_mut(),
                 magazine_pages: ptr::null_mut(),
                 magazines: 0,
@@ -956,10 +988,10 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             unsafe {
                 core.depot_full = (*full).next;
                 core.depot_full_len -= 1;
+                core.depot_low = core.depot_low.min(core.depot_full_len);
                 cache.store_count();
                 if let Some(empty) = cache.loaded.as_mut() {
-                    empty.next = core.depot_empty;
-                    core.depot_empty = empty;
+                    self.put_empty(&mut core, empty);
                 }
             }
             cache.load(full);
@@ -1033,6 +1065,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             } else {
                 match self.new_chunk(core) {
                     Ok(c) => c,
+                    // Out of pages: elements waiting in the depot go back to their chunks
+                    // before the allocation fails.
+                    Err(_) if self.flush_depot(core) > 0 => continue,
                     Err(e) if got == 0 => return Err((e, 0)),
                     Err(_) => break,
                 }
@@ -1413,9 +1448,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             return Ok(());
         }
         // Both magazines are full: the previous one goes to the depot (or back to the chunks
-        // when the depot holds enough), and an empty one takes its place.
+        // when the depot is capped and holds enough), and an empty one takes its place.
         let full = cache.previous;
-        if core.depot_full_len < self.depot_limit() {
+        if core.depot_full_len < self.depot_max {
             if let Ok(empty) = self.empty_magazine(&mut core) {
                 // SAFETY: `full` is this CPU's magazine, handed to the depot under the lock.
                 unsafe { (*full).next = core.depot_full };
@@ -1486,39 +1521,88 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
 
     /// Returns every depot magazine's elements to the chunks.
     fn flush_depot(&self, core: &mut Core) -> usize {
+        let all = core.depot_full_len;
+        self.flush_oldest(core, all)
+    }
+
+    /// Returns the elements of the `n` magazines that have been in the depot longest (at the
+    /// end of its list) to the chunks; returns how many elements that was.
+    fn flush_oldest(&self, core: &mut Core, n: usize) -> usize {
+        let n = n.min(core.depot_full_len);
+        if n == 0 {
+            return 0;
+        }
+        let stay = core.depot_full_len - n;
+        // Cut the list after its first `stay` magazines.
+        let mut rest = core.depot_full;
+        if stay > 0 {
+            let mut last = core.depot_full;
+            // SAFETY: the depot list holds `depot_full_len > stay` magazines of the zone,
+            // reached under the lock.
+            unsafe {
+                for _ in 1..stay {
+                    last = (*last).next;
+                }
+                rest = (*last).next;
+                (*last).next = ptr::null_mut();
+            }
+        } else {
+            core.depot_full = ptr::null_mut();
+        }
+        core.depot_full_len = stay;
+        core.depot_low = core.depot_low.min(stay);
         let mut flushed = 0;
-        while let Some(m) = NonNull::new(core.depot_full) {
-            // SAFETY: depot magazines are the zone's, reached under the lock.
+        while let Some(m) = NonNull::new(rest) {
+            // SAFETY: the cut-off magazines are the zone's, on no list now, under the lock.
             unsafe {
                 let m = &mut *m.as_ptr();
-                core.depot_full = m.next;
-                core.depot_full_len -= 1;
+                rest = m.next;
                 flushed += m.count;
                 self.empty_into_chunks(core, m);
-                m.next = core.depot_empty;
-                core.depot_empty = m;
+                self.put_empty(core, m);
             }
         }
         flushed
     }
 
-    fn depot_limit(&self) -> usize {
-        self.depot_limit
+    /// Magazines in one magazine page, and the offset of the first.
+    fn magazine_layout(&self) -> (usize, usize) {
+        let first = size_of::<MagazinePage>().next_multiple_of(align_of::<Magazine>());
+        ((self.page - first) / size_of::<Magazine>(), first)
+    }
+
+    /// The page header of a magazine (magazine pages are page-aligned).
+    fn page_of(&self, m: *mut Magazine) -> *mut MagazinePage {
+        let offset = m.addr() & (self.page - 1);
+        m.cast::<u8>().wrapping_sub(offset).cast()
+    }
+
+    /// Puts magazine `m` (of this zone, on no list, its elements gone) on the empty list.
+    fn put_empty(&self, core: &mut Core, m: *mut Magazine) {
+        let page = self.page_of(m);
+        // SAFETY: `m` is a magazine of one of the zone's magazine pages, reached under the
+        // lock, and `page` that page's header.
+        unsafe {
+            (*m).count = 0;
+            (*m).next = core.depot_empty;
+            (*page).idle += 1;
+        }
+        core.depot_empty = m;
     }
 
     /// Returns an empty magazine from the depot, allocating a magazine page if needed.
     fn empty_magazine(&self, core: &mut Core) -> Result<*mut Magazine, ZoneError> {
         if core.depot_empty.is_null() {
-            let page = self.source.page_size();
+            let page = self.page;
             let mem = self.source.allocate(page, page)?;
             let header = mem.as_ptr().cast::<MagazinePage>();
-            let first = size_of::<MagazinePage>().next_multiple_of(align_of::<Magazine>());
-            let count = (page - first) / size_of::<Magazine>();
+            let (count, first) = self.magazine_layout();
             // SAFETY: the page is ours, `first + count * size_of::<Magazine>() <= page`, and
             // the offsets keep every magazine aligned (the page is page-aligned).
             unsafe {
                 header.write(MagazinePage {
                     next: core.magazine_pages,
+                    idle: 0,
                 });
                 core.magazine_pages = header;
                 for i in 0..count {
@@ -1526,20 +1610,68 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                         .as_ptr()
                         .add(first + i * size_of::<Magazine>())
                         .cast::<Magazine>();
-                    ptr::addr_of_mut!((*m).count).write(0);
-                    ptr::addr_of_mut!((*m).next).write(core.depot_empty);
-                    core.depot_empty = m;
+                    self.put_empty(core, m);
                 }
             }
             core.magazines += count;
         }
         let m = core.depot_empty;
-        // SAFETY: a non-null depot magazine of the zone.
+        // SAFETY: a non-null depot magazine of the zone, and its page's header.
         unsafe {
             core.depot_empty = (*m).next;
-            (*m).count = 0;
+            (*self.page_of(m)).idle -= 1;
         }
         Ok(m)
+    }
+
+    /// Gives back the magazine pages none of whose magazines is in use; returns the bytes.
+    fn release_idle_magazine_pages(&self, core: &mut Core) -> usize {
+        let (count, _) = self.magazine_layout();
+        let idle = |p: *mut MagazinePage| {
+            // SAFETY: `p` is one of the zone's magazine pages, under the lock.
+            unsafe { (*p).idle == count }
+        };
+        let mut any = false;
+        let mut p = core.magazine_pages;
+        while !p.is_null() {
+            any |= idle(p);
+            // SAFETY: as above.
+            p = unsafe { (*p).next };
+        }
+        if !any {
+            return 0;
+        }
+        // Take the idle pages' magazines off the empty list, then the pages off theirs.
+        let mut link: *mut *mut Magazine = &raw mut core.depot_empty;
+        // SAFETY: the empty list holds magazines of the zone's pages, under the lock; `link`
+        // points at the list head or at a kept magazine's `next`.
+        unsafe {
+            while !(*link).is_null() {
+                let m = *link;
+                if idle(self.page_of(m)) {
+                    *link = (*m).next;
+                } else {
+                    link = &raw mut (*m).next;
+                }
+            }
+        }
+        let mut released = 0;
+        let mut link: *mut *mut MagazinePage = &raw mut core.magazine_pages;
+        // SAFETY: as above, for the page list; an idle page's magazines are on no list now,
+        // so nothing refers to the page any more.
+        unsafe {
+            while let Some(p) = NonNull::new(*link) {
+                if idle(p.as_ptr()) {
+                    *link = (*p.as_ptr()).next;
+                    self.source.deallocate(p.cast(), self.page, self.page);
+                    core.magazines -= count;
+                    released += self.page;
+                } else {
+                    link = &raw mut (*p.as_ptr()).next;
+                }
+            }
+        }
+        released
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1849,20 +1981,44 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
     }
 
-    /// Gives empty chunks back to the page source, keeping at most `keep` (XNU's zone trim);
-    /// returns the bytes given back.
+    /// Trims the zone (XNU's zone GC at its trim level); returns the bytes given back to the
+    /// page source.
+    ///
+    /// 1. The depot shrinks to its working set: the full magazines that stayed in it, unused,
+    ///    since the previous `trim` (Bonwick's estimate) return their elements to their
+    ///    chunks, but for 128 KiB of elements per CPU that the depot always keeps. Call `trim`
+    ///    periodically (XNU's GC runs every few seconds and under memory pressure): the depot
+    ///    is not capped otherwise (see [`ZoneConfig::depot_limit`]), and what it frees at
+    ///    one call is what the calls before showed to be idle.
+    /// 2. Empty chunks go back to the page source, but for `keep` of them.
+    /// 3. So do magazine pages whose magazines are all unused.
+    ///
+    /// [`drain`](Self::drain) empties the whole depot at once.
     pub fn trim(&self, keep: usize) -> usize {
         let mut core = self.core.lock();
+        let idle = core
+            .depot_low
+            .min(core.depot_full_len.saturating_sub(self.depot_keep));
+        self.flush_oldest(&mut core, idle);
+        core.depot_low = core.depot_full_len;
+        let released = self.trim_locked(&mut core, keep);
+        drop(core);
+        self.report_pending();
+        released
+    }
+
+    /// Gives empty chunks back (but for `keep`), then idle magazine pages.
+    fn trim_locked(&self, core: &mut Core, keep: usize) -> usize {
         let mut released = 0;
         while core.empty.len > keep {
             // SAFETY: the empty list holds initialised chunks of this zone.
             let Some(chunk) = (unsafe { core.empty.pop() }) else {
                 break;
             };
-            self.release_chunk(&mut core, chunk);
+            self.release_chunk(core, chunk);
             released += self.geometry.chunk_size;
         }
-        released
+        released + self.release_idle_magazine_pages(core)
     }
 
     fn release_chunk(&self, core: &mut Core, chunk: NonNull<ChunkHeader>) {
@@ -1884,9 +2040,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// Elements in the CPUs' own magazines stay (see
     /// [`drain_cpu_cache`](Self::drain_cpu_cache)).
     pub fn drain(&self) -> usize {
-        self.flush_depot(&mut self.core.lock());
+        let mut core = self.core.lock();
+        self.flush_depot(&mut core);
+        let released = self.trim_locked(&mut core, 0);
+        drop(core);
         self.report_pending();
-        self.trim(0)
+        released
     }
 
     /// Returns the calling CPU's cached elements to their chunks (call on each CPU, e.g.

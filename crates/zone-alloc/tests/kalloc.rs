@@ -164,3 +164,28 @@ fn out_of_memory_is_an_error_and_large_blocks_go_back() {
     assert_eq!(pages.in_use(), 0);
     assert_eq!(heap.large_stats().live, 0);
 }
+
+#[test]
+fn out_of_memory_drains_the_zone_caches_and_tries_again() {
+    let pages = SystemPages::with_limit(1 << 20);
+    let cpus = ThreadCpuId::new();
+    let _cpu = cpus.bind(CpuIndex::new(0)).unwrap();
+    let heap: Kalloc<'_, _, _, 1> = Kalloc::new("oom.drain", &pages, &cpus, 1).unwrap();
+    let small = Layout::from_size_align(64, 8).unwrap();
+    let mut live = Vec::new();
+    while let Ok(p) = heap.alloc(small) {
+        live.push(p);
+    }
+    for p in live {
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.free(p, small) };
+    }
+    // The freed blocks wait in the 64-byte zone's magazines and depot, holding its chunks; a
+    // large block needs those pages, so the heap drains the zones and succeeds.
+    let big = Layout::from_size_align(512 << 10, 8).unwrap();
+    let p = heap
+        .alloc(big)
+        .expect("the zones' cached memory is given back");
+    // SAFETY: allocated above.
+    unsafe { heap.free(p, big) };
+}

@@ -500,6 +500,7 @@ enum Op {
     Free { pick: usize },
     Write { pick: usize, byte: u8 },
     Drain { zone: usize },
+    Trim { zone: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -508,13 +509,14 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(|pick| Op::Free { pick }),
         2 => (any::<usize>(), any::<u8>()).prop_map(|(pick, byte)| Op::Write { pick, byte }),
         1 => (0..3usize).prop_map(|zone| Op::Drain { zone }),
+        1 => (0..3usize).prop_map(|zone| Op::Trim { zone }),
     ]
 }
 
 proptest! {
     #![proptest_config(config())]
 
-    /// Random allocations, frees, writes and drains over three zones (cached hardened,
+    /// Random allocations, frees, writes, drains and trims over three zones (cached hardened,
     /// cached release-default, locked) against a model of the live elements: no two live
     /// elements overlap, each is aligned, keeps what was written to it, and the statistics
     /// count exactly the live elements.
@@ -572,6 +574,9 @@ proptest! {
                     zones[zone].drain_cpu_cache();
                     zones[zone].drain();
                 }
+                Op::Trim { zone } => {
+                    zones[zone].trim(0);
+                }
                 _ => {}
             }
             for (i, z) in zones.iter().enumerate() {
@@ -580,4 +585,128 @@ proptest! {
             }
         }
     }
+}
+
+/// Allocates `n` elements on the bound CPU.
+fn take<S: machvm_zone_alloc::PageSource>(
+    zone: &Zone<S, &ThreadCpuId, 1>,
+    n: usize,
+) -> Vec<NonNull<u8>> {
+    (0..n).map(|_| zone.alloc().unwrap()).collect()
+}
+
+/// Frees every element of `live`.
+fn give<S: machvm_zone_alloc::PageSource>(zone: &Zone<S, &ThreadCpuId, 1>, live: Vec<NonNull<u8>>) {
+    for p in live {
+        // SAFETY: allocated from `zone`, freed once.
+        unsafe { zone.free(p).unwrap() };
+    }
+}
+
+#[test]
+fn trim_shrinks_the_depot_to_its_working_set() {
+    // 4 KiB elements in magazines of 4: the depot always keeps 128 KiB, 8 magazines.
+    const KEPT: usize = 8 * 4;
+    const CACHE: usize = 2 * 4;
+    let n = if cfg!(miri) { 120 } else { 400 };
+    let b = Bound::new();
+    let _cpu = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    let pages = SystemPages::new();
+    let zone: Zone<_, _, 1> = Zone::new(
+        ZoneConfig::new("depot.trim", 4096)
+            .flags(ZoneFlags::RELEASE_DEFAULT)
+            .magazine_size(4),
+        &pages,
+        &b.cpus,
+    )
+    .unwrap();
+    give(&zone, take(&zone, n));
+    let full = zone.stats();
+    assert_eq!((full.in_use, full.cached), (0, n), "{full:?}");
+    // The first trim has seen no interval yet: nothing in the depot is known to be idle.
+    zone.trim(0);
+    assert_eq!(zone.stats().cached, n);
+    // Use half of the elements, then give them back: half of the depot was in use.
+    let half = take(&zone, n / 2);
+    give(&zone, half);
+    let used = zone.stats();
+    assert_eq!(used.cached, n);
+    let released = zone.trim(0);
+    let after = zone.stats();
+    assert!(
+        after.cached >= n / 2 && after.cached <= n / 2 + CACHE,
+        "the working set stays cached: {after:?}"
+    );
+    assert!(released > 0 && after.cur_size < used.cur_size, "{after:?}");
+    // Nothing used since: the depot shrinks to what it always keeps, and magazine pages whose
+    // magazines are all unused go back too.
+    let before = pages.in_use();
+    let released = zone.trim(0);
+    let idle = zone.stats();
+    assert!(idle.cached <= KEPT + CACHE, "{idle:?}");
+    assert!(idle.magazine_bytes < after.magazine_bytes, "{idle:?}");
+    assert_eq!(released, before - pages.in_use());
+    // The elements still cached are good for reuse, and drain gives back everything else.
+    give(&zone, take(&zone, n));
+    assert_eq!(zone.stats().in_use, 0);
+    zone.drain_cpu_cache();
+    zone.drain();
+    let drained = zone.stats();
+    assert_eq!((drained.cached, drained.cur_size), (0, 0), "{drained:?}");
+}
+
+#[test]
+fn a_capped_depot_returns_elements_to_their_chunks() {
+    let b = Bound::new();
+    let _cpu = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    let zone: Zone<_, _, 1> = Zone::new(
+        ZoneConfig::new("depot.capped", 4096)
+            .flags(ZoneFlags::RELEASE_DEFAULT)
+            .magazine_size(4)
+            .depot_limit(0),
+        SystemPages::new(),
+        &b.cpus,
+    )
+    .unwrap();
+    give(&zone, take(&zone, if cfg!(miri) { 80 } else { 300 }));
+    // A cap below 128 KiB per CPU is raised to it: 8 magazines of 4, plus the CPU's two.
+    let stats = zone.stats();
+    assert!(stats.cached <= 8 * 4 + 2 * 4, "{stats:?}");
+}
+
+#[test]
+fn an_exhausted_page_source_takes_back_what_the_depot_holds() {
+    let b = Bound::new();
+    let _cpu = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    let pages = SystemPages::with_limit(1 << 20);
+    let zone: Zone<_, _, 1> = Zone::new(
+        ZoneConfig::new("depot.reclaim", 2048).magazine_size(4),
+        &pages,
+        &b.cpus,
+    )
+    .unwrap();
+    let mut live = Vec::new();
+    let err = loop {
+        match zone.alloc() {
+            Ok(p) => live.push(p),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, ZoneError::Source(PageSourceError::Exhausted));
+    let most = live.len();
+    give(&zone, live);
+    // Another CPU, one without a cache here, allocates from the chunks: the elements waiting
+    // in the depot go back to them instead of the allocation failing.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _other = b.cpus.bind(CpuIndex::new(1)).unwrap();
+            let got: Vec<_> = (0..most - 8)
+                .map(|_| zone.alloc().expect("depot elements reclaimed"))
+                .collect();
+            for p in got {
+                // SAFETY: allocated above, freed once.
+                unsafe { zone.free(p).unwrap() };
+            }
+        });
+    });
 }
