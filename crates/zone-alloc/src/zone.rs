@@ -284,6 +284,9 @@ struct Magazine {
     slots: [*mut u8; MAX_MAGAZINE],
 }
 
+// A magazine page holds at least one magazine (page sizes are at least 4096 bytes).
+const _: () = assert!(size_of::<MagazinePage>() + size_of::<Magazine>() <= 4096);
+
 /// A page of magazines: this header, then magazines.
 #[repr(C)]
 struct MagazinePage {
@@ -639,12 +642,15 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     ///
     /// # Errors
     ///
-    /// [`ZoneError::BadConfig`] for an element size of zero or above [`MAX_ELEMENT_SIZE`], an
+    /// [`ZoneError::BadConfig`] for a page source whose page size is not a power of two of at
+    /// least 4096 bytes, an element size of zero or above [`MAX_ELEMENT_SIZE`], an
     /// alignment that is not a power of two or exceeds the page size, a name longer than
     /// [`MAX_NAME`] bytes or a magazine size of zero or above [`MAX_MAGAZINE`].
     pub fn new(config: ZoneConfig<'_>, source: S, cpu: C) -> Result<Self, ZoneError> {
         let page = source.page_size();
-        if config.size == 0
+        if !page.is_power_of_two()
+            || page < 4096
+            || config.size == 0
             || config.size > MAX_ELEMENT_SIZE
             || !config.align.is_power_of_two()
             || config.align > page
@@ -990,8 +996,10 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 core.depot_full_len -= 1;
                 core.depot_low = core.depot_low.min(core.depot_full_len);
                 cache.store_count();
-                if let Some(empty) = cache.loaded.as_mut() {
-                    self.put_empty(&mut core, empty);
+                // The raw pointer, not a reference: `put_empty` reaches the magazine's page
+                // header through it.
+                if !cache.loaded.is_null() {
+                    self.put_empty(&mut core, cache.loaded);
                 }
             }
             cache.load(full);
@@ -1555,12 +1563,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         while let Some(m) = NonNull::new(rest) {
             // SAFETY: the cut-off magazines are the zone's, on no list now, under the lock.
             unsafe {
-                let m = &mut *m.as_ptr();
-                rest = m.next;
-                flushed += m.count;
-                self.empty_into_chunks(core, m);
-                self.put_empty(core, m);
+                let magazine = &mut *m.as_ptr();
+                rest = magazine.next;
+                flushed += magazine.count;
+                self.empty_into_chunks(core, magazine);
             }
+            self.put_empty(core, m.as_ptr());
         }
         flushed
     }
@@ -1577,7 +1585,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         m.cast::<u8>().wrapping_sub(offset).cast()
     }
 
-    /// Puts magazine `m` (of this zone, on no list, its elements gone) on the empty list.
+    /// Puts magazine `m` (of this zone, on no list, its elements gone) on the empty list. `m`
+    /// must carry the provenance of its whole magazine page (not come from a reference to
+    /// the magazine): the page header is reached through it.
     fn put_empty(&self, core: &mut Core, m: *mut Magazine) {
         let page = self.page_of(m);
         // SAFETY: `m` is a magazine of one of the zone's magazine pages, reached under the
