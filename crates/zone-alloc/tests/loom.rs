@@ -13,6 +13,10 @@
 //! - `cross_cpu_free_returns_the_element_to_circulation`: CPU 0 allocates and hands the element
 //!   to CPU 1, which frees it while CPU 0 allocates again; the two live elements differ, and
 //!   the freed one is allocatable again.
+//! - `trimming_while_a_cpu_trades_magazines_loses_nothing`: CPU 1 trims the zone (the zone GC:
+//!   depot to its working set, empty chunks and idle magazine pages back) while CPU 0
+//!   allocates and frees through the depot; no element is live twice, and after a drain the
+//!   zone holds nothing.
 #![cfg(loom)]
 
 use loom::sync::Arc;
@@ -121,4 +125,31 @@ fn cross_cpu_free_returns_the_element_to_circulation() {
         zone.drain_cpu_cache();
         zone.drain();
     });
+}
+
+#[test]
+fn trimming_while_a_cpu_trades_magazines_loses_nothing() {
+    run_model(
+        "trimming_while_a_cpu_trades_magazines_loses_nothing",
+        || {
+            let cpus = cpus();
+            let zone = zone(cpus);
+            let gc = {
+                let zone = Arc::clone(&zone);
+                thread::spawn(move || {
+                    zone.trim(0);
+                    zone.trim(0);
+                })
+            };
+            churn(&zone, cpus, 0);
+            gc.join().unwrap();
+            let stats = zone.stats();
+            assert_eq!((stats.in_use, stats.alloc_count), (0, 2));
+            let _bound = cpus.bind(CpuIndex::new(0)).unwrap();
+            zone.drain_cpu_cache();
+            zone.drain();
+            let stats = zone.stats();
+            assert_eq!((stats.cached, stats.cur_size), (0, 0), "{stats:?}");
+        },
+    );
 }
