@@ -279,8 +279,10 @@ impl fmt::Debug for ZoneName {
 #[repr(C)]
 struct Magazine {
     count: usize,
-    /// Link on a depot list.
+    /// Link on a depot list (towards older magazines on the full list).
     next: *mut Magazine,
+    /// Link towards newer magazines on the depot's full list (unused on the empty list).
+    prev: *mut Magazine,
     slots: [*mut u8; MAX_MAGAZINE],
 }
 
@@ -381,8 +383,10 @@ struct Core {
     peak_chunks: usize,
     /// Elements out of chunks (with users or in magazines).
     out: usize,
-    /// Full magazines, most recently given first.
+    /// Full magazines, most recently given first (linked both ways).
     depot_full: *mut Magazine,
+    /// The full magazine given longest ago (the end `trim` flushes from).
+    depot_full_tail: *mut Magazine,
     depot_full_len: usize,
     /// The fewest full magazines the depot held since the last `trim`: that many sat unused
     /// through the whole interval (Bonwick's working-set estimate).
@@ -403,6 +407,58 @@ struct Core {
     exhausted: bool,
     /// The first violation found while the lock was held, reported after it is released.
     pending: Option<(ViolationKind, usize)>,
+}
+
+impl Core {
+    /// Puts full magazine `m` at the new end of the depot's full list.
+    ///
+    /// # Safety
+    ///
+    /// `m` is a magazine of the zone on no list, reached under the lock.
+    unsafe fn push_full(&mut self, m: *mut Magazine) {
+        // SAFETY: the caller's contract; the list's magazines are the zone's, under the lock.
+        unsafe {
+            (*m).next = self.depot_full;
+            (*m).prev = ptr::null_mut();
+            match self.depot_full.as_mut() {
+                Some(newest) => newest.prev = m,
+                None => self.depot_full_tail = m,
+            }
+        }
+        self.depot_full = m;
+        self.depot_full_len += 1;
+    }
+
+    /// Takes the full magazine given last (for a CPU to allocate from: its elements are the
+    /// most likely to be in cache).
+    fn pop_newest_full(&mut self) -> Option<*mut Magazine> {
+        let m = NonNull::new(self.depot_full)?.as_ptr();
+        // SAFETY: the list's magazines are the zone's, reached under the lock.
+        unsafe {
+            self.depot_full = (*m).next;
+            match self.depot_full.as_mut() {
+                Some(next) => next.prev = ptr::null_mut(),
+                None => self.depot_full_tail = ptr::null_mut(),
+            }
+        }
+        self.depot_full_len -= 1;
+        Some(m)
+    }
+
+    /// Takes the full magazine given longest ago (for `trim` and `drain`).
+    fn pop_oldest_full(&mut self) -> Option<*mut Magazine> {
+        let m = NonNull::new(self.depot_full_tail)?.as_ptr();
+        // SAFETY: as above.
+        unsafe {
+            self.depot_full_tail = (*m).prev;
+            match self.depot_full_tail.as_mut() {
+                Some(prev) => prev.next = ptr::null_mut(),
+                None => self.depot_full = ptr::null_mut(),
+            }
+        }
+        self.depot_full_len -= 1;
+        Some(m)
+    }
 }
 
 /// A zone of fixed-size elements.
@@ -764,6 +820,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 peak_chunks: 0,
                 out: 0,
                 depot_full: ptr::null_mut(),
+                depot_full_tail: ptr::null_mut(),
                 depot_full_len: 0,
                 depot_low: 0,
                 depot_empty: ptr::null_mut(),
@@ -988,19 +1045,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[cold]
     fn reload(&self, cache: &mut CpuCache) -> Result<(), Outcome<NonNull<u8>>> {
         let mut core = self.core.lock();
-        if !core.depot_full.is_null() {
-            let full = core.depot_full;
-            // SAFETY: depot magazines belong to the zone and are reached under the lock.
-            unsafe {
-                core.depot_full = (*full).next;
-                core.depot_full_len -= 1;
-                core.depot_low = core.depot_low.min(core.depot_full_len);
-                cache.store_count();
-                // The raw pointer, not a reference: `put_empty` reaches the magazine's page
-                // header through it.
-                if !cache.loaded.is_null() {
-                    self.put_empty(&mut core, cache.loaded);
-                }
+        if let Some(full) = core.pop_newest_full() {
+            core.depot_low = core.depot_low.min(core.depot_full_len);
+            cache.store_count();
+            // The raw pointer, not a reference: `put_empty` reaches the magazine's page header
+            // through it.
+            if !cache.loaded.is_null() {
+                self.put_empty(&mut core, cache.loaded);
             }
             cache.load(full);
             return Ok(());
@@ -1461,9 +1512,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         if core.depot_full_len < self.depot_max {
             if let Ok(empty) = self.empty_magazine(&mut core) {
                 // SAFETY: `full` is this CPU's magazine, handed to the depot under the lock.
-                unsafe { (*full).next = core.depot_full };
-                core.depot_full = full;
-                core.depot_full_len += 1;
+                unsafe { core.push_full(full) };
                 cache.previous = empty;
                 cache.swap();
                 return Ok(());
@@ -1527,50 +1576,47 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         self.clear_exhaustion(core);
     }
 
-    /// Returns every depot magazine's elements to the chunks.
+    /// Returns every depot magazine's elements to the chunks, under one hold of the lock (for
+    /// the paths that need the elements at once: a limit reached, a dry page source); returns
+    /// how many elements that was.
     fn flush_depot(&self, core: &mut Core) -> usize {
-        let all = core.depot_full_len;
-        self.flush_oldest(core, all)
+        let mut flushed = 0;
+        while let Some(m) = core.pop_oldest_full() {
+            flushed += self.flush_magazine(core, m);
+        }
+        core.depot_low = 0;
+        flushed
     }
 
-    /// Returns the elements of the `n` magazines that have been in the depot longest (at the
-    /// end of its list) to the chunks; returns how many elements that was.
-    fn flush_oldest(&self, core: &mut Core, n: usize) -> usize {
-        let n = n.min(core.depot_full_len);
-        if n == 0 {
-            return 0;
-        }
-        let stay = core.depot_full_len - n;
-        // Cut the list after its first `stay` magazines.
-        let mut rest = core.depot_full;
-        if stay > 0 {
-            let mut last = core.depot_full;
-            // SAFETY: the depot list holds `depot_full_len > stay` magazines of the zone,
-            // reached under the lock.
-            unsafe {
-                for _ in 1..stay {
-                    last = (*last).next;
-                }
-                rest = (*last).next;
-                (*last).next = ptr::null_mut();
+    /// Returns the elements of full magazine `m` (taken off the depot) to their chunks and
+    /// puts it on the empty list; returns how many elements it held.
+    fn flush_magazine(&self, core: &mut Core, m: *mut Magazine) -> usize {
+        // SAFETY: `m` is a magazine of the zone on no list, reached under the lock.
+        let count = unsafe {
+            let magazine = &mut *m;
+            let count = magazine.count;
+            self.empty_into_chunks(core, magazine);
+            count
+        };
+        self.put_empty(core, m);
+        count
+    }
+
+    /// Returns up to `n` of the depot's oldest full magazines to the chunks, taking the lock
+    /// once per magazine so other CPUs wait for one magazine's elements at most; stops when
+    /// the depot is down to `floor` magazines.
+    fn flush_oldest_batched(&self, mut n: usize, floor: usize) {
+        while n > 0 {
+            let mut core = self.core.lock();
+            if core.depot_full_len <= floor {
+                break;
             }
-        } else {
-            core.depot_full = ptr::null_mut();
+            let Some(m) = core.pop_oldest_full() else {
+                break;
+            };
+            self.flush_magazine(&mut core, m);
+            n -= 1;
         }
-        core.depot_full_len = stay;
-        core.depot_low = core.depot_low.min(stay);
-        let mut flushed = 0;
-        while let Some(m) = NonNull::new(rest) {
-            // SAFETY: the cut-off magazines are the zone's, on no list now, under the lock.
-            unsafe {
-                let magazine = &mut *m.as_ptr();
-                rest = magazine.next;
-                flushed += magazine.count;
-                self.empty_into_chunks(core, magazine);
-            }
-            self.put_empty(core, m.as_ptr());
-        }
-        flushed
     }
 
     /// Magazines in one magazine page, and the offset of the first.
@@ -1595,6 +1641,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         unsafe {
             (*m).count = 0;
             (*m).next = core.depot_empty;
+            (*m).prev = ptr::null_mut();
             (*page).idle += 1;
         }
         core.depot_empty = m;
@@ -2003,13 +2050,17 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// 2. Empty chunks go back to the page source, but for `keep` of them.
     /// 3. So do magazine pages whose magazines are all unused.
     ///
-    /// [`drain`](Self::drain) empties the whole depot at once.
+    /// Magazines go back one per hold of the zone lock, so the other CPUs wait for one
+    /// magazine's elements at most, however large the depot grew. [`drain`](Self::drain)
+    /// empties the whole depot.
     pub fn trim(&self, keep: usize) -> usize {
+        let idle = {
+            let core = self.core.lock();
+            core.depot_low
+                .min(core.depot_full_len.saturating_sub(self.depot_keep))
+        };
+        self.flush_oldest_batched(idle, self.depot_keep);
         let mut core = self.core.lock();
-        let idle = core
-            .depot_low
-            .min(core.depot_full_len.saturating_sub(self.depot_keep));
-        self.flush_oldest(&mut core, idle);
         core.depot_low = core.depot_full_len;
         let released = self.trim_locked(&mut core, keep);
         drop(core);
@@ -2045,13 +2096,17 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         core.chunks -= 1;
     }
 
-    /// Returns every depot magazine's elements to their chunks and every empty chunk to the
-    /// page source (XNU's zone drain, under memory pressure); returns the bytes given back.
-    /// Elements in the CPUs' own magazines stay (see
+    /// Returns every depot magazine's elements to their chunks (one magazine per hold of the
+    /// zone lock, as in [`trim`](Self::trim)) and every empty chunk and idle magazine page to
+    /// the page source (XNU's zone drain, under memory pressure); returns the bytes given
+    /// back. Elements in the CPUs' own magazines stay (see
     /// [`drain_cpu_cache`](Self::drain_cpu_cache)).
     pub fn drain(&self) -> usize {
+        // What the depot holds now: magazines other CPUs give meanwhile are not waited for.
+        let held = self.core.lock().depot_full_len;
+        self.flush_oldest_batched(held, 0);
         let mut core = self.core.lock();
-        self.flush_depot(&mut core);
+        core.depot_low = 0;
         let released = self.trim_locked(&mut core, 0);
         drop(core);
         self.report_pending();

@@ -733,3 +733,58 @@ fn an_exhausted_page_source_takes_back_what_the_depot_holds() {
         });
     });
 }
+
+#[test]
+fn trimming_while_cpus_churn_keeps_every_element() {
+    const ROUNDS: usize = if cfg!(miri) { 3 } else { 200 };
+    const BURST: usize = if cfg!(miri) { 20 } else { 300 };
+    let cpus = ThreadCpuId::new();
+    let zone: Zone<_, _, 2> = Zone::new(
+        ZoneConfig::new("depot.churn", 2048)
+            .flags(ZoneFlags::HARDENED)
+            .magazine_size(2),
+        SystemPages::new(),
+        &cpus,
+    )
+    .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (zone, cpus, done) = (&zone, &cpus, &done);
+        let workers: Vec<_> = (0..2u32)
+            .map(|cpu| {
+                s.spawn(move || {
+                    let _bound = cpus.bind(CpuIndex::new(cpu)).unwrap();
+                    for round in 0..ROUNDS {
+                        let live: Vec<_> = (0..BURST).map(|_| zone.alloc().unwrap()).collect();
+                        for (i, p) in live.iter().enumerate() {
+                            // SAFETY: a live element of 2048 bytes.
+                            unsafe { p.as_ptr().cast::<usize>().write(round ^ i) };
+                        }
+                        for (i, p) in live.into_iter().enumerate() {
+                            // SAFETY: as above; nobody else wrote it.
+                            assert_eq!(unsafe { p.as_ptr().cast::<usize>().read() }, round ^ i);
+                            // SAFETY: allocated above, freed once.
+                            unsafe { zone.free(p).unwrap() };
+                        }
+                    }
+                    // The CPU gives its own cache back before it stops.
+                    zone.drain_cpu_cache();
+                })
+            })
+            .collect();
+        s.spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                zone.trim(1);
+                std::thread::yield_now();
+            }
+        });
+        for w in workers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(zone.stats().in_use, 0);
+    zone.drain();
+    let stats = zone.stats();
+    assert_eq!((stats.cached, stats.cur_size), (0, 0), "{stats:?}");
+}
