@@ -299,6 +299,56 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize, const MAX: usize>
         Ok(stats)
     }
 
+    /// Gives memory back to the page source, as the seed's `malloc_zone_pressure_relief`:
+    /// from zone `id`, or from every zone with `None`, until at least `goal` bytes went back
+    /// (0: as much as possible). Each size class is drained in turn ([`Zone::drain`]: its
+    /// depot's elements back to their chunks, empty chunks and idle magazine pages to the
+    /// source). Returns the bytes given back.
+    ///
+    /// [`Zone::drain`]: crate::Zone::drain
+    ///
+    /// # Errors
+    ///
+    /// [`ZoneError::NoSuchZone`] if `id` names no live zone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use machvm_zone_alloc::{MallocZones, NoCpuCache, SystemPages, ZoneFlags};
+    ///
+    /// let pages = SystemPages::new();
+    /// let zones: MallocZones<'_, _, _, 1, 4> =
+    ///     MallocZones::new(&pages, &NoCpuCache, 7, ZoneFlags::RELEASE_DEFAULT)?;
+    /// let id = zones.default_zone();
+    /// let blocks: Vec<_> = (0..1000).map(|_| zones.malloc(id, 100)).collect::<Result<_, _>>()?;
+    /// for p in blocks {
+    ///     // SAFETY: allocated above from `id` with size 100, freed once.
+    ///     unsafe { zones.free(id, p, 100)? };
+    /// }
+    /// assert!(zones.pressure_relief(None, 0)? > 0);
+    /// # Ok::<(), machvm_zone_alloc::ZoneError>(())
+    /// ```
+    pub fn pressure_relief(
+        &self,
+        id: Option<MallocZoneId>,
+        goal: usize,
+    ) -> Result<usize, ZoneError> {
+        let mut released = 0;
+        let mut relieve = |heap: &Kalloc<'a, S, C, CPUS>| {
+            for zone in heap.zones() {
+                if goal != 0 && released >= goal {
+                    return;
+                }
+                released += zone.drain();
+            }
+        };
+        match id {
+            Some(id) => relieve(self.zone(id)?),
+            None => self.iter().for_each(|(_, heap)| relieve(heap)),
+        }
+        Ok(released)
+    }
+
     fn layout(size: usize) -> Result<Layout, ZoneError> {
         Layout::from_size_align(size, MALLOC_ALIGN).map_err(|_| ZoneError::BadConfig)
     }

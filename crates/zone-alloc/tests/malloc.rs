@@ -89,3 +89,49 @@ fn realloc_keeps_contents_across_classes() {
     // SAFETY: live 3000-byte block.
     unsafe { zones.free(d, r, 3000).unwrap() };
 }
+
+#[test]
+fn pressure_relief_gives_back_the_cached_memory_of_one_zone_or_all() {
+    let pages = SystemPages::new();
+    let cpus = machvm_sync::ThreadCpuId::new();
+    let _cpu = cpus.bind(machvm_sync::CpuIndex::new(0)).unwrap();
+    let zones: MallocZones<'_, _, _, 1, 3> =
+        MallocZones::new(&pages, &cpus, 9, ZoneFlags::RELEASE_DEFAULT).unwrap();
+    let a = zones.default_zone();
+    let b = zones.create("b").unwrap();
+    let n = if cfg!(miri) { 300 } else { 3000 };
+    for id in [a, b] {
+        let blocks: Vec<_> = (0..n).map(|_| zones.malloc(id, 64).unwrap()).collect();
+        for p in blocks {
+            // SAFETY: allocated above from `id` with size 64, freed once.
+            unsafe { zones.free(id, p, 64).unwrap() };
+        }
+    }
+    // The freed blocks wait in the per-CPU magazines and the depots, holding their chunks.
+    let held = pages.in_use();
+    let b_before = zones.statistics(b).unwrap().size_allocated;
+    let from_a = zones.pressure_relief(Some(a), 0).unwrap();
+    assert!(from_a > 0);
+    assert_eq!(pages.in_use(), held - from_a);
+    assert_eq!(
+        zones.statistics(b).unwrap().size_allocated,
+        b_before,
+        "b untouched"
+    );
+    // A goal stops the relief once met; 0 takes everything that can go.
+    let some = zones.pressure_relief(None, 1).unwrap();
+    assert!(some > 0);
+    let rest = zones.pressure_relief(None, 0).unwrap();
+    assert_eq!(pages.in_use(), held - from_a - some - rest);
+    assert_eq!(
+        zones.pressure_relief(None, 0).unwrap(),
+        0,
+        "nothing left to give"
+    );
+    // SAFETY: no block of `b` is in use.
+    unsafe { zones.destroy(b).unwrap() };
+    assert_eq!(
+        zones.pressure_relief(Some(b), 0),
+        Err(machvm_zone_alloc::ZoneError::NoSuchZone)
+    );
+}
