@@ -363,11 +363,11 @@ fn limits_exhaustion_callback_and_trim() {
     }
 }
 
-#[test]
-fn an_exhausted_page_source_is_an_error_that_changes_nothing() {
-    let pages = SystemPages::with_limit(16 * 1024);
-    let zone: Zone<_, _, 1> =
-        Zone::new(ZoneConfig::new("small", 4000), &pages, NoCpuCache).unwrap();
+/// Allocates until the page source is exhausted (checking that this is the error); returns
+/// what was allocated.
+fn until_the_source_runs_dry<S: machvm_zone_alloc::PageSource, C: machvm_zone_alloc::CpuLocal>(
+    zone: &Zone<S, C, 1>,
+) -> Vec<NonNull<u8>> {
     let mut live = Vec::new();
     let err = loop {
         match zone.alloc() {
@@ -376,6 +376,15 @@ fn an_exhausted_page_source_is_an_error_that_changes_nothing() {
         }
     };
     assert_eq!(err, ZoneError::Source(PageSourceError::Exhausted));
+    live
+}
+
+#[test]
+fn an_exhausted_page_source_is_an_error_that_changes_nothing() {
+    let pages = SystemPages::with_limit(16 * 1024);
+    let zone: Zone<_, _, 1> =
+        Zone::new(ZoneConfig::new("small", 4000), &pages, NoCpuCache).unwrap();
+    let live = until_the_source_runs_dry(&zone);
     let before = zone.stats();
     assert_eq!(
         zone.alloc(),
@@ -431,18 +440,25 @@ unsafe impl machvm_zone_alloc::PageSource for SmallPages {
     unsafe fn deallocate(&self, _ptr: NonNull<u8>, _bytes: usize, _align: usize) {}
 }
 
+/// A hardened zone of `size`-byte elements in magazines of `magazine`, for host threads bound
+/// to CPUs 0 and 1 of `cpus`.
+fn two_cpu_zone<'c>(
+    cpus: &'c ThreadCpuId,
+    name: &str,
+    size: usize,
+    magazine: usize,
+) -> Zone<SystemPages, &'c ThreadCpuId, 2> {
+    let config = ZoneConfig::new(name, size)
+        .flags(ZoneFlags::HARDENED)
+        .magazine_size(magazine);
+    Zone::new(config, SystemPages::new(), cpus).unwrap()
+}
+
 #[test]
 fn cross_cpu_frees_with_host_threads() {
     const PER_THREAD: usize = if cfg!(miri) { 300 } else { 20_000 };
     let cpus = ThreadCpuId::new();
-    let zone: Zone<_, _, 2> = Zone::new(
-        ZoneConfig::new("cross", 64)
-            .flags(ZoneFlags::HARDENED)
-            .magazine_size(4),
-        SystemPages::new(),
-        &cpus,
-    )
-    .unwrap();
+    let zone = two_cpu_zone(&cpus, "cross", 64, 4);
     let (tx, rx) = std::sync::mpsc::sync_channel::<usize>(256);
     std::thread::scope(|s| {
         let (zone, cpus) = (&zone, &cpus);
@@ -708,14 +724,7 @@ fn an_exhausted_page_source_takes_back_what_the_depot_holds() {
         &b.cpus,
     )
     .unwrap();
-    let mut live = Vec::new();
-    let err = loop {
-        match zone.alloc() {
-            Ok(p) => live.push(p),
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(err, ZoneError::Source(PageSourceError::Exhausted));
+    let live = until_the_source_runs_dry(&zone);
     let most = live.len();
     give(&zone, live);
     // Another CPU, one without a cache here, allocates from the chunks: the elements waiting
@@ -739,14 +748,7 @@ fn trimming_while_cpus_churn_keeps_every_element() {
     const ROUNDS: usize = if cfg!(miri) { 3 } else { 200 };
     const BURST: usize = if cfg!(miri) { 20 } else { 300 };
     let cpus = ThreadCpuId::new();
-    let zone: Zone<_, _, 2> = Zone::new(
-        ZoneConfig::new("depot.churn", 2048)
-            .flags(ZoneFlags::HARDENED)
-            .magazine_size(2),
-        SystemPages::new(),
-        &cpus,
-    )
-    .unwrap();
+    let zone = two_cpu_zone(&cpus, "depot.churn", 2048, 2);
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let (zone, cpus, done) = (&zone, &cpus, &done);
