@@ -12,7 +12,7 @@ use machvm_sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::cpu::CpuLocal;
 use crate::error::ZoneError;
 use crate::pac::PacKeys;
-use crate::source::PageSource;
+use crate::source::{PageSource, PageSourceError};
 use crate::stats::ZoneStats;
 use crate::zone::{MAX_NAME, Zone, ZoneConfig, ZoneFlags, ZoneName};
 
@@ -313,7 +313,9 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
             None => self.alloc_large(layout),
         };
         match result {
-            Err(ZoneError::Source(_)) => self.alloc_after_drain(layout, result),
+            Err(ZoneError::Source(PageSourceError::Exhausted)) => {
+                self.alloc_after_drain(layout, result)
+            }
             other => other,
         }
     }

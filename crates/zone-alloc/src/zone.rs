@@ -34,7 +34,7 @@ use crate::chunk::{self, ChunkHeader, ChunkList, Codec, Geometry, ListKind};
 use crate::cpu::CpuLocal;
 use crate::error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
 use crate::pac::PacKeys;
-use crate::source::PageSource;
+use crate::source::{PageSource, PageSourceError};
 use crate::stats::ZoneStats;
 
 /// Largest element a zone holds (XNU's `ZONE_MAX_ALLOC_SIZE`).
@@ -1126,7 +1126,11 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                     Ok(c) => c,
                     // Out of pages: elements waiting in the depot go back to their chunks
                     // before the allocation fails.
-                    Err(_) if self.flush_depot(core) > 0 => continue,
+                    Err(ZoneError::Source(PageSourceError::Exhausted))
+                        if self.flush_depot(core) > 0 =>
+                    {
+                        continue;
+                    }
                     Err(e) if got == 0 => return Err((e, 0)),
                     Err(_) => break,
                 }
