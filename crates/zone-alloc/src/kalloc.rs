@@ -516,6 +516,15 @@ impl<'a, S: PageSource, C: CpuLocal, const CPUS: usize> Kalloc<'a, S, C, CPUS> {
         self.zones.iter().map(Zone::drain).sum()
     }
 
+    /// Caps every zone's depot at `bytes` of free elements, or lifts the caps (`None`): see
+    /// [`Zone::set_depot_limit`]. A heap whose owner never runs the zone GC
+    /// ([`trim`](Self::trim)) bounds what its zones keep cached this way.
+    pub fn set_depot_limit(&self, bytes: Option<usize>) {
+        for zone in &self.zones {
+            zone.set_depot_limit(bytes);
+        }
+    }
+
     /// Trims every zone ([`Zone::trim`], keeping no empty chunk): the periodic zone GC, which
     /// shrinks each depot to its working set; returns the bytes given back.
     pub fn trim(&self) -> usize {

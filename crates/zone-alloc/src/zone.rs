@@ -388,6 +388,8 @@ struct Core {
     /// The full magazine given longest ago (the end `trim` flushes from).
     depot_full_tail: *mut Magazine,
     depot_full_len: usize,
+    /// Full magazines the depot takes before a free returns elements to their chunks.
+    depot_max: usize,
     /// The fewest full magazines the depot held since the last `trim`: that many sat unused
     /// through the whole interval (Bonwick's working-set estimate).
     depot_low: usize,
@@ -495,8 +497,6 @@ pub struct Zone<S: PageSource, C: CpuLocal, const CPUS: usize> {
     cached_cpus: usize,
     /// Full magazines `trim` leaves in the depot (128 KiB of elements per CPU).
     depot_keep: usize,
-    /// Full magazines the depot takes before a free returns elements to their chunks.
-    depot_max: usize,
     /// Read-only zone over a source that protects pages: element pages are mapped read-only.
     protect_elements: bool,
     /// The fast paths' case of the zone's flags (one test instead of one per flag).
@@ -682,6 +682,11 @@ unsafe fn zero_split(user: *mut u8, len: usize, elem: *mut u8, stride: usize) {
 
 /// Numbers zones, so that zones configured with the same secret still get distinct ones. A
 /// `core` atomic (not the loom shim): it only has to be unique and lives in a `static`.
+/// Full magazines a depot capped at `bytes` holds (`None`: no cap), never fewer than `keep`.
+fn depot_magazines(bytes: Option<usize>, magazine_bytes: usize, keep: usize) -> usize {
+    bytes.map_or(usize::MAX, |b| (b / magazine_bytes).max(keep))
+}
+
 static ZONE_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 fn mix(mut x: u64) -> u64 {
@@ -775,9 +780,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // plays the part of XNU's recirculation depot, trimmed to its working set.
         let magazine_bytes = (magazine_size * stride).max(1);
         let depot_keep = (CPUS.max(1) * (128 << 10) / magazine_bytes).max(2 * CPUS.max(1));
-        let depot_max = config
-            .depot_bytes
-            .map_or(usize::MAX, |b| (b / magazine_bytes).max(depot_keep));
+        let depot_max = depot_magazines(config.depot_bytes, magazine_bytes, depot_keep);
         Ok(Self {
             name,
             size: config.size,
@@ -789,7 +792,6 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 CPUS
             },
             depot_keep,
-            depot_max,
             protect_elements,
             page,
             magazine_size,
@@ -822,6 +824,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 depot_full: ptr::null_mut(),
                 depot_full_tail: ptr::null_mut(),
                 depot_full_len: 0,
+                depot_max,
                 depot_low: 0,
                 depot_empty: ptr::null_mut(),
                 magazine_pages: ptr::null_mut(),
@@ -1513,7 +1516,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // Both magazines are full: the previous one goes to the depot (or back to the chunks
         // when the depot is capped and holds enough), and an empty one takes its place.
         let full = cache.previous;
-        if core.depot_full_len < self.depot_max {
+        if core.depot_full_len < core.depot_max {
             if let Ok(empty) = self.empty_magazine(&mut core) {
                 // SAFETY: `full` is this CPU's magazine, handed to the depot under the lock.
                 unsafe { core.push_full(full) };
@@ -2115,6 +2118,32 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         drop(core);
         self.report_pending();
         released
+    }
+
+    /// Caps the depot at `bytes` of free elements, or lifts the cap (`None`), as
+    /// [`ZoneConfig::depot_limit`] does at creation; a depot above the new cap gives its
+    /// oldest magazines back to the chunks at once (one per hold of the lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use machvm_zone_alloc::{NoCpuCache, SystemPages, Zone, ZoneConfig};
+    ///
+    /// let zone: Zone<_, _, 2> = Zone::new(ZoneConfig::new("capped", 64), SystemPages::new(), NoCpuCache)?;
+    /// zone.set_depot_limit(Some(256 << 10));
+    /// zone.set_depot_limit(None);
+    /// # Ok::<(), machvm_zone_alloc::ZoneError>(())
+    /// ```
+    pub fn set_depot_limit(&self, bytes: Option<usize>) {
+        let magazine_bytes = (self.magazine_size * self.geometry.stride).max(1);
+        let max = depot_magazines(bytes, magazine_bytes, self.depot_keep);
+        let excess = {
+            let mut core = self.core.lock();
+            core.depot_max = max;
+            core.depot_full_len.saturating_sub(max)
+        };
+        self.flush_oldest_batched(excess, max);
+        self.report_pending();
     }
 
     /// Returns the calling CPU's cached elements to their chunks (call on each CPU, e.g.

@@ -790,3 +790,31 @@ fn trimming_while_cpus_churn_keeps_every_element() {
     let stats = zone.stats();
     assert_eq!((stats.cached, stats.cur_size), (0, 0), "{stats:?}");
 }
+
+#[test]
+fn a_depot_cap_set_later_flushes_the_excess_and_holds() {
+    let b = Bound::new();
+    let _cpu = b.cpus.bind(CpuIndex::new(0)).unwrap();
+    let zone: Zone<_, _, 1> = Zone::new(
+        ZoneConfig::new("depot.setcap", 4096)
+            .flags(ZoneFlags::RELEASE_DEFAULT)
+            .magazine_size(4),
+        SystemPages::new(),
+        &b.cpus,
+    )
+    .unwrap();
+    give(&zone, take(&zone, 300));
+    assert_eq!(
+        zone.stats().cached,
+        300,
+        "not capped: everything stays cached"
+    );
+    // Any cap is at least 128 KiB per CPU: 8 magazines of 4, plus the CPU's two.
+    zone.set_depot_limit(Some(0));
+    assert!(zone.stats().cached <= 8 * 4 + 2 * 4, "{:?}", zone.stats());
+    give(&zone, take(&zone, 300));
+    assert!(zone.stats().cached <= 8 * 4 + 2 * 4, "{:?}", zone.stats());
+    zone.set_depot_limit(None);
+    give(&zone, take(&zone, 300));
+    assert_eq!(zone.stats().cached, 300);
+}
