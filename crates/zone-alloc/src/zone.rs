@@ -1054,7 +1054,9 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             // The raw pointer, not a reference: `put_empty` reaches the magazine's page header
             // through it.
             if !cache.loaded.is_null() {
-                self.put_empty(&mut core, cache.loaded);
+                // SAFETY: the loaded magazine is this CPU's, emptied (both magazines were),
+                // and about to be replaced; the pointer is the page-wide one it was handed.
+                unsafe { self.put_empty(&mut core, cache.loaded) };
             }
             cache.load(full);
             return Ok(());
@@ -1589,7 +1591,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     fn flush_depot(&self, core: &mut Core) -> usize {
         let mut flushed = 0;
         while let Some(m) = core.pop_oldest_full() {
-            flushed += self.flush_magazine(core, m);
+            // SAFETY: just taken off the depot, under the lock.
+            flushed += unsafe { self.flush_magazine(core, m) };
         }
         core.depot_low = 0;
         flushed
@@ -1597,16 +1600,20 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
 
     /// Returns the elements of full magazine `m` (taken off the depot) to their chunks and
     /// puts it on the empty list; returns how many elements it held.
-    fn flush_magazine(&self, core: &mut Core, m: *mut Magazine) -> usize {
-        // SAFETY: `m` is a magazine of the zone on no list, reached under the lock.
-        let count = unsafe {
+    ///
+    /// # Safety
+    ///
+    /// `m` is a magazine of the zone on no list, reached under the lock, through the pointer
+    /// the depot held (page-wide provenance).
+    unsafe fn flush_magazine(&self, core: &mut Core, m: *mut Magazine) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe {
             let magazine = &mut *m;
             let count = magazine.count;
             self.empty_into_chunks(core, magazine);
+            self.put_empty(core, m);
             count
-        };
-        self.put_empty(core, m);
-        count
+        }
     }
 
     /// Returns up to `n` of the depot's oldest full magazines to the chunks, taking the lock
@@ -1621,7 +1628,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             let Some(m) = core.pop_oldest_full() else {
                 break;
             };
-            self.flush_magazine(&mut core, m);
+            // SAFETY: just taken off the depot, under the lock.
+            unsafe { self.flush_magazine(&mut core, m) };
             n -= 1;
         }
     }
@@ -1638,13 +1646,16 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         m.cast::<u8>().wrapping_sub(offset).cast()
     }
 
-    /// Puts magazine `m` (of this zone, on no list, its elements gone) on the empty list. `m`
-    /// must carry the provenance of its whole magazine page (not come from a reference to
+    /// Puts magazine `m` (its elements gone) on the empty list.
+    ///
+    /// # Safety
+    ///
+    /// `m` is a magazine of one of the zone's magazine pages, on no list, reached under the
+    /// lock, and carries the provenance of its whole page (not derived from a reference to
     /// the magazine): the page header is reached through it.
-    fn put_empty(&self, core: &mut Core, m: *mut Magazine) {
+    unsafe fn put_empty(&self, core: &mut Core, m: *mut Magazine) {
         let page = self.page_of(m);
-        // SAFETY: `m` is a magazine of one of the zone's magazine pages, reached under the
-        // lock, and `page` that page's header.
+        // SAFETY: the caller's contract; `page` is the header of `m`'s page.
         unsafe {
             (*m).count = 0;
             (*m).next = core.depot_empty;
@@ -1662,7 +1673,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             let header = mem.as_ptr().cast::<MagazinePage>();
             let (count, first) = self.magazine_layout();
             // SAFETY: the page is ours, `first + count * size_of::<Magazine>() <= page`, and
-            // the offsets keep every magazine aligned (the page is page-aligned).
+            // the offsets keep every magazine aligned (the page is page-aligned); each new
+            // magazine is on no list, its pointer derived from the page's.
             unsafe {
                 header.write(MagazinePage {
                     next: core.magazine_pages,
