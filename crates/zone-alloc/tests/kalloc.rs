@@ -167,7 +167,9 @@ fn out_of_memory_is_an_error_and_large_blocks_go_back() {
 
 #[test]
 fn out_of_memory_drains_the_zone_caches_and_tries_again() {
-    let pages = SystemPages::with_limit(1 << 20);
+    // A smaller source under miri, which interprets every one of the allocations.
+    let limit = if cfg!(miri) { 192 << 10 } else { 1 << 20 };
+    let pages = SystemPages::with_limit(limit);
     let cpus = ThreadCpuId::new();
     let _cpu = cpus.bind(CpuIndex::new(0)).unwrap();
     let heap: Kalloc<'_, _, _, 1> = Kalloc::new("oom.drain", &pages, &cpus, 1).unwrap();
@@ -182,7 +184,7 @@ fn out_of_memory_drains_the_zone_caches_and_tries_again() {
     }
     // The freed blocks wait in the 64-byte zone's magazines and depot, holding its chunks; a
     // large block needs those pages, so the heap drains the zones and succeeds.
-    let big = Layout::from_size_align(512 << 10, 8).unwrap();
+    let big = Layout::from_size_align(limit / 2, 8).unwrap();
     let p = heap
         .alloc(big)
         .expect("the zones' cached memory is given back");
