@@ -139,6 +139,19 @@ fn append_partials(tags: &[u8], run: &[u32; RUN], low: &mut [u16], mut p: usize)
     p
 }
 
+/// Narrows eight values (each below 256) to bytes.
+///
+/// The per-word bytes of the slot and tag passes are built in 32-bit lanes and narrowed once
+/// here. Built as bytes directly, each condition in them is narrowed on its own, which on
+/// SSE2 (the baseline x86_64 target) takes two pack instructions per condition and four
+/// words: the two passes then took about 8 % more of the compression time.
+#[inline(always)]
+fn narrow(values: [u32; 8], out: &mut [u8]) {
+    for (d, v) in out.iter_mut().zip(values) {
+        *d = v as u8;
+    }
+}
+
 /// Packs 8 index bytes (each below 16) into 8 nibbles, the first in the low bits.
 #[inline(always)]
 fn pack_nibbles(bytes: [u8; 8]) -> u64 {
@@ -190,8 +203,12 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
         .zip(tag_area.chunks_exact_mut(RUN / 4))
     {
         let run = <&[u32; RUN]>::try_from(run).ok()?;
-        for (h, &w) in slots.iter_mut().zip(run) {
-            *h = slot(w) as u8 | u8::from(w == 0) << 4;
+        for (h8, w8) in slots.chunks_exact_mut(8).zip(run.chunks_exact(8)) {
+            let mut t = [0u32; 8];
+            for (t, &w) in t.iter_mut().zip(w8) {
+                *t = slot(w) as u32 | u32::from(w == 0) << 4;
+            }
+            narrow(t, h8);
         }
         cur.misses = 0;
         serial(
@@ -200,8 +217,16 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
         // Tags: zero 0, exact 1, partial 2, miss 3, i.e. the number of the conditions
         // "not zero", "differs from its entry", "differs in the upper bits" that hold (each
         // implies the ones before).
-        for ((t, &w), &x) in tag_bytes.iter_mut().zip(run).zip(&xs) {
-            *t = u8::from(w != 0) + u8::from(x != 0) + u8::from(x > LOW_MASK);
+        for ((t8, w8), x8) in tag_bytes
+            .chunks_exact_mut(8)
+            .zip(run.chunks_exact(8))
+            .zip(xs.chunks_exact(8))
+        {
+            let mut t = [0u32; 8];
+            for ((t, &w), &x) in t.iter_mut().zip(w8).zip(x8) {
+                *t = u32::from(w != 0) + u32::from(x != 0) + u32::from(x > LOW_MASK);
+            }
+            narrow(t, t8);
         }
         for (t, b) in tags.chunks_exact_mut(2).zip(tag_bytes.chunks_exact(8)) {
             let v = u64::from_le_bytes(b.try_into().ok()?);
