@@ -469,8 +469,11 @@ mod tests {
             "mmmmzzzp",
             "pzzzzzzzzzzzzzzm",
         ] {
-            for words in [1024, 4096] {
-                round_trip(&page(words, pattern, 7));
+            round_trip(&page(1024, pattern, 7));
+            // Under miri (where a 16 KiB page takes about 15 s) only the pattern whose
+            // 4 KiB page has fewer than 128 partials and misses.
+            if !cfg!(miri) || pattern.len() == 16 {
+                round_trip(&page(4096, pattern, 7));
             }
         }
     }
