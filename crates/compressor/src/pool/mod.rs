@@ -42,9 +42,9 @@
 //! - **Segment layout.** Data from the start of the buffer, the slot directory (16-byte
 //!   records with offset, length, codec, checksum, owner) from the end; see [`SegmentEntry`].
 //!   States follow XNU's: [`SegmentState`].
-//! - **Checksums.** Each slot carries the low half of an XXH64 of its bytes, checked on every
-//!   load before the codec sees the bytes; a swapped-out segment's image carries a full XXH64
-//!   kept in core, checked on swap-in. Damage is reported ([`PoolError::SlotCorrupt`],
+//! - **Checksums.** Each slot carries the low half of an XXH3-64 of its bytes, checked on
+//!   every load before the codec sees the bytes; a swapped-out segment's image carries a full
+//!   XXH3-64 kept in core, checked on swap-in. Damage is reported ([`PoolError::SlotCorrupt`],
 //!   [`PoolError::SegmentCorrupt`]), never returned as data.
 //! - **Locking.** One [`machvm_sync::Mutex`] guards all of the pool's state. A store compresses
 //!   and checksums outside it and takes it only to place the bytes; a load copies the slot's
@@ -72,7 +72,7 @@ mod store;
 mod table;
 mod value_table;
 
-pub use checksum::xxh64;
+pub use checksum::{xxh3_64, xxh64};
 pub use config::{PoolConfig, Tables};
 pub use error::{PoolError, StoreError};
 pub use handle::{Handle, HandleSlot};

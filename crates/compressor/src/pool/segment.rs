@@ -12,7 +12,7 @@
 //! A slot record (little-endian) is `offset: u32` (into the data area), `len: u16` (0 = the
 //! slot is empty), `kind: u8` (a [`CodecKind`](crate::codec::CodecKind) byte, or
 //! [`KIND_SINGLE`] for a single-value page that did not fit the value table), a reserved byte,
-//! `checksum: u32` (low half of the XXH64 of the slot's bytes, seeded with its kind and
+//! `checksum: u32` (low half of the XXH3-64 of the slot's bytes, seeded with its kind and
 //! length), and `handle: u32` (the handle-table index that owns the slot: the back-pointer
 //! compaction uses to update the owner, and a consistency check on every load).
 
@@ -130,10 +130,10 @@ impl SlotRecord {
     }
 }
 
-/// The slot checksum: low half of XXH64 over the bytes, seeded with kind and length.
+/// The slot checksum: low half of XXH3-64 over the bytes, seeded with kind and length.
 pub(crate) fn slot_checksum(kind: u8, bytes: &[u8]) -> u32 {
     let seed = u64::from(kind) | ((bytes.len() as u64) << 8);
-    super::checksum::xxh64(bytes, seed) as u32
+    super::checksum::xxh3_64(bytes, seed) as u32
 }
 
 /// Byte range of directory entry `slot` in a buffer of `cap` bytes.

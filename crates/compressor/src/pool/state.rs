@@ -1,6 +1,6 @@
 //! The pool's state and every operation on it; all of it runs under the pool lock.
 
-use super::checksum::xxh64;
+use super::checksum::xxh3_64;
 use super::error::PoolError;
 use super::handle::{Handle, HandleTable, Location};
 use super::memory::SegmentMemory;
@@ -389,7 +389,7 @@ impl<'a, B: AsRef<[u8]> + AsMut<[u8]>> State<'a, B> {
             image_len: image_len as u32,
             data_len: data_len as u32,
             slots,
-            checksum: xxh64(image, u64::from(segment)),
+            checksum: xxh3_64(image, u64::from(segment)),
         };
         match store.write(&header, image) {
             Ok(key) => {
@@ -445,7 +445,7 @@ impl<'a, B: AsRef<[u8]> + AsMut<[u8]>> State<'a, B> {
                 .get_mut(..image_len)
                 .ok_or(PoolError::SegmentCorrupt { segment })?;
             let got = store.read(key, image)?;
-            if got != header || xxh64(image, u64::from(segment)) != header.checksum {
+            if got != header || xxh3_64(image, u64::from(segment)) != header.checksum {
                 return Err(PoolError::SegmentCorrupt { segment });
             }
             b.copy_within(data_len..image_len, lim.cap - dir_len);

@@ -29,7 +29,7 @@ pub struct SwapHeader {
     pub data_len: u32,
     /// Entries of the slot directory that follows the data area.
     pub slots: u16,
-    /// XXH64 of the image, seeded with the segment number.
+    /// XXH3-64 of the image, seeded with the segment number.
     pub checksum: u64,
 }
 
