@@ -36,20 +36,6 @@ fn merge(acc: u64, v: u64) -> u64 {
     (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4)
 }
 
-#[inline(always)]
-fn le64(bytes: &[u8]) -> u64 {
-    let mut b = [0_u8; 8];
-    b.copy_from_slice(bytes);
-    u64::from_le_bytes(b)
-}
-
-#[inline(always)]
-fn le32(bytes: &[u8]) -> u32 {
-    let mut b = [0_u8; 4];
-    b.copy_from_slice(bytes);
-    u32::from_le_bytes(b)
-}
-
 /// Returns the XXH64 hash of `data` with `seed`.
 #[must_use]
 pub fn xxh64(data: &[u8], seed: u64) -> u64 {
@@ -64,10 +50,10 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
         ];
         let mut stripes = rest.chunks_exact(32);
         for stripe in &mut stripes {
-            v[0] = round(v[0], le64(&stripe[0..8]));
-            v[1] = round(v[1], le64(&stripe[8..16]));
-            v[2] = round(v[2], le64(&stripe[16..24]));
-            v[3] = round(v[3], le64(&stripe[24..32]));
+            v[0] = round(v[0], le64_at(stripe, 0));
+            v[1] = round(v[1], le64_at(stripe, 8));
+            v[2] = round(v[2], le64_at(stripe, 16));
+            v[3] = round(v[3], le64_at(stripe, 24));
         }
         rest = stripes.remainder();
         let mut acc = v[0]
@@ -85,12 +71,12 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     acc = acc.wrapping_add(len);
     let mut words = rest.chunks_exact(8);
     for w in &mut words {
-        acc ^= round(0, le64(w));
+        acc ^= round(0, le64_at(w, 0));
         acc = acc.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
     }
     rest = words.remainder();
     if rest.len() >= 4 {
-        acc ^= u64::from(le32(&rest[..4])).wrapping_mul(P1);
+        acc ^= u64::from(le32_at(rest, 0)).wrapping_mul(P1);
         acc = acc.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
         rest = &rest[4..];
     }
@@ -134,22 +120,25 @@ const STRIPE: usize = 64;
 const STRIPES_PER_BLOCK: usize = (SECRET_LEN - STRIPE) / 8;
 const BLOCK: usize = STRIPE * STRIPES_PER_BLOCK;
 
-/// The 8 bytes of `bytes` at `at`, little-endian (0 past the end, which no caller reaches).
+/// The `N` bytes of `bytes` at `at` (zeros past the end, which no caller reaches).
 #[inline(always)]
-fn le64_at(bytes: &[u8], at: usize) -> u64 {
+fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     bytes
         .get(at..)
-        .and_then(|b| b.first_chunk::<8>())
-        .map_or(0, |b| u64::from_le_bytes(*b))
+        .and_then(|b| b.first_chunk::<N>())
+        .map_or([0; N], |b| *b)
 }
 
-/// The 4 bytes of `bytes` at `at`, little-endian (0 past the end, which no caller reaches).
+/// The little-endian `u64` at `at`.
+#[inline(always)]
+fn le64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes_at(bytes, at))
+}
+
+/// The little-endian `u32` at `at`.
 #[inline(always)]
 fn le32_at(bytes: &[u8], at: usize) -> u32 {
-    bytes
-        .get(at..)
-        .and_then(|b| b.first_chunk::<4>())
-        .map_or(0, |b| u32::from_le_bytes(*b))
+    u32::from_le_bytes(bytes_at(bytes, at))
 }
 
 /// XXH3's `avalanche`.
