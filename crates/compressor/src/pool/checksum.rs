@@ -10,7 +10,8 @@
 //!   17–128 and 129–240 bytes, and for longer inputs eight accumulators over 64-byte stripes
 //!   mixed with a 192-byte secret, one 32×32→64-bit multiplication per 8 input bytes (a
 //!   loop the compiler vectorizes), the accumulators scrambled after each 1 KiB block. It
-//!   checksums a 1.5 KB slot in about a third of XXH64's time.
+//!   checksums a 1.5 KB slot in about two thirds of XXH64's time (73 against 114 ns on the
+//!   baseline x86_64 target).
 //!
 //! In XXH64 each step that consumes an input word is a bijection of that word for fixed
 //! state, so a change confined to one 8-byte word always changes the result. XXH3 folds

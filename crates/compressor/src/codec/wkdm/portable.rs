@@ -144,7 +144,7 @@ fn append_partials(tags: &[u8], run: &[u32; RUN], low: &mut [u16], mut p: usize)
 /// The per-word bytes of the slot and tag passes are built in 32-bit lanes and narrowed once
 /// here. Built as bytes directly, each condition in them is narrowed on its own, which on
 /// SSE2 (the baseline x86_64 target) takes two pack instructions per condition and four
-/// words: the two passes then took about 8 % more of the compression time.
+/// words: compression then took about 8 % longer.
 #[inline(always)]
 fn narrow(values: [u32; 8], out: &mut [u8]) {
     for (d, v) in out.iter_mut().zip(values) {
