@@ -156,6 +156,80 @@ fn double_free_is_caught_in_the_cache_and_in_the_chunk() {
     }
 }
 
+/// An allocation from a magazine marks its element allocated whichever way the element came
+/// into the magazine: a run of fresh elements, a chunk's freelist (after `drain`), a free on
+/// the same CPU, or a magazine another CPU filled. Every element so allocated is handed out
+/// once and frees once, and a second free is caught.
+#[test]
+fn elements_from_every_kind_of_magazine_fill_free_once() {
+    for (name, flags) in [
+        ("marks.release", ZoneFlags::RELEASE_DEFAULT),
+        ("marks.hardened", ZoneFlags::HARDENED),
+        ("marks.none", ZoneFlags::NONE),
+    ] {
+        let cpus = ThreadCpuId::new();
+        let config = hardened(name, 48).flags(flags).magazine_size(8);
+        let zone: Zone<_, _, 2> = Zone::new(config, SystemPages::new(), &cpus).unwrap();
+        let _cpu0 = cpus.bind(CpuIndex::new(0)).unwrap();
+        let n = 100;
+        // Fresh runs, then a shuffled free on this CPU.
+        let mut live: Vec<NonNull<u8>> = (0..n).map(|_| zone.alloc().unwrap()).collect();
+        for i in (1..live.len()).rev() {
+            live.swap(i, (i * 7 + 3) % (i + 1));
+        }
+        for &p in &live {
+            // SAFETY: allocated above, freed once.
+            unsafe { zone.free(p).unwrap() };
+        }
+        // Back to the chunks: the next fills come off shuffled freelists.
+        zone.drain_cpu_cache();
+        zone.drain();
+        let from_freelists: Vec<usize> = (0..n)
+            .map(|_| zone.alloc().unwrap().as_ptr() as usize)
+            .collect();
+        // Another CPU frees them: its magazines reach this CPU through the depot.
+        std::thread::scope(|s| {
+            let (zone, cpus, addrs) = (&zone, &cpus, &from_freelists);
+            s.spawn(move || {
+                let _cpu1 = cpus.bind(CpuIndex::new(1)).unwrap();
+                for &a in addrs {
+                    let p = NonNull::new(a as *mut u8).unwrap();
+                    // SAFETY: allocated above, freed once, here.
+                    unsafe { zone.free(p).unwrap() };
+                }
+                zone.drain_cpu_cache();
+            });
+        });
+        let again: Vec<NonNull<u8>> = (0..n).map(|_| zone.alloc().unwrap()).collect();
+        let mut addrs: Vec<usize> = again.iter().map(|p| p.as_ptr() as usize).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n, "{name}: an element was handed out twice");
+        assert_eq!(zone.stats().in_use, n, "{name}");
+        for &p in &again {
+            // SAFETY: allocated above, freed once.
+            unsafe { zone.free(p).unwrap() };
+        }
+        if flags.contains(ZoneFlags::CHECK_FREE) {
+            for &p in again.iter().step_by(17) {
+                // SAFETY: deliberately violates the contract; the zone must catch it.
+                let err = unsafe { zone.free(p) }.unwrap_err();
+                assert_eq!(
+                    err,
+                    ZoneError::Violation(ViolationKind::DoubleFree),
+                    "{name}"
+                );
+            }
+        }
+        assert!(
+            seen(name)
+                .iter()
+                .all(|&(k, _)| k == ViolationKind::DoubleFree)
+        );
+        assert_eq!(zone.stats().in_use, 0, "{name}");
+    }
+}
+
 #[test]
 fn foreign_and_misaligned_pointers_are_caught() {
     let z1: Zone<_, _, 1> =
