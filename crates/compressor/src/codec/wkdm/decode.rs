@@ -46,7 +46,12 @@
 //! skipping the zero words (which used to store and read zeros through the same steps) cut
 //! the instructions per page by about 9 % and the time by 11–13 % in the codec benchmark
 //! (old and new decoder alternated in one binary), by about 10 % in a decode-only driver
-//! (2,210–2,280 against 2,475–2,540 ns per page).
+//! (2,210–2,280 against 2,475–2,540 ns per page). With reads before the store, sending
+//! every store to one fixed address (a wrong decode, kept for measurement only) takes about
+//! 9 % off (2,030–2,120 against 2,260–2,320 ns per page), and reading every word's units from
+//! one fixed slot instead makes it slower: the rest of the time is the per-word stream reads
+//! and the chunk machinery around them. A profile puts about 15 % of the decode in the three
+//! refills and 10 % in the gathering of each chunk's nonzero words.
 //!
 //! Refills read whole fixed windows through [`Reader`]: past the end of its area a window
 //! holds the next area's bytes, past the page zeros. Those items are never used by a page
