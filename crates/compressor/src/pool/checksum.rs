@@ -276,6 +276,17 @@ fn accumulate(acc: &mut [u64; 8], stripe: &[u8; STRIPE], secret: &[u8; SECRET_LE
     *acc = core::array::from_fn(|i| acc[i].wrapping_add(product[i]).wrapping_add(swapped[i]));
 }
 
+/// Accumulates the first `count` whole stripes of `bytes`, stripe `n` with the secret bytes
+/// at `8n`.
+#[inline(always)]
+fn accumulate_stripes(acc: &mut [u64; 8], bytes: &[u8], count: usize, secret: &[u8; SECRET_LEN]) {
+    for (n, stripe) in bytes.chunks_exact(STRIPE).take(count).enumerate() {
+        if let Some(stripe) = stripe.first_chunk::<STRIPE>() {
+            accumulate(acc, stripe, secret, 8 * n);
+        }
+    }
+}
+
 /// XXH3-64 of an input over 240 bytes with `secret`.
 fn xxh3_long(data: &[u8], secret: &[u8; SECRET_LEN]) -> u64 {
     let mut acc = [PRIME32_3, P1, P2, P3, P4, PRIME32_2, P5, PRIME32_1];
@@ -283,11 +294,7 @@ fn xxh3_long(data: &[u8], secret: &[u8; SECRET_LEN]) -> u64 {
     let blocks = (data.len() - 1) / BLOCK;
     let (full, last) = data.split_at(blocks * BLOCK);
     for block in full.chunks_exact(BLOCK) {
-        for (n, stripe) in block.chunks_exact(STRIPE).enumerate() {
-            if let Some(stripe) = stripe.first_chunk::<STRIPE>() {
-                accumulate(&mut acc, stripe, secret, 8 * n);
-            }
-        }
+        accumulate_stripes(&mut acc, block, STRIPES_PER_BLOCK, secret);
         for (i, a) in acc.iter_mut().enumerate() {
             *a ^= *a >> 47;
             *a ^= le64_at(secret, SECRET_LEN - STRIPE + 8 * i);
@@ -295,12 +302,7 @@ fn xxh3_long(data: &[u8], secret: &[u8; SECRET_LEN]) -> u64 {
         }
     }
     // The last block's whole stripes but its last, then the input's last 64 bytes.
-    let stripes = (last.len() - 1) / STRIPE;
-    for (n, stripe) in last.chunks_exact(STRIPE).take(stripes).enumerate() {
-        if let Some(stripe) = stripe.first_chunk::<STRIPE>() {
-            accumulate(&mut acc, stripe, secret, 8 * n);
-        }
-    }
+    accumulate_stripes(&mut acc, last, (last.len() - 1) / STRIPE, secret);
     if let Some(stripe) = data.last_chunk::<STRIPE>() {
         accumulate(&mut acc, stripe, secret, SECRET_LEN - STRIPE - 7);
     }

@@ -30,8 +30,8 @@
 //!   the upper unit if it is an exact or partial word and the low unit if it is an exact
 //!   word, and ORs in its own data (a miss word's whole value, a partial word's low part),
 //!   so no read waits for the store just before it. Reading after the store instead, with
-//!   no masks (the units a word has just written forwarded from its store; what
-//!   [`dict_word`] does for the AVX2 decoder), took 1–2 % longer on the shared corpus and
+//!   no masks (the units a word has just written forwarded from its store; what the AVX2
+//!   decoder's `dict_word` does), took 1–2 % longer on the shared corpus and
 //!   about 5 % longer on a second real-memory corpus in a decode-only driver (old and new
 //!   binaries alternated six times each).
 //!
@@ -301,10 +301,12 @@ pub(super) fn dict_block(
     }
 }
 
-/// Decodes one word: stores `data` at unit `w` of the dictionary, then returns the OR of
-/// units `r` and `r + 1` (see the module docs for the layout).
+/// Decodes one word for the AVX2 decoder: stores `data` at unit `w` of the dictionary, then
+/// returns the OR of units `r` and `r + 1` (see the module docs for the layout; the portable
+/// decoder reads before it stores, in [`decode_entry`]).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-pub(super) fn dict_word(dict: &mut [u8; DICT_BYTES], w: u8, r: u8, data: u64) -> u32 {
+fn dict_word(dict: &mut [u8; DICT_BYTES], w: u8, r: u8, data: u64) -> u32 {
     let w = 4 * usize::from(w);
     if let Some(dst) = dict.get_mut(w..w + 8) {
         dst.copy_from_slice(&data.to_le_bytes());
