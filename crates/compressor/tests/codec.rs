@@ -523,7 +523,8 @@ fn incompressible_pages_are_stored_raw_and_counted() {
 #[test]
 fn hybrid_keeps_wkdm_below_the_threshold_and_the_smaller_above() {
     let page = sample_page(3);
-    let hybrid = Hybrid::new(PageSize::Size4K, VectorPolicy::Portable);
+    // XNU's exact policy (the forecast's own model is in `wkdm_reference.rs`).
+    let hybrid = Hybrid::new(PageSize::Size4K, VectorPolicy::Portable).with_forecast(false);
     let (enc, _) = round_trip("hybrid", &hybrid, &page);
     let wk_len = encode_wkdm(&page).len();
     let lz = Lz4::new(PageSize::Size4K);
@@ -531,6 +532,10 @@ fn hybrid_keeps_wkdm_below_the_threshold_and_the_smaller_above() {
     let Encoded::Stored { len: lz_len, .. } = lz_enc else {
         panic!()
     };
+    assert!(
+        wk_len > 2048,
+        "the page exercises the fallback ({wk_len} bytes)"
+    );
     let expect = if wk_len <= 2048 || wk_len <= lz_len {
         (CodecKind::Wkdm, wk_len)
     } else {

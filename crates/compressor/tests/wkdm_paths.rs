@@ -10,7 +10,9 @@ mod codec_common;
 
 use codec_common::corpus;
 use machvm_compressor::codec::wkdm::{self, format};
-use machvm_compressor::codec::{CodePath, CpuFeatures, PageSize, VectorPolicy};
+use machvm_compressor::codec::{
+    CodePath, CpuFeatures, Encoded, Hybrid, PageCodec, PageSize, VectorPolicy,
+};
 use proptest::prelude::*;
 
 /// The vector policies this CPU runs, besides the portable one.
@@ -172,8 +174,37 @@ fn page_strategy(words: usize) -> BoxedStrategy<Vec<u32>> {
     .boxed()
 }
 
+/// Compresses `page` with the hybrid codec at `threshold` on every path and checks the same
+/// codec is kept with the same bytes: WKdm's forecast gives up on the same pages everywhere.
+fn assert_hybrid_paths_agree(page: &[u32], threshold: usize) {
+    let size = size_of(page.len());
+    let compress = |policy| {
+        let hybrid = Hybrid::new(size, policy).with_threshold(threshold);
+        let mut out = vec![0x5Au8; hybrid.max_encoded_len()];
+        let encoded = hybrid.compress(page, &mut out).unwrap();
+        let bytes = match encoded {
+            Encoded::Stored { len, .. } => out[..len].to_vec(),
+            _ => Vec::new(),
+        };
+        (encoded, bytes)
+    };
+    let portable = compress(VectorPolicy::Portable);
+    for policy in vector_policies() {
+        assert!(
+            compress(policy) == portable,
+            "hybrid at threshold {threshold}: {policy:?} differs from the portable path"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hybrid_paths_agree(page in page_strategy(1024), threshold in 0usize..4200) {
+        assert_hybrid_paths_agree(&page, threshold);
+        assert_hybrid_paths_agree(&page, 2048);
+    }
 
     #[test]
     fn paths_agree_on_4k_pages(page in page_strategy(1024), budget in 0usize..4200) {
@@ -363,6 +394,20 @@ fn every_corpus_page_agrees_at_every_budget_step() {
         let page: Vec<u32> = group.iter().flatten().copied().collect();
         for budget in [16383, 8000, 2000] {
             assert_paths_agree(&page, budget);
+        }
+    }
+}
+
+#[test]
+fn hybrid_paths_agree_on_the_corpus() {
+    let Some(pages) = corpus() else { return };
+    for page in &pages {
+        assert_hybrid_paths_agree(page, 2048);
+    }
+    for group in pages.chunks_exact(4).step_by(3) {
+        let page: Vec<u32> = group.iter().flatten().copied().collect();
+        for threshold in [12288, 6000] {
+            assert_hybrid_paths_agree(&page, threshold);
         }
     }
 }

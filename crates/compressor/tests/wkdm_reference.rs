@@ -1,22 +1,32 @@
 //! The portable WKdm compressor against a plain reference encoder written from the format's
 //! documentation (one word at a time, no passes, no scratch tricks): same bytes for every
 //! page and budget, `None` exactly when the encoding passes the budget, and the portable
-//! decoder returns the page. Runs on every target (the vector-path agreement is
-//! `wkdm_paths.rs`).
+//! decoder returns the page. The portable hybrid codec against a model built on the same
+//! encoder: WKdm's forecast gives up exactly where the counts of a quarter, half or three
+//! quarters of the page, scaled to the page, pass the threshold. Runs on every target (the
+//! vector-path agreement is `wkdm_paths.rs`).
 
 mod codec_common;
 
 use machvm_compressor::codec::wkdm::{self, format};
-use machvm_compressor::codec::{PageSize, VectorPolicy};
+use machvm_compressor::codec::{
+    CodecKind, Encoded, Hybrid, Lz4, PageCodec, PageSize, VectorPolicy,
+};
 
 /// The encoding of `page` per the format documentation.
 fn reference(page: &[u32]) -> Vec<u8> {
+    reference_with_quarters(page).0
+}
+
+/// [`reference`], with the counts (misses, indices, partials) after each quarter of the page.
+fn reference_with_quarters(page: &[u32]) -> (Vec<u8>, Vec<[usize; 3]>) {
     let words = page.len();
     let mut dict = [0u32; 16];
     let mut tags = vec![0u8; words / 4];
     let (mut misses, mut indices, mut low8, mut low2) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut partials = 0usize;
+    let mut quarters = Vec::new();
     for (i, &w) in page.iter().enumerate() {
         let tag = if w == 0 {
             format::TAG_ZERO
@@ -43,6 +53,9 @@ fn reference(page: &[u32]) -> Vec<u8> {
             }
         };
         tags[i / 4] |= (tag as u8) << (2 * (i % 4));
+        if (i + 1) % (words / 4) == 0 {
+            quarters.push([misses.len() / 4, indices.len(), partials]);
+        }
     }
     let mut out = Vec::new();
     out.extend_from_slice(&format::MAGIC);
@@ -58,7 +71,7 @@ fn reference(page: &[u32]) -> Vec<u8> {
     }
     out.extend_from_slice(&low8);
     out.extend_from_slice(&low2);
-    out
+    (out, quarters)
 }
 
 /// A small deterministic generator (xorshift).
@@ -162,5 +175,92 @@ fn portable_compressor_matches_the_reference_on_the_corpus() {
     let step = if cfg!(miri) { pages.len() } else { 7 };
     for page in pages.iter().step_by(step) {
         check(page, PageSize::Size4K);
+    }
+}
+
+/// What the hybrid codec keeps for `page` (not a single-value page) at `threshold`, by the
+/// documented policy: WKdm's output unless it is longer than the threshold, or WKdm gives up
+/// (over a page, or forecast past the threshold at a quarter, half or three quarters); then
+/// the shorter of WKdm's (if any) and LZ4's, raw when neither is shorter than the page.
+fn hybrid_model(page: &[u32], size: PageSize, threshold: usize) -> (CodecKind, usize) {
+    let (encoding, quarters) = reference_with_quarters(page);
+    let words = page.len();
+    let fixed = format::HEADER_LEN + words / 4;
+    let forecast_passes = quarters[..3].iter().enumerate().any(|(q, c)| {
+        let variable = 4 * c[0] + c[1] / 2 + c[2];
+        fixed + variable * 4 / (q + 1) > threshold
+    });
+    let wk = (encoding.len() < size.bytes() && !forecast_passes).then_some(encoding.len());
+    if let Some(w) = wk {
+        if w <= threshold {
+            return (CodecKind::Wkdm, w);
+        }
+    }
+    let lz4 = Lz4::new(size);
+    let mut out = vec![0u8; lz4.max_encoded_len()];
+    let lz = match lz4.compress(page, &mut out).unwrap() {
+        Encoded::Stored {
+            kind: CodecKind::Lz4,
+            len,
+        } => Some(len),
+        _ => None,
+    };
+    match (wk, lz) {
+        (Some(w), Some(l)) if l < w => (CodecKind::Lz4, l),
+        (None, Some(l)) => (CodecKind::Lz4, l),
+        (Some(w), _) => (CodecKind::Wkdm, w),
+        (None, None) => (CodecKind::Raw, size.bytes()),
+    }
+}
+
+/// Checks the portable hybrid against [`hybrid_model`] (single-value pages, which the
+/// codec reports without compressing, are left to `codec.rs`).
+fn check_hybrid(page: &[u32], size: PageSize, thresholds: &[usize]) {
+    for &threshold in thresholds {
+        let hybrid = Hybrid::new(size, VectorPolicy::Portable).with_threshold(threshold);
+        let mut out = vec![0u8; hybrid.max_encoded_len()];
+        let Encoded::Stored { kind, len } = hybrid.compress(page, &mut out).unwrap() else {
+            continue;
+        };
+        assert_eq!(
+            (kind, len),
+            hybrid_model(page, size, threshold),
+            "threshold {threshold}"
+        );
+    }
+}
+
+#[test]
+fn hybrid_forecast_follows_the_model() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mixes = [
+        [1000, 0, 0],
+        [0, 1000, 0],
+        [330, 240, 170],
+        [100, 100, 700],
+        [50, 800, 100],
+        [600, 100, 50],
+    ];
+    let rounds = if cfg!(miri) { 1 } else { 4 };
+    for _ in 0..rounds {
+        for mix in mixes {
+            let page4 = page(1024, mix, &mut state);
+            check_hybrid(&page4, PageSize::Size4K, &[0, 600, 1200, 2048, 3000, 4096]);
+            if !cfg!(miri) {
+                let page16 = page(4096, mix, &mut state);
+                check_hybrid(&page16, PageSize::Size16K, &[2400, 8000, 12288, 16384]);
+            }
+        }
+    }
+}
+
+#[test]
+fn hybrid_forecast_follows_the_model_on_the_corpus() {
+    let Some(pages) = codec_common::corpus() else {
+        return;
+    };
+    let step = if cfg!(miri) { pages.len() } else { 5 };
+    for page in pages.iter().step_by(step) {
+        check_hybrid(page, PageSize::Size4K, &[1024, 2048, 3072]);
     }
 }

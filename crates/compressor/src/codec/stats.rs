@@ -21,7 +21,8 @@ pub struct CodecCountersSnapshot {
     pub attempts: u64,
     /// Pages whose stored form is this codec's output.
     pub wins: u64,
-    /// Pages on which the codec gave up (output over its budget).
+    /// Pages on which the codec gave up (output over its budget, or for WKdm in a
+    /// [`Hybrid`](super::Hybrid), forecast to pass the threshold).
     pub failures: u64,
     /// Page bytes given to the codec.
     pub bytes_in: u64,

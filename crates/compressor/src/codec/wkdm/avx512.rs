@@ -59,16 +59,22 @@ use core::arch::x86_64::{
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK};
 use crate::codec::PageSize;
 
-/// Compresses with AVX-512; same contract as the portable `compress`.
-pub fn compress(page_size: PageSize, page: &[u32], out: &mut [u8], budget: usize) -> Option<usize> {
+/// Compresses with AVX-512; same contract as the portable `compress_forecast`.
+pub fn compress(
+    page_size: PageSize,
+    page: &[u32],
+    out: &mut [u8],
+    budget: usize,
+    forecast: usize,
+) -> Option<usize> {
     // SAFETY: this module is only called with `CodePath::X86Avx512`, which `VectorPolicy`
     // resolves only after run-time detection of every feature `compress_impl` and
     // `decompress_impl` enable (GFNI included), or the caller's `unsafe` promise of them
     // (`CpuFeatures::with_x86_avx512`).
     unsafe {
         match page_size {
-            PageSize::Size4K => compress_impl::<1024, 1056>(page, out, budget),
-            _ => compress_impl::<4096, 4128>(page, out, budget),
+            PageSize::Size4K => compress_impl::<1024, 1056>(page, out, budget, forecast),
+            _ => compress_impl::<4096, 4128>(page, out, budget, forecast),
         }
     }
 }
@@ -148,6 +154,7 @@ fn compress_impl<const N: usize, const P: usize>(
     page: &[u32],
     out: &mut [u8],
     budget: usize,
+    forecast: usize,
 ) -> Option<usize> {
     let words = N;
     let budget = budget.min(out.len());
@@ -165,85 +172,103 @@ fn compress_impl<const N: usize, const P: usize>(
     let fixed = HEADER_LEN + tag_len;
     let high = _mm512_set1_epi32(!LOW_MASK as i32);
     let mut dict = _mm512_setzero_si512();
-    for (block, tag_out) in page.chunks_exact(16).zip(tag_area.chunks_exact_mut(4)) {
-        let block = <&[u32; 16]>::try_from(block).ok()?;
-        // SAFETY: `block` is 16 readable words; the load is unaligned.
-        let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-        let nz = _mm512_test_epi32_mask(w, w);
-        // Zero words take slot 0x80, which no other lane has and the rows ignore.
-        let s = _mm512_mask_srli_epi32::<28>(
-            _mm512_set1_epi32(0x80),
-            nz,
-            _mm512_mullo_epi32(
-                _mm512_srli_epi32::<10>(w),
-                _mm512_set1_epi32(SLOT_MUL as i32),
-            ),
-        );
-        let sb = _mm512_cvtepi32_epi8(s);
-        // Each word's dictionary entry: the last earlier word of the block with its slot,
-        // else the dictionary's.
-        let before = _mm512_conflict_epi32(s);
-        let pred = _mm512_mask_permutexvar_epi32(
-            _mm512_permutexvar_epi32(s, dict),
-            _mm512_test_epi32_mask(before, before),
-            last_lane(before),
-            w,
-        );
-        // The dictionary after the block: each used slot's last word. In a bit-reversed row
-        // the last lane is the lowest set bit `b`, and `lzcnt(1 << b)` is `31 - b`, lane
-        // `15 - b` in its low 4 bits.
-        let r = rows_reversed(sb);
-        let lowest = _mm512_and_si512(r, _mm512_sub_epi32(_mm512_setzero_si512(), r));
-        dict = _mm512_mask_permutexvar_epi32(
-            dict,
-            _mm512_test_epi32_mask(r, r),
-            _mm512_lzcnt_epi32(lowest),
-            w,
-        );
-        let x = _mm512_xor_si512(w, pred);
-        let exact = _mm512_mask_testn_epi32_mask(nz, x, x);
-        let upper = _mm512_mask_testn_epi32_mask(nz, x, high);
-        let (miss, partial) = (nz ^ upper, upper ^ exact);
-        // Tag bit 0 (exact or miss) and bit 1 (partial or miss) of each lane.
-        let (b0, b1) = (u32::from(exact | miss), u32::from(nz ^ exact));
-        let (p, m) = (b1 & !b0, b0 & b1);
-        let tags = _pdep_u32(b0, 0x5555_5555) | _pdep_u32(b1, 0xAAAA_AAAA);
-        tag_out.copy_from_slice(&tags.to_le_bytes());
+    // Quarters of the page, so that the forecast is checked between them, not per block.
+    for (q, (quarter, quarter_tags)) in page
+        .chunks_exact(N / 4)
+        .zip(tag_area.chunks_exact_mut(N / 16))
+        .enumerate()
+    {
+        for (block, tag_out) in quarter
+            .chunks_exact(16)
+            .zip(quarter_tags.chunks_exact_mut(4))
+        {
+            let block = <&[u32; 16]>::try_from(block).ok()?;
+            // SAFETY: `block` is 16 readable words; the load is unaligned.
+            let w = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+            let nz = _mm512_test_epi32_mask(w, w);
+            // Zero words take slot 0x80, which no other lane has and the rows ignore.
+            let s = _mm512_mask_srli_epi32::<28>(
+                _mm512_set1_epi32(0x80),
+                nz,
+                _mm512_mullo_epi32(
+                    _mm512_srli_epi32::<10>(w),
+                    _mm512_set1_epi32(SLOT_MUL as i32),
+                ),
+            );
+            let sb = _mm512_cvtepi32_epi8(s);
+            // Each word's dictionary entry: the last earlier word of the block with its slot,
+            // else the dictionary's.
+            let before = _mm512_conflict_epi32(s);
+            let pred = _mm512_mask_permutexvar_epi32(
+                _mm512_permutexvar_epi32(s, dict),
+                _mm512_test_epi32_mask(before, before),
+                last_lane(before),
+                w,
+            );
+            // The dictionary after the block: each used slot's last word. In a bit-reversed row
+            // the last lane is the lowest set bit `b`, and `lzcnt(1 << b)` is `31 - b`, lane
+            // `15 - b` in its low 4 bits.
+            let r = rows_reversed(sb);
+            let lowest = _mm512_and_si512(r, _mm512_sub_epi32(_mm512_setzero_si512(), r));
+            dict = _mm512_mask_permutexvar_epi32(
+                dict,
+                _mm512_test_epi32_mask(r, r),
+                _mm512_lzcnt_epi32(lowest),
+                w,
+            );
+            let x = _mm512_xor_si512(w, pred);
+            let exact = _mm512_mask_testn_epi32_mask(nz, x, x);
+            let upper = _mm512_mask_testn_epi32_mask(nz, x, high);
+            let (miss, partial) = (nz ^ upper, upper ^ exact);
+            // Tag bit 0 (exact or miss) and bit 1 (partial or miss) of each lane.
+            let (b0, b1) = (u32::from(exact | miss), u32::from(nz ^ exact));
+            let (p, m) = (b1 & !b0, b0 & b1);
+            let tags = _pdep_u32(b0, 0x5555_5555) | _pdep_u32(b1, 0xAAAA_AAAA);
+            tag_out.copy_from_slice(&tags.to_le_bytes());
 
-        // Misses, compacted.
-        let n = m.count_ones() as usize;
-        let packed = _mm512_maskz_compress_epi32(miss, w);
-        let pos = 4 * misses;
-        if let Some(dst) = miss_area.get_mut(pos..pos + 64) {
-            // SAFETY: `dst` is 64 writable bytes; the store is unaligned.
-            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
-        } else {
-            let mut tmp = [0u32; 16];
-            // SAFETY: `tmp` is 64 writable bytes; the store is unaligned.
-            unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
-            let dst = miss_area.get_mut(pos..pos + 4 * n)?;
-            for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
-                d.copy_from_slice(&w.to_le_bytes());
+            // Misses, compacted.
+            let n = m.count_ones() as usize;
+            let packed = _mm512_maskz_compress_epi32(miss, w);
+            let pos = 4 * misses;
+            if let Some(dst) = miss_area.get_mut(pos..pos + 64) {
+                // SAFETY: `dst` is 64 writable bytes; the store is unaligned.
+                unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
+            } else {
+                let mut tmp = [0u32; 16];
+                // SAFETY: `tmp` is 64 writable bytes; the store is unaligned.
+                unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
+                let dst = miss_area.get_mut(pos..pos + 4 * n)?;
+                for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
+                    d.copy_from_slice(&w.to_le_bytes());
+                }
+            }
+            misses += n;
+
+            // Indices of the exact and partial words, compacted bytes.
+            let dst = idx_s.get_mut(indices..indices + 16)?;
+            // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
+            unsafe {
+                _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm_maskz_compress_epi8(upper, sb));
+            }
+            indices += (b0 ^ b1).count_ones() as usize;
+
+            // Low 16 bits of the partial words, compacted.
+            let dst = low_s.get_mut(partials..partials + 16)?;
+            let low = _mm256_maskz_compress_epi16(partial, _mm512_cvtepi32_epi16(w));
+            // SAFETY: `dst` is 32 writable bytes; the store is unaligned.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), low) };
+            partials += p.count_ones() as usize;
+
+            if fixed + 4 * misses + indices / 2 + partials > budget {
+                return None;
             }
         }
-        misses += n;
-
-        // Indices of the exact and partial words, compacted bytes.
-        let dst = idx_s.get_mut(indices..indices + 16)?;
-        // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
-        unsafe {
-            _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm_maskz_compress_epi8(upper, sb));
-        }
-        indices += (b0 ^ b1).count_ones() as usize;
-
-        // Low 16 bits of the partial words, compacted.
-        let dst = low_s.get_mut(partials..partials + 16)?;
-        let low = _mm256_maskz_compress_epi16(partial, _mm512_cvtepi32_epi16(w));
-        // SAFETY: `dst` is 32 writable bytes; the store is unaligned.
-        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), low) };
-        partials += p.count_ones() as usize;
-
-        if fixed + 4 * misses + indices / 2 + partials > budget {
+        let so_far = Counts {
+            misses,
+            indices,
+            partials,
+        };
+        if so_far.forecast_passes(words, N / 4 * (q + 1), forecast) {
             return None;
         }
     }

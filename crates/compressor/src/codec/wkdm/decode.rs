@@ -453,9 +453,9 @@ mod tests {
         let mut out = vec![0u8; 4 * words.len()];
         let budget = out.len();
         let len = if words.len() == 1024 {
-            portable::compress::<Page4K>(words, &mut out, budget)
+            portable::compress::<Page4K>(words, &mut out, budget, usize::MAX)
         } else {
-            portable::compress::<Page16K>(words, &mut out, budget)
+            portable::compress::<Page16K>(words, &mut out, budget, usize::MAX)
         };
         let Some(len) = len else {
             return;
@@ -539,7 +539,7 @@ mod tests {
         // A valid page whose header claims fewer misses than its tags use.
         let words = page(1024, "mmpe", 11);
         let mut out = vec![0u8; 4096];
-        let len = portable::compress::<Page4K>(&words, &mut out, 4096).unwrap();
+        let len = portable::compress::<Page4K>(&words, &mut out, 4096, usize::MAX).unwrap();
         let mut bytes = out[..len].to_vec();
         let areas = format::split(&bytes, 1024).unwrap();
         let c = areas.counts;

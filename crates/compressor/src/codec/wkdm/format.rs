@@ -85,6 +85,27 @@ impl Counts {
     pub const fn min_len(self, words: usize) -> usize {
         HEADER_LEN + words / 4 + 4 * self.misses + self.indices / 2 + self.partials
     }
+
+    /// Returns whether a page whose first `done` of `words` words gave these counts is
+    /// forecast to encode longer than `limit` bytes. The forecast is made only at a quarter,
+    /// half and three quarters of the page (`false` elsewhere), so every code path takes the
+    /// same decision on the same page: the variable part of [`min_len`](Self::min_len) so far,
+    /// scaled linearly to the whole page, plus the fixed part.
+    #[inline(always)]
+    #[must_use]
+    pub(crate) const fn forecast_passes(self, words: usize, done: usize, limit: usize) -> bool {
+        let quarter = words / 4;
+        if quarter == 0 || done == 0 || done >= words || done % quarter != 0 {
+            return false;
+        }
+        let fixed = HEADER_LEN + quarter;
+        let variable = self.min_len(words) - fixed;
+        match variable.checked_mul(words) {
+            Some(scaled) => fixed.saturating_add(scaled / done) > limit,
+            // Beyond any limit.
+            None => true,
+        }
+    }
 }
 
 /// The areas of an encoded page.
@@ -357,6 +378,41 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forecasts_are_made_at_quarter_pages_only_and_scale_linearly() {
+        let words = 1024;
+        let fixed = HEADER_LEN + words / 4;
+        // A quarter of the page: 10 misses, 21 indices, 3 partials (21 / 2 = 10 nibble
+        // bytes so far): 40 + 10 + 3 = 53 variable bytes, 212 forecast for the page.
+        let c = Counts {
+            misses: 10,
+            indices: 21,
+            partials: 3,
+        };
+        assert!(c.forecast_passes(words, 256, fixed + 211));
+        assert!(!c.forecast_passes(words, 256, fixed + 212));
+        // Half-way the same counts forecast half as much (106), at three quarters 53 * 4 / 3
+        // rounded down (70).
+        assert!(c.forecast_passes(words, 512, fixed + 105));
+        assert!(!c.forecast_passes(words, 512, fixed + 106));
+        assert!(c.forecast_passes(words, 768, fixed + 69));
+        assert!(!c.forecast_passes(words, 768, fixed + 70));
+        // No forecast away from the quarters, at the start or at the end of the page.
+        for done in [0, 16, 255, 257, 1000, 1024] {
+            assert!(!c.forecast_passes(words, done, 0), "done {done}");
+        }
+        // 16 KiB pages: quarters of 1024 words.
+        assert!(c.forecast_passes(4096, 1024, HEADER_LEN + 1024 + 211));
+        assert!(!c.forecast_passes(4096, 256, 0));
+        // Counts too large to scale do not wrap around.
+        let huge = Counts {
+            misses: usize::MAX / 8,
+            indices: 0,
+            partials: 0,
+        };
+        assert!(huge.forecast_passes(words, 256, usize::MAX - 1));
+    }
 
     #[test]
     fn reader_returns_input_bytes_then_zeros() {

@@ -65,20 +65,33 @@ pub(crate) fn compress_with(
     out: &mut [u8],
     budget: usize,
 ) -> Result<Option<usize>, CompressError> {
+    compress_forecast(page_size, path, page, out, budget, usize::MAX)
+}
+
+/// [`compress_with`] that also gives up when the encoding is forecast to pass `forecast`
+/// bytes ([`format::Counts::forecast_passes`]).
+pub(crate) fn compress_forecast(
+    page_size: PageSize,
+    path: CodePath,
+    page: &[u32],
+    out: &mut [u8],
+    budget: usize,
+    forecast: usize,
+) -> Result<Option<usize>, CompressError> {
     check_page(page_size, page.len())
         .map_err(|(expected, actual)| CompressError::BadPageLength { expected, actual })?;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2", machvm_avx512))]
     if path == CodePath::X86Avx512 {
-        return Ok(avx512::compress(page_size, page, out, budget));
+        return Ok(avx512::compress(page_size, page, out, budget, forecast));
     }
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     if matches!(path, CodePath::X86Avx2 | CodePath::X86Avx512) {
-        return Ok(x86::compress(page_size, page, out, budget));
+        return Ok(x86::compress(page_size, page, out, budget, forecast));
     }
     let _ = path;
     Ok(match page_size {
-        PageSize::Size4K => portable::compress::<portable::Page4K>(page, out, budget),
-        _ => portable::compress::<portable::Page16K>(page, out, budget),
+        PageSize::Size4K => portable::compress::<portable::Page4K>(page, out, budget, forecast),
+        _ => portable::compress::<portable::Page16K>(page, out, budget, forecast),
     })
 }
 

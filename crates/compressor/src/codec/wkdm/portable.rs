@@ -162,8 +162,14 @@ fn pack_nibbles(bytes: [u8; 8]) -> u64 {
 }
 
 /// Compresses `page` (`G::WORDS` words) into `out`. Returns the encoded length, or `None`
-/// when the encoding would be longer than `budget` bytes or than `out`.
-pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Option<usize> {
+/// when the encoding would be longer than `budget` bytes or than `out`, or when it is
+/// forecast to pass `forecast` bytes ([`Counts::forecast_passes`]; `usize::MAX`: never).
+pub fn compress<G: Geometry>(
+    page: &[u32],
+    out: &mut [u8],
+    budget: usize,
+    forecast: usize,
+) -> Option<usize> {
     let words = G::WORDS;
     let budget = budget.min(out.len());
     let tag_len = words / 4;
@@ -198,9 +204,10 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
     // Packed index words written to `idx_s` so far.
     let mut idx_pos = 0usize;
 
-    for (run, tags) in page
+    for (r, (run, tags)) in page
         .chunks_exact(RUN)
         .zip(tag_area.chunks_exact_mut(RUN / 4))
+        .enumerate()
     {
         let run = <&[u32; RUN]>::try_from(run).ok()?;
         for (h8, w8) in slots.chunks_exact_mut(8).zip(run.chunks_exact(8)) {
@@ -262,7 +269,9 @@ pub fn compress<G: Geometry>(page: &[u32], out: &mut [u8], budget: usize) -> Opt
             indices: counts.indices + rest,
             ..counts
         };
-        if pending.min_len(words) > budget {
+        if pending.min_len(words) > budget
+            || pending.forecast_passes(words, (r + 1) * RUN, forecast)
+        {
             return None;
         }
     }

@@ -35,15 +35,21 @@ use super::decode::{DICT_BYTES, EXACT_UNITS, ZERO_UNITS, dict_block};
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK};
 use crate::codec::PageSize;
 
-/// Compresses with AVX2 + BMI2; same contract as the portable `compress`.
-pub fn compress(page_size: PageSize, page: &[u32], out: &mut [u8], budget: usize) -> Option<usize> {
+/// Compresses with AVX2 + BMI2; same contract as the portable `compress_forecast`.
+pub fn compress(
+    page_size: PageSize,
+    page: &[u32],
+    out: &mut [u8],
+    budget: usize,
+    forecast: usize,
+) -> Option<usize> {
     // SAFETY: this module is only called with `CodePath::X86Avx2`, which `VectorPolicy`
     // resolves only after run-time detection of AVX2, BMI2 and POPCNT or the caller's
     // `unsafe` promise of them (`CpuFeatures::with_x86_avx2_bmi2`).
     unsafe {
         match page_size {
-            PageSize::Size4K => compress_impl::<1024, 1032>(page, out, budget),
-            _ => compress_impl::<4096, 4104>(page, out, budget),
+            PageSize::Size4K => compress_impl::<1024, 1032>(page, out, budget, forecast),
+            _ => compress_impl::<4096, 4104>(page, out, budget, forecast),
         }
     }
 }
@@ -251,6 +257,7 @@ unsafe fn compress_impl<const N: usize, const LOW8: usize>(
     page: &[u32],
     out: &mut [u8],
     budget: usize,
+    forecast: usize,
 ) -> Option<usize> {
     let words = N;
     let budget = budget.min(out.len());
@@ -428,6 +435,9 @@ unsafe fn compress_impl<const N: usize, const LOW8: usize>(
             if counts.min_len(words) > budget {
                 return None;
             }
+        }
+        if counts.forecast_passes(words, RUN * (r + 1), forecast) {
+            return None;
         }
     }
     format::write_streams(
