@@ -1,6 +1,8 @@
 #![no_main]
-//! Compress → decompress identity for arbitrary pages through every codec and code path, and
-//! byte-identical WKdm output from the portable and the vector path at any budget.
+//! Compress → decompress identity for arbitrary pages through every codec and code path,
+//! byte-identical WKdm output from the portable and the vector path at any budget, and the
+//! same codec and bytes from the hybrid on every path at any threshold (WKdm's forecast
+//! decides alike everywhere).
 
 use libfuzzer_sys::fuzz_target;
 use machvm_compressor::codec::wkdm;
@@ -90,5 +92,20 @@ fuzz_target!(|data: &[u8]| {
     }
     for other in &outs[1..] {
         assert_eq!(&outs[0], other, "WKdm paths disagree");
+    }
+    let threshold = usize::from(selector >> 1) * size.bytes() / 100;
+    let mut hybrids = Vec::new();
+    for policy in policies() {
+        let hybrid = Hybrid::new(size, policy).with_threshold(threshold);
+        let mut out = vec![0u8; hybrid.max_encoded_len()];
+        let encoded = hybrid.compress(&page, &mut out).unwrap();
+        let bytes = match encoded {
+            Encoded::Stored { len, .. } => out[..len].to_vec(),
+            _ => Vec::new(),
+        };
+        hybrids.push((encoded, bytes));
+    }
+    for other in &hybrids[1..] {
+        assert!(&hybrids[0] == other, "hybrid paths disagree at threshold {threshold}");
     }
 });
