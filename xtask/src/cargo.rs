@@ -9,6 +9,8 @@ use std::process::Command;
 pub enum Action {
     /// `cargo build`.
     Build,
+    /// `cargo rustc` (arguments after `--` reach only the selected package's compilation).
+    Rustc,
     /// `cargo check`.
     Check,
     /// `cargo test`.
@@ -35,6 +37,7 @@ impl Action {
     fn words(&self) -> Vec<&str> {
         match self {
             Action::Build => vec!["build"],
+            Action::Rustc => vec!["rustc"],
             Action::Check => vec!["check"],
             Action::Test => vec!["test"],
             Action::Clippy => vec!["clippy"],
@@ -289,6 +292,32 @@ mod tests {
             .tool_args(["--check"])
             .args();
         assert_eq!(args, ["fmt", "--all", "--", "--check"]);
+    }
+
+    #[test]
+    fn rustc_passes_flags_to_the_package_only() {
+        let args = Cargo::new(Action::Rustc)
+            .package("machvm-addr")
+            .target("x86_64-unknown-none")
+            .features(Features::NoDefault(vec![]))
+            .flags(["--lib"])
+            .tool_args(["-D", "warnings"])
+            .args();
+        assert_eq!(
+            args,
+            [
+                "rustc",
+                "-p",
+                "machvm-addr",
+                "--target",
+                "x86_64-unknown-none",
+                "--no-default-features",
+                "--lib",
+                "--",
+                "-D",
+                "warnings"
+            ]
+        );
     }
 
     #[test]

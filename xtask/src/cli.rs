@@ -24,7 +24,8 @@ pub enum Command {
     ///
     /// Targets x86_64-unknown-none and aarch64-unknown-none, with no default features, each
     /// single non-std feature, and all non-std features together. Features that enable `std`
-    /// or are listed in `[package.metadata.machvm] host-only-features` are left out.
+    /// or are listed in `[package.metadata.machvm] host-only-features` are left out. Warnings
+    /// in the crate being built are errors.
     Nostd(NostdArgs),
     /// Checks every library crate with the Rust version its `rust-version` names.
     ///
