@@ -59,7 +59,7 @@ use core::arch::x86_64::{
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK};
 use crate::codec::PageSize;
 
-/// Compresses with AVX-512; same contract as the portable `compress_forecast`.
+/// Compresses with AVX-512; same contract as the portable `compress`.
 pub fn compress(
     page_size: PageSize,
     page: &[u32],

@@ -35,7 +35,7 @@ use super::decode::{DICT_BYTES, EXACT_UNITS, ZERO_UNITS, dict_block};
 use super::format::{self, Counts, HEADER_LEN, LOW_MASK};
 use crate::codec::PageSize;
 
-/// Compresses with AVX2 + BMI2; same contract as the portable `compress_forecast`.
+/// Compresses with AVX2 + BMI2; same contract as the portable `compress`.
 pub fn compress(
     page_size: PageSize,
     page: &[u32],
