@@ -237,10 +237,7 @@ fn compress_impl<const N: usize, const P: usize>(
                 let mut tmp = [0u32; 16];
                 // SAFETY: `tmp` is 64 writable bytes; the store is unaligned.
                 unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
-                let dst = miss_area.get_mut(pos..pos + 4 * n)?;
-                for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
-                    d.copy_from_slice(&w.to_le_bytes());
-                }
+                format::put_words(miss_area.get_mut(pos..pos + 4 * n)?, &tmp);
             }
             misses += n;
 

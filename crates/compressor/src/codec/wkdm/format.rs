@@ -108,6 +108,15 @@ impl Counts {
     }
 }
 
+/// Writes `words` to `dst` as little-endian bytes, as many as `dst` holds whole (the miss
+/// area's encoding).
+#[inline(always)]
+pub(crate) fn put_words(dst: &mut [u8], words: &[u32]) {
+    for (d, w) in dst.chunks_exact_mut(4).zip(words) {
+        d.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
 /// The areas of an encoded page.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Areas<'a> {

@@ -244,10 +244,7 @@ pub fn compress<G: Geometry>(
         // The run's misses after the page's misses so far (the encoding is too long for
         // `out` if they do not fit).
         let pos = 4 * counts.misses;
-        let dst = miss_area.get_mut(pos..pos + 4 * cur.misses)?;
-        for (d, &w) in dst.chunks_exact_mut(4).zip(&miss) {
-            d.copy_from_slice(&w.to_le_bytes());
-        }
+        format::put_words(miss_area.get_mut(pos..pos + 4 * cur.misses)?, &miss);
         counts.misses += cur.misses;
         counts.partials = cur.partials;
         // Whole groups of 16 index bytes to the packed scratch; the rest moves to the front.

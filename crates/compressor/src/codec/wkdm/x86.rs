@@ -387,10 +387,7 @@ unsafe fn compress_impl<const N: usize, const LOW8: usize>(
                     let mut tmp = [0u32; 8];
                     // SAFETY: `tmp` is 32 writable bytes; the store is unaligned.
                     unsafe { _mm256_storeu_si256(tmp.as_mut_ptr().cast(), packed) };
-                    let dst = miss_area.get_mut(pos..pos + 4 * n)?;
-                    for (d, w) in dst.chunks_exact_mut(4).zip(tmp) {
-                        d.copy_from_slice(&w.to_le_bytes());
-                    }
+                    format::put_words(miss_area.get_mut(pos..pos + 4 * n)?, &tmp);
                 }
                 counts.misses += n;
 
