@@ -168,8 +168,11 @@ fn compress_impl<const N: usize, const P: usize>(
     let (_, body) = out.split_at_mut(HEADER_LEN);
     let (tag_area, miss_area) = body.split_at_mut(tag_len);
 
-    let (mut misses, mut indices, mut partials) = (0usize, 0usize, 0usize);
-    let fixed = HEADER_LEN + tag_len;
+    let mut counts = Counts {
+        misses: 0,
+        indices: 0,
+        partials: 0,
+    };
     let high = _mm512_set1_epi32(!LOW_MASK as i32);
     let mut dict = _mm512_setzero_si512();
     // Quarters of the page, so that the forecast is checked between them, not per block.
@@ -229,7 +232,7 @@ fn compress_impl<const N: usize, const P: usize>(
             // Misses, compacted.
             let n = m.count_ones() as usize;
             let packed = _mm512_maskz_compress_epi32(miss, w);
-            let pos = 4 * misses;
+            let pos = 4 * counts.misses;
             if let Some(dst) = miss_area.get_mut(pos..pos + 64) {
                 // SAFETY: `dst` is 64 writable bytes; the store is unaligned.
                 unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
@@ -239,41 +242,31 @@ fn compress_impl<const N: usize, const P: usize>(
                 unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), packed) };
                 format::put_words(miss_area.get_mut(pos..pos + 4 * n)?, &tmp);
             }
-            misses += n;
+            counts.misses += n;
 
             // Indices of the exact and partial words, compacted bytes.
-            let dst = idx_s.get_mut(indices..indices + 16)?;
+            let dst = idx_s.get_mut(counts.indices..counts.indices + 16)?;
             // SAFETY: `dst` is 16 writable bytes; the store is unaligned.
             unsafe {
                 _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm_maskz_compress_epi8(upper, sb));
             }
-            indices += (b0 ^ b1).count_ones() as usize;
+            counts.indices += (b0 ^ b1).count_ones() as usize;
 
             // Low 16 bits of the partial words, compacted.
-            let dst = low_s.get_mut(partials..partials + 16)?;
+            let dst = low_s.get_mut(counts.partials..counts.partials + 16)?;
             let low = _mm256_maskz_compress_epi16(partial, _mm512_cvtepi32_epi16(w));
             // SAFETY: `dst` is 32 writable bytes; the store is unaligned.
             unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), low) };
-            partials += p.count_ones() as usize;
+            counts.partials += p.count_ones() as usize;
 
-            if fixed + 4 * misses + indices / 2 + partials > budget {
+            if counts.min_len(words) > budget {
                 return None;
             }
         }
-        let so_far = Counts {
-            misses,
-            indices,
-            partials,
-        };
-        if so_far.forecast_passes(words, N / 4 * (q + 1), forecast) {
+        if counts.forecast_passes(words, N / 4 * (q + 1), forecast) {
             return None;
         }
     }
-    let counts = Counts {
-        misses,
-        indices,
-        partials,
-    };
     finish(out, words, counts, budget, &mut idx_s, &mut low_s)
 }
 
