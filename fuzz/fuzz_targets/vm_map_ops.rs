@@ -133,12 +133,12 @@ fn access(
     op: &mut dyn FnMut(PhysAddr),
 ) -> Result<(), FaultError> {
     for _ in 0..4 {
-        if let Some(t) = map.pmap().translate(VirtAddr::new(a)) {
-            if t.prot.contains(want) {
-                op(PhysAddr::new(t.frame.as_u64() + a % PS));
-                let _ = mem;
-                return Ok(());
-            }
+        if let Some(t) = map.pmap().translate(VirtAddr::new(a))
+            && t.prot.contains(want)
+        {
+            op(PhysAddr::new(t.frame.as_u64() + a % PS));
+            let _ = mem;
+            return Ok(());
         }
         map.fault(VirtAddr::new(a), want)?;
     }

@@ -2,7 +2,8 @@
 //! provoked on purpose.
 //!
 //! Two zones (one hardened behind a per-CPU cache, one release-default on the locked path) and
-//! a hardened kalloc heap. Checked after every step: live blocks never overlap and keep their
+//! a hardened kalloc heap; every other zone operation goes through the zone's
+//! `SpecializedZone` handle instead of the zone itself. Checked after every step: live blocks never overlap and keep their
 //! contents; every double free of a free element is reported as one; every write to a free
 //! element of the hardened zone is caught before the element is handed out again (the
 //! allocation that meets it fails with a violation, and a written element is never returned);
@@ -15,8 +16,8 @@ use std::ptr::NonNull;
 use arbitrary::Arbitrary;
 use machvm_sync::CpuIndex;
 use machvm_zone_alloc::{
-    CpuLocal, Kalloc, NoCpuCache, SystemPages, Violation, ViolationKind, Zone, ZoneConfig,
-    ZoneError, ZoneFlags,
+    CpuLocal, HardenedFlags, Kalloc, NoCpuCache, ReleaseDefaultFlags, SystemPages, Violation,
+    ViolationKind, Zone, ZoneConfig, ZoneError, ZoneFlags,
 };
 
 /// One step.
@@ -131,6 +132,19 @@ pub fn run(ops: &[Op]) {
         )
         .expect("valid zone"),
     ];
+    // Every other operation on a zone goes through its specialized handle (the same checks,
+    // compiled for the zone's case of the flags).
+    let hardened = zones[0]
+        .specialize::<HardenedFlags>()
+        .expect("zone 0 is hardened");
+    let release = zones[1]
+        .specialize::<ReleaseDefaultFlags>()
+        .expect("zone 1 has the release default's checks");
+    let alloc = |z: usize, tag: u8| match (z, tag % 2) {
+        (0, 1) => hardened.alloc(),
+        (_, 1) => release.alloc(),
+        _ => zones[z].alloc(),
+    };
     let heap: Kalloc<'_, SystemPages, OneCpu, 1> =
         Kalloc::with_flags("fuzz.kalloc", &pages, &OneCpu, 9, ZoneFlags::HARDENED)
             .expect("valid heap");
@@ -148,7 +162,7 @@ pub fn run(ops: &[Op]) {
         match *op {
             Op::Alloc { zone } => {
                 let z = usize::from(zone % 2);
-                match zones[z].alloc() {
+                match alloc(z, tag) {
                     Ok(p) => {
                         let a = p.as_ptr() as usize;
                         assert!(
@@ -203,7 +217,14 @@ pub fn run(ops: &[Op]) {
                 match owner {
                     Owner::Zone(z) => {
                         // SAFETY: a live element of zone `z`, freed once.
-                        unsafe { zones[z].free(p) }.expect("a valid free");
+                        unsafe {
+                            match (z, tag % 2) {
+                                (0, 1) => hardened.free(p),
+                                (_, 1) => release.free(p),
+                                _ => zones[z].free(p),
+                            }
+                        }
+                        .expect("a valid free");
                         if z == 0 {
                             free0.push(a);
                         }
@@ -220,7 +241,13 @@ pub fn run(ops: &[Op]) {
                 let p = NonNull::new(a as *mut u8).expect("non-null");
                 // SAFETY: deliberately frees a free element, which is still mapped (its zone
                 // was not drained since); the zone must catch it.
-                let r = unsafe { zones[0].free(p) };
+                let r = unsafe {
+                    if tag % 2 == 1 {
+                        hardened.free(p)
+                    } else {
+                        zones[0].free(p)
+                    }
+                };
                 assert_eq!(r, Err(ZoneError::Violation(ViolationKind::DoubleFree)));
                 assert_eq!(take_seen(), [(ViolationKind::DoubleFree, a)]);
             }

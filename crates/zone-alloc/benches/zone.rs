@@ -68,7 +68,10 @@ use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use machvm_sync::CpuIndex;
-use machvm_zone_alloc::{CpuLocal, PageSource, PageSourceError, Zone, ZoneConfig, ZoneFlags};
+use machvm_zone_alloc::{
+    CpuLocal, FlagCase, HardenedFlags, PageSource, PageSourceError, ReleaseDefaultFlags,
+    SpecializedZone, Zone, ZoneConfig, ZoneFlags,
+};
 use slabmalloc::{ObjectPage, SCAllocator};
 
 /// The suite name xtask expects (the crate's short name).
@@ -309,35 +312,72 @@ trait SharedHeap64: Sync {
     fn check_all_freed(&self) {}
 }
 
-/// A machvm zone; `HARDENED` picks [`ZoneFlags::HARDENED`] over
-/// [`ZoneFlags::RELEASE_DEFAULT`].
-struct Machvm<const HARDENED: bool>(Zone<ArenaPages, BenchCpu, CPUS>);
+/// The benchmark's two machvm flag sets.
+trait BenchFlags: FlagCase + 'static {
+    /// The implementation name in the summary.
+    const NAME: &'static str;
+    /// The zone's flags.
+    const FLAGS: ZoneFlags;
+}
 
-impl<const HARDENED: bool> Machvm<HARDENED> {
-    const NAME: &'static str = if HARDENED {
-        "machvm-hardened"
-    } else {
-        "machvm"
-    };
+impl BenchFlags for ReleaseDefaultFlags {
+    const NAME: &'static str = "machvm";
+    const FLAGS: ZoneFlags = ZoneFlags::RELEASE_DEFAULT;
+}
 
+impl BenchFlags for HardenedFlags {
+    const NAME: &'static str = "machvm-hardened";
+    const FLAGS: ZoneFlags = ZoneFlags::HARDENED;
+}
+
+/// A machvm zone with flags `F`, used through its [`SpecializedZone`] handle (what a kernel
+/// that made the zone with those flags would use).
+struct Machvm<F: BenchFlags> {
+    /// The zone, owned through a raw pointer (from `Box::into_raw`, given back in `drop`) so
+    /// that `fast` may borrow it while `Self` moves.
+    zone: NonNull<Zone<ArenaPages, BenchCpu, CPUS>>,
+    /// The zone's handle for flags `F`.
+    fast: SpecializedZone<'static, ArenaPages, BenchCpu, CPUS, F>,
+}
+
+// SAFETY: `Machvm` owns its zone like a `Box` does; the zone is `Sync` (its page source and CPU
+// provider are), and the handle is a shared borrow of it.
+unsafe impl<F: BenchFlags> Sync for Machvm<F> {}
+
+impl<F: BenchFlags> Machvm<F> {
     /// # Safety
     ///
     /// Nothing else uses `arena` while the zone lives.
     unsafe fn build(arena: Arena) -> Self {
-        let flags = if HARDENED {
-            ZoneFlags::HARDENED
-        } else {
-            ZoneFlags::RELEASE_DEFAULT
-        };
         // SAFETY: the caller's contract.
         let pages = unsafe { ArenaPages::new(arena) };
-        let config = ZoneConfig::new("bench.64", OBJ).flags(flags).secret(SECRET);
-        Self(Zone::new(config, pages, BenchCpu).expect("zone"))
+        let config = ZoneConfig::new("bench.64", OBJ)
+            .flags(F::FLAGS)
+            .secret(SECRET);
+        let zone = Box::new(Zone::new(config, pages, BenchCpu).expect("zone"));
+        let zone = NonNull::from(Box::leak(zone));
+        // SAFETY: the zone lives until `drop`, after the last use of `fast` (which does not
+        // outlive `Self`: it is only handed out by reference).
+        let fast = unsafe { zone.as_ref() }
+            .specialize::<F>()
+            .expect("the flags' case");
+        Self { zone, fast }
+    }
+
+    fn zone(&self) -> &Zone<ArenaPages, BenchCpu, CPUS> {
+        self.fast.zone()
     }
 }
 
-impl<const HARDENED: bool> Heap64 for Machvm<HARDENED> {
-    const NAME: &'static str = Self::NAME;
+impl<F: BenchFlags> Drop for Machvm<F> {
+    fn drop(&mut self) {
+        // SAFETY: `zone` came from `Box::leak` in `build`; `fast` is not used after this.
+        drop(unsafe { Box::from_raw(self.zone.as_ptr()) });
+    }
+}
+
+impl<F: BenchFlags> Heap64 for Machvm<F> {
+    const NAME: &'static str = F::NAME;
 
     unsafe fn new(arena: Arena) -> Self {
         // SAFETY: the caller's contract.
@@ -346,18 +386,18 @@ impl<const HARDENED: bool> Heap64 for Machvm<HARDENED> {
 
     #[inline(always)]
     fn alloc(&mut self) -> NonNull<u8> {
-        self.0.alloc().expect("zone alloc")
+        self.fast.alloc().expect("zone alloc")
     }
 
     #[inline(always)]
     unsafe fn free(&mut self, p: NonNull<u8>) {
         // SAFETY: the caller's contract is the zone's.
-        unsafe { self.0.free(p) }.expect("zone free");
+        unsafe { self.fast.free(p) }.expect("zone free");
     }
 }
 
-impl<const HARDENED: bool> SharedHeap64 for Machvm<HARDENED> {
-    const NAME: &'static str = Self::NAME;
+impl<F: BenchFlags> SharedHeap64 for Machvm<F> {
+    const NAME: &'static str = F::NAME;
 
     unsafe fn new(arena: Arena) -> Self {
         // SAFETY: the caller's contract.
@@ -366,23 +406,23 @@ impl<const HARDENED: bool> SharedHeap64 for Machvm<HARDENED> {
 
     #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
-        self.0.alloc().expect("zone alloc")
+        self.fast.alloc().expect("zone alloc")
     }
 
     #[inline(always)]
     unsafe fn free(&self, p: NonNull<u8>) {
         // SAFETY: the caller's contract is the zone's.
-        unsafe { self.0.free(p) }.expect("zone free");
+        unsafe { self.fast.free(p) }.expect("zone free");
     }
 
     fn check_all_freed(&self) {
-        let stats = self.0.stats();
-        assert_eq!(stats.in_use, 0, "{}: elements still in use", Self::NAME);
+        let stats = self.zone().stats();
+        assert_eq!(stats.in_use, 0, "{}: elements still in use", F::NAME);
         assert_eq!(
             stats.alloc_count,
             TWO_THREAD_PAIRS,
             "{}: allocations",
-            Self::NAME
+            F::NAME
         );
     }
 }
@@ -1108,8 +1148,8 @@ fn lifo_64b(c: &mut Criterion, arena: Arena) {
     let mut group = c.benchmark_group(format!("{SUITE}/lifo_64b"));
     group.throughput(Throughput::Elements(LIFO_PAIRS));
     group.sample_size(20);
-    lifo_row::<Machvm<false>>(&mut group, arena);
-    lifo_row::<Machvm<true>>(&mut group, arena);
+    lifo_row::<Machvm<ReleaseDefaultFlags>>(&mut group, arena);
+    lifo_row::<Machvm<HardenedFlags>>(&mut group, arena);
     lifo_row::<Slabmalloc>(&mut group, arena);
     lifo_row::<TalcHeap>(&mut group, arena);
     lifo_row::<Buddy>(&mut group, arena);
@@ -1123,8 +1163,8 @@ fn random_free_64b(c: &mut Criterion, arena: Arena) {
     let mut group = c.benchmark_group(format!("{SUITE}/random_free_64b"));
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
-    random_free_row::<Machvm<false>>(&mut group, arena, &orders);
-    random_free_row::<Machvm<true>>(&mut group, arena, &orders);
+    random_free_row::<Machvm<ReleaseDefaultFlags>>(&mut group, arena, &orders);
+    random_free_row::<Machvm<HardenedFlags>>(&mut group, arena, &orders);
     random_free_row::<Slabmalloc>(&mut group, arena, &orders);
     random_free_row::<TalcHeap>(&mut group, arena, &orders);
     random_free_row::<Buddy>(&mut group, arena, &orders);
@@ -1138,8 +1178,8 @@ fn two_thread_64b(c: &mut Criterion, arena: Arena) {
     group.throughput(Throughput::Elements(TWO_THREAD_PAIRS));
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
-    two_thread_row::<Machvm<false>>(&mut group, arena);
-    two_thread_row::<Machvm<true>>(&mut group, arena);
+    two_thread_row::<Machvm<ReleaseDefaultFlags>>(&mut group, arena);
+    two_thread_row::<Machvm<HardenedFlags>>(&mut group, arena);
     two_thread_row::<SlabmallocLocked>(&mut group, arena);
     two_thread_row::<TalcLocked>(&mut group, arena);
     two_thread_row::<BuddyLocked>(&mut group, arena);

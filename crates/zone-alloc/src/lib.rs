@@ -19,6 +19,7 @@ mod leaks;
 mod malloc;
 mod pac;
 mod source;
+mod specialized;
 mod stats;
 mod zone;
 
@@ -34,6 +35,7 @@ pub use pac::PacKeys;
 #[cfg(feature = "std")]
 pub use source::SystemPages;
 pub use source::{PageAccess, PageSource, PageSourceError};
+pub use specialized::{FlagCase, HardenedFlags, ReleaseDefaultFlags, SpecializedZone};
 pub use stats::{ZoneStats, ZprintTable};
 pub use zone::{
     MAX_ELEMENT_SIZE, MAX_MAGAZINE, MAX_NAME, MIN_ELEMENT_SIZE, Zone, ZoneConfig, ZoneFlags,

@@ -35,6 +35,7 @@ use crate::cpu::CpuLocal;
 use crate::error::{Violation, ViolationHandler, ViolationKind, ZoneError, panic_on_violation};
 use crate::pac::PacKeys;
 use crate::source::{PageSource, PageSourceError};
+use crate::specialized::{FlagCase, RuntimeFlags};
 use crate::stats::ZoneStats;
 
 /// Largest element a zone holds (XNU's `ZONE_MAX_ALLOC_SIZE`).
@@ -542,7 +543,8 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> fmt::Debug for Zone<S, C, CP
 
 /// The flags the allocation and free fast paths depend on, as one of the common cases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FastMode {
+#[repr(u8)]
+pub(crate) enum FastMode {
     /// `CHECK_FREE` without `ZERO_ON_FREE` and `READ_ONLY`: the release default.
     Checked,
     /// `CHECK_FREE` and `ZERO_ON_FREE` without `READ_ONLY`: the hardened set.
@@ -551,7 +553,25 @@ enum FastMode {
     General,
 }
 
+/// The fast paths' const parameter for "the zone's own [`FastMode`], read at run time"; any
+/// other value is a `FastMode` fixed at compile time (see `FlagCase`).
+pub(crate) const RUNTIME: u8 = u8::MAX;
+
 impl FastMode {
+    /// Returns the mode whose `as u8` value is `m`, or `runtime` for [`RUNTIME`].
+    #[inline(always)]
+    const fn fixed_or(m: u8, runtime: Self) -> Self {
+        if m == Self::Checked as u8 {
+            Self::Checked
+        } else if m == Self::CheckedZeroed as u8 {
+            Self::CheckedZeroed
+        } else if m == Self::General as u8 {
+            Self::General
+        } else {
+            runtime
+        }
+    }
+
     fn of(flags: ZoneFlags) -> Self {
         let has = |f| flags.contains(f);
         match (
@@ -882,6 +902,11 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         &self.source
     }
 
+    /// Returns the fast paths' case of the zone's flags.
+    pub(crate) const fn fast_mode(&self) -> FastMode {
+        self.mode
+    }
+
     fn report(&self, kind: ViolationKind, addr: usize) -> ZoneError {
         (self.on_violation)(&Violation {
             zone: self.name.as_str(),
@@ -919,6 +944,13 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// returned; the element is quarantined).
     #[inline(always)]
     pub fn alloc(&self) -> Result<NonNull<u8>, ZoneError> {
+        self.alloc_as::<RuntimeFlags>()
+    }
+
+    /// [`alloc`](Self::alloc) with the fast path compiled for case `F` of the flags: the
+    /// zone's own case (see [`specialize`](Self::specialize)) or [`RuntimeFlags`].
+    #[inline(always)]
+    pub(crate) fn alloc_as<F: FlagCase>(&self) -> Result<NonNull<u8>, ZoneError> {
         // The fast path: pop from this CPU's loaded magazine. Everything else (swapping
         // magazines, the depot, the chunks, violations, callbacks) is out of line.
         let fast = self.cpu.with_cpu(
@@ -933,7 +965,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                     self.caches.with_mut(
                         cpu,
                         #[inline(always)]
-                        |cache| self.pop(cpu, cache),
+                        |cache| self.pop::<F>(cpu, cache),
                     )
                 }
                 .flatten()
@@ -945,17 +977,19 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
     }
 
-    /// Pops a checked element from the loaded magazine, if it has one.
+    /// Pops a checked element from the loaded magazine, if it has one (with the checks of
+    /// case `F`, as in [`alloc_as`](Self::alloc_as)).
     #[inline(always)]
-    fn pop(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Option<NonNull<u8>> {
+    fn pop<F: FlagCase>(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Option<NonNull<u8>> {
+        let mode = FastMode::fixed_or(F::MODE, self.mode);
         let top = cache.count.checked_sub(1)?;
         // SAFETY: `count > 0`, so (`CpuCache`'s invariant) a magazine is loaded — one of this
         // zone's that only this CPU uses — and `top < count <= MAX_MAGAZINE` is a slot.
         let elem = unsafe { *(*cache.loaded).slots.get_unchecked(top) };
         // The release default first, then the hardened set.
-        let free_state_ok = if self.mode == FastMode::Checked {
+        let free_state_ok = if mode == FastMode::Checked {
             true
-        } else if self.mode == FastMode::CheckedZeroed {
+        } else if mode == FastMode::CheckedZeroed {
             // SAFETY: magazine slots hold elements of this zone in the free state, `stride`
             // bytes each.
             unsafe { is_zero(elem, self.geometry.stride) }
@@ -969,7 +1003,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             return None;
         }
         cache.count = top;
-        if self.mode != FastMode::General || self.codec.mark {
+        if mode != FastMode::General || self.codec.mark {
             // SAFETY: `elem` is an element of this zone (it was in a magazine), so its state
             // byte is in its chunk; the element is this CPU's, and so is the byte.
             unsafe { self.geometry.state_of_own(elem).write(1) };
@@ -1008,7 +1042,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline]
     fn alloc_cached(&self, cpu: CpuIndex, cache: &mut CpuCache) -> Outcome<NonNull<u8>> {
         loop {
-            if let Some(elem) = self.pop(cpu, cache) {
+            if let Some(elem) = self.pop::<RuntimeFlags>(cpu, cache) {
                 return Outcome::Done(elem);
             }
             if cache.count > 0 {
@@ -1326,7 +1360,18 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline(always)]
     pub unsafe fn free(&self, elem: NonNull<u8>) -> Result<(), ZoneError> {
         // SAFETY: the caller's contract; its pointer covers the element's size.
-        unsafe { self.free_sized(elem, self.size) }
+        unsafe { self.free_as::<RuntimeFlags>(elem) }
+    }
+
+    /// [`free`](Self::free) compiled for case `F`, as in [`alloc_as`](Self::alloc_as).
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    pub(crate) unsafe fn free_as<F: FlagCase>(&self, elem: NonNull<u8>) -> Result<(), ZoneError> {
+        // SAFETY: the caller's contract; its pointer covers the element's size.
+        unsafe { self.free_sized_as::<F>(elem, self.size) }
     }
 
     /// [`free`](Self::free) for a caller whose pointer covers only the first `len` bytes of
@@ -1339,11 +1384,28 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     /// As for [`free`](Self::free); `len` is at most the element size.
     #[inline(always)]
     pub(crate) unsafe fn free_sized(&self, user: NonNull<u8>, len: usize) -> Result<(), ZoneError> {
+        // SAFETY: the caller's contract.
+        unsafe { self.free_sized_as::<RuntimeFlags>(user, len) }
+    }
+
+    /// [`free_sized`](Self::free_sized) compiled for case `F`, as in
+    /// [`alloc_as`](Self::alloc_as).
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_sized`](Self::free_sized).
+    #[inline(always)]
+    unsafe fn free_sized_as<F: FlagCase>(
+        &self,
+        user: NonNull<u8>,
+        len: usize,
+    ) -> Result<(), ZoneError> {
+        let mode = FastMode::fixed_or(F::MODE, self.mode);
         let user = user.as_ptr();
         let elem = zone_ptr(user.addr());
         // The release default first, in its own arm (no test for zeroing on its way), then
         // the hardened set.
-        if self.mode == FastMode::Checked {
+        if mode == FastMode::Checked {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
             let state = match unsafe { self.check_free(elem) } {
@@ -1352,7 +1414,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             };
             // SAFETY: `state` is the state byte of `elem`, an element the caller gives up.
             unsafe { state.write(0) };
-        } else if self.mode == FastMode::CheckedZeroed {
+        } else if mode == FastMode::CheckedZeroed {
             // The hardened set: checked, then zeroed.
             // SAFETY: as above.
             let state = match unsafe { self.check_free(elem) } {

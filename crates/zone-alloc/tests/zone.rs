@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use machvm_sync::{CpuIndex, ThreadCpuId};
 use machvm_zone_alloc::{
-    NoCpuCache, PageSourceError, SystemPages, Violation, ViolationKind, Zone, ZoneConfig,
-    ZoneError, ZoneFlags, ZprintTable,
+    FlagCase, HardenedFlags, NoCpuCache, PageSourceError, ReleaseDefaultFlags, SystemPages,
+    Violation, ViolationKind, Zone, ZoneConfig, ZoneError, ZoneFlags, ZprintTable,
 };
 use proptest::prelude::*;
 
@@ -255,6 +255,126 @@ fn foreign_and_misaligned_pointers_are_caught() {
     );
     // SAFETY: allocated above, freed once.
     unsafe { z1.free(p).unwrap() };
+}
+
+/// Which flag sets each specialized handle accepts: the fast paths' case (`CHECK_FREE`,
+/// `ZERO_ON_FREE`, `READ_ONLY`) decides, the other flags do not.
+#[test]
+fn zones_specialize_for_their_own_case_of_the_flags_only() {
+    fn cases(flags: ZoneFlags) -> (bool, bool) {
+        let zone: Zone<_, _, 1> = Zone::new(
+            ZoneConfig::new("cases", 64).flags(flags),
+            SystemPages::new(),
+            NoCpuCache,
+        )
+        .unwrap();
+        (
+            zone.specialize::<ReleaseDefaultFlags>().is_some(),
+            zone.specialize::<HardenedFlags>().is_some(),
+        )
+    }
+    let table = [
+        (ZoneFlags::RELEASE_DEFAULT, (true, false)),
+        (ZoneFlags::CHECK_FREE, (true, false)),
+        (
+            ZoneFlags::RELEASE_DEFAULT.with(ZoneFlags::NO_CACHE),
+            (true, false),
+        ),
+        (ZoneFlags::HARDENED, (false, true)),
+        (
+            ZoneFlags::CHECK_FREE.with(ZoneFlags::ZERO_ON_FREE),
+            (false, true),
+        ),
+        (ZoneFlags::HARDENED.with(ZoneFlags::NO_CACHE), (false, true)),
+        (ZoneFlags::NONE, (false, false)),
+        (ZoneFlags::ZERO_ON_FREE, (false, false)),
+        (ZoneFlags::ENCODE_FREELIST, (false, false)),
+        (
+            ZoneFlags::HARDENED.with(ZoneFlags::READ_ONLY),
+            (false, false),
+        ),
+    ];
+    for (flags, want) in table {
+        assert_eq!(cases(flags), want, "{flags:?}");
+    }
+}
+
+/// A specialized handle keeps every check of its zone, cached and locked: double frees,
+/// foreign and misaligned pointers, writes after free (hardened); and its elements are the
+/// zone's (freed either way, counted once).
+#[test]
+fn specialized_handles_keep_every_check() {
+    fn check<F: FlagCase>(name: &str, flags: ZoneFlags, cached: bool) {
+        let b = Bound::new();
+        let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+        let flags = if cached {
+            flags
+        } else {
+            flags.with(ZoneFlags::NO_CACHE)
+        };
+        let zone: Zone<_, _, 1> =
+            Zone::new(hardened(name, 64).flags(flags), SystemPages::new(), &b.cpus).unwrap();
+        let other: Zone<_, _, 1> = Zone::new(
+            ZoneConfig::new("specialized.other", 64),
+            SystemPages::new(),
+            NoCpuCache,
+        )
+        .unwrap();
+        let fast = zone.specialize::<F>().unwrap();
+        let mut want = Vec::new();
+        // Elements cross between the two paths.
+        let p = fast.alloc().unwrap();
+        let q = zone.alloc().unwrap();
+        assert_ne!(p, q);
+        assert_eq!(zone.stats().in_use, 2);
+        // SAFETY: allocated above, freed once each.
+        unsafe {
+            zone.free(p).unwrap();
+            fast.free(q).unwrap();
+        }
+        assert_eq!(fast.zone().stats().in_use, 0);
+        // A double free, through the handle.
+        // SAFETY: deliberately violates the contract; the zone must catch it.
+        let err = unsafe { fast.free(p) }.unwrap_err();
+        assert_eq!(err, ZoneError::Violation(ViolationKind::DoubleFree));
+        want.push((ViolationKind::DoubleFree, p.as_ptr() as usize));
+        // Another zone's element, and a pointer inside one of ours.
+        let foreign = other.alloc().unwrap();
+        // SAFETY: readable zone memory; the zone must refuse it.
+        let err = unsafe { fast.free(foreign) }.unwrap_err();
+        assert_eq!(err, ZoneError::Violation(ViolationKind::ForeignPointer));
+        want.push((ViolationKind::ForeignPointer, foreign.as_ptr() as usize));
+        let r = fast.alloc().unwrap();
+        let inside = NonNull::new(r.as_ptr().wrapping_add(16)).unwrap();
+        // SAFETY: a pointer into a live element; the zone must refuse it.
+        let err = unsafe { fast.free(inside) }.unwrap_err();
+        assert_eq!(err, ZoneError::Violation(ViolationKind::NotAnElement));
+        want.push((ViolationKind::NotAnElement, inside.as_ptr() as usize));
+        // SAFETY: allocated above, freed once.
+        unsafe { fast.free(r).unwrap() };
+        if flags.contains(ZoneFlags::ZERO_ON_FREE) && cached {
+            // A write to the element on top of the magazine is caught by the next allocation.
+            // SAFETY: deliberately writes freed zone memory, still the zone's (in a magazine).
+            unsafe { r.as_ptr().add(40).write(1) };
+            let err = fast.alloc().unwrap_err();
+            assert_eq!(err, ZoneError::Violation(ViolationKind::ModifiedAfterFree));
+            want.push((ViolationKind::ModifiedAfterFree, r.as_ptr() as usize));
+            assert_eq!(zone.stats().quarantined, 1);
+        }
+        assert_eq!(seen(name), want);
+        let s = zone.stats();
+        assert_eq!((s.in_use, s.alloc_count), (0, 3));
+        // SAFETY: allocated above, freed once.
+        unsafe { other.free(foreign).unwrap() };
+    }
+    check::<ReleaseDefaultFlags>("specialized.release", ZoneFlags::RELEASE_DEFAULT, true);
+    check::<ReleaseDefaultFlags>(
+        "specialized.release.locked",
+        ZoneFlags::RELEASE_DEFAULT,
+        false,
+    );
+    check::<HardenedFlags>("specialized.hardened", ZoneFlags::HARDENED, true);
+    check::<HardenedFlags>("specialized.hardened.locked", ZoneFlags::HARDENED, false);
 }
 
 #[test]
@@ -604,11 +724,11 @@ fn zprint_table_lists_every_zone() {
     unsafe { zones[1].free(p).unwrap() };
 }
 
-/// An operation of the property test.
+/// An operation of the property test (`fast`: through the zone's `SpecializedZone` handle).
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { zone: usize },
-    Free { pick: usize },
+    Alloc { zone: usize, fast: bool },
+    Free { pick: usize, fast: bool },
     Write { pick: usize, byte: u8 },
     Drain { zone: usize },
     Trim { zone: usize },
@@ -616,8 +736,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..3usize).prop_map(|zone| Op::Alloc { zone }),
-        3 => any::<usize>().prop_map(|pick| Op::Free { pick }),
+        4 => (0..3usize, any::<bool>()).prop_map(|(zone, fast)| Op::Alloc { zone, fast }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, fast)| Op::Free { pick, fast }),
         2 => (any::<usize>(), any::<u8>()).prop_map(|(pick, byte)| Op::Write { pick, byte }),
         1 => (0..3usize).prop_map(|zone| Op::Drain { zone }),
         1 => (0..3usize).prop_map(|zone| Op::Trim { zone }),
@@ -628,9 +748,10 @@ proptest! {
     #![proptest_config(config())]
 
     /// Random allocations, frees, writes, drains and trims over three zones (cached hardened,
-    /// cached release-default, locked) against a model of the live elements: no two live
-    /// elements overlap, each is aligned, keeps what was written to it, and the statistics
-    /// count exactly the live elements.
+    /// cached release-default, locked), allocations and frees through the zone or its
+    /// specialized handle, against a model of the live elements: no two live elements
+    /// overlap, each is aligned, keeps what was written to it, and the statistics count
+    /// exactly the live elements.
     #[test]
     fn zones_match_the_model(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 300 })) {
         let b = Bound::new();
@@ -647,12 +768,19 @@ proptest! {
                 .unwrap()
             })
             .collect();
+        let hardened = [0, 2].map(|i| zones[i].specialize::<HardenedFlags>().unwrap());
+        let release = zones[1].specialize::<ReleaseDefaultFlags>().unwrap();
         // address -> (zone, size, byte written)
         let mut live: BTreeMap<usize, (usize, usize, u8)> = BTreeMap::new();
         for op in ops {
             match op {
-                Op::Alloc { zone } => {
-                    let p = zones[zone].alloc().unwrap().as_ptr() as usize;
+                Op::Alloc { zone, fast } => {
+                    let p = match (zone, fast) {
+                        (_, false) => zones[zone].alloc(),
+                        (1, true) => release.alloc(),
+                        (_, true) => hardened[zone / 2].alloc(),
+                    };
+                    let p = p.unwrap().as_ptr() as usize;
                     prop_assert_eq!(p % 16, 0);
                     let size = sizes[zone];
                     if let Some((&a, &(_, s, _))) = live.range(..=p).next_back() {
@@ -665,13 +793,22 @@ proptest! {
                     unsafe { (p as *mut u8).write_bytes(0x5a, size) };
                     live.insert(p, (zone, size, 0x5a));
                 }
-                Op::Free { pick } if !live.is_empty() => {
+                Op::Free { pick, fast } if !live.is_empty() => {
                     let (&p, &(zone, size, byte)) = live.iter().nth(pick % live.len()).unwrap();
                     // SAFETY: a live element of `size` bytes.
                     let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
                     prop_assert!(bytes.iter().all(|&x| x == byte), "contents changed");
+                    let p = NonNull::new(p as *mut u8).unwrap();
                     // SAFETY: live, freed once.
-                    unsafe { zones[zone].free(NonNull::new(p as *mut u8).unwrap()).unwrap() };
+                    unsafe {
+                        match (zone, fast) {
+                            (_, false) => zones[zone].free(p),
+                            (1, true) => release.free(p),
+                            (_, true) => hardened[zone / 2].free(p),
+                        }
+                    }
+                    .unwrap();
+                    let p = p.as_ptr() as usize;
                     live.remove(&p);
                 }
                 Op::Write { pick, byte } if !live.is_empty() => {
