@@ -4,7 +4,9 @@
 //!
 //! - `machvm`: `Zone` with [`ZoneFlags::RELEASE_DEFAULT`] and per-CPU magazines;
 //!   `machvm-hardened`: the same with [`ZoneFlags::HARDENED`] (zero-on-free checked on reuse).
-//!   The CPU index comes from [`BenchCpu`], a thread-local each benchmark thread sets.
+//!   Both are used through the zone's [`SpecializedZone`] handle for its flags (what a kernel
+//!   that creates the zone with fixed flags uses: the same checks, no test of the flags per
+//!   call). The CPU index comes from [`BenchCpu`], a thread-local each benchmark thread sets.
 //! - `slabmalloc` (0.11): its `SCAllocator` for 64-byte objects (the fixed-size cache a
 //!   `ZoneAllocator` dispatches to), refilled with 4 KiB `ObjectPage`s from the arena.
 //! - `talc` (5.x): `Talc` over the claimed arena, without a lock in the one-thread cases and as

@@ -13,9 +13,9 @@ use core::ptr::NonNull;
 use crate::cpu::CpuLocal;
 use crate::error::ZoneError;
 use crate::source::PageSource;
-use crate::zone::{FastMode, RUNTIME, Zone};
 #[cfg(doc)]
 use crate::zone::ZoneFlags;
+use crate::zone::{FastMode, RUNTIME, Zone};
 
 mod sealed {
     pub trait Sealed {}
