@@ -318,6 +318,11 @@ struct CpuCache {
     /// The zone's magazine size (at most `MAX_MAGAZINE`).
     capacity: usize,
     previous: *mut Magazine,
+    /// Null, or the state byte of the loaded magazine's top element: what the free that
+    /// pushed it had located, so that an allocation that pops it right back (LIFO use) need
+    /// not locate it again. Every change of the loaded magazine or its count other than
+    /// [`Zone::push`] clears it.
+    top_state: *mut u8,
 }
 
 impl CpuCache {
@@ -334,6 +339,7 @@ impl CpuCache {
     /// previous loaded one must have been stored or handed over already.
     fn load(&mut self, m: *mut Magazine) {
         self.loaded = m;
+        self.top_state = ptr::null_mut();
         // SAFETY: as above.
         let (count, room) = unsafe { m.as_ref() }.map_or((0, 0), |m| (m.count, self.capacity));
         debug_assert!(count <= room && room <= MAX_MAGAZINE);
@@ -828,6 +834,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 room: 0,
                 capacity: magazine_size,
                 previous: ptr::null_mut(),
+                top_state: ptr::null_mut(),
             }),
             counters: PerCpu::from_fn(|_| CpuCounters {
                 allocs: AtomicU64::new(0),
@@ -1004,10 +1011,18 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
         cache.count = top;
         if mode != FastMode::General || self.codec.mark {
+            let state = if cache.top_state.is_null() {
+                self.geometry.state_of_own(elem)
+            } else {
+                cache.top_state
+            };
+            debug_assert_eq!(state, self.geometry.state_of_own(elem));
             // SAFETY: `elem` is an element of this zone (it was in a magazine), so its state
-            // byte is in its chunk; the element is this CPU's, and so is the byte.
-            unsafe { self.geometry.state_of_own(elem).write(1) };
+            // byte is in its chunk (`top_state` is that byte when set); the element is this
+            // CPU's, and so is the byte.
+            unsafe { state.write(1) };
         }
+        cache.top_state = ptr::null_mut();
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.allocs);
         }
@@ -1068,6 +1083,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             return Outcome::Failed(ZoneError::BadConfig);
         };
         cache.count -= 1;
+        cache.top_state = ptr::null_mut();
         let elem = m.slots[cache.count];
         // SAFETY: magazine slots hold elements of this zone.
         let kind = unsafe { self.verify_free_state(elem) }
@@ -1110,6 +1126,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             })?;
         m.count = got;
         cache.count = got;
+        cache.top_state = ptr::null_mut();
         Ok(())
     }
 
@@ -1404,11 +1421,12 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         let user = user.as_ptr();
         let elem = zone_ptr(user.addr());
         // The release default first, in its own arm (no test for zeroing on its way), then
-        // the hardened set.
+        // the hardened set. `state`: the element's state byte where the free located it.
+        let state;
         if mode == FastMode::Checked {
             // SAFETY: the caller's contract makes the chunk-aligned block around `elem`
             // readable.
-            let state = match unsafe { self.check_free(elem) } {
+            state = match unsafe { self.check_free(elem) } {
                 Ok(state) => state,
                 Err(kind) => return Err(self.report(kind, elem as usize)),
             };
@@ -1417,7 +1435,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         } else if mode == FastMode::CheckedZeroed {
             // The hardened set: checked, then zeroed.
             // SAFETY: as above.
-            let state = match unsafe { self.check_free(elem) } {
+            state = match unsafe { self.check_free(elem) } {
                 Ok(state) => state,
                 Err(kind) => return Err(self.report(kind, elem as usize)),
             };
@@ -1434,13 +1452,14 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                 state.write(0);
             }
         } else {
+            state = ptr::null_mut();
             // SAFETY: the caller's contract.
             if unsafe { self.free_state_general(user, elem, len) }? {
                 // A read-only element: freed under the lock already.
                 return Ok(());
             }
         }
-        self.push_freed(elem, user, len)
+        self.push_freed(elem, state, user, len)
     }
 
     /// The free path of zones other than the release default: checks (if the zone checks),
@@ -1481,9 +1500,15 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     }
 
     /// Puts a freed element (in the free state) on this CPU's loaded magazine, or takes the
-    /// slow path.
+    /// slow path; `state` is null or the element's state byte.
     #[inline(always)]
-    fn push_freed(&self, elem: *mut u8, user: *mut u8, len: usize) -> Result<(), ZoneError> {
+    fn push_freed(
+        &self,
+        elem: *mut u8,
+        state: *mut u8,
+        user: *mut u8,
+        len: usize,
+    ) -> Result<(), ZoneError> {
         let pushed = self.cpu.with_cpu(
             #[inline(always)]
             |cpu| {
@@ -1494,7 +1519,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
                     self.caches.with_mut(
                         cpu,
                         #[inline(always)]
-                        |cache| self.push(cpu, cache, elem).then_some(()),
+                        |cache| self.push(cpu, cache, elem, state).then_some(()),
                     )
                 }
                 .flatten()
@@ -1506,9 +1531,10 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         }
     }
 
-    /// Pushes a free-state element on the loaded magazine, if it has room.
+    /// Pushes a free-state element on the loaded magazine, if it has room; `state` is null or
+    /// the element's state byte (kept for the allocation that may pop it back).
     #[inline(always)]
-    fn push(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> bool {
+    fn push(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8, state: *mut u8) -> bool {
         let count = cache.count;
         if count >= cache.room {
             return false;
@@ -1517,6 +1543,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
         // CPU's — and `count < room <= MAX_MAGAZINE` is a slot.
         unsafe { *(*cache.loaded).slots.get_unchecked_mut(count) = elem };
         cache.count = count + 1;
+        cache.top_state = state;
         if let Some(c) = self.counters.get(cpu) {
             CpuCounters::bump(&c.frees);
         }
@@ -1549,7 +1576,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
     #[inline]
     fn free_cached(&self, cpu: CpuIndex, cache: &mut CpuCache, elem: *mut u8) -> Outcome<()> {
         loop {
-            if self.push(cpu, cache, elem) {
+            if self.push(cpu, cache, elem, ptr::null_mut()) {
                 return Outcome::Done(());
             }
             if cache.previous_count() == Some(0) {
@@ -2259,6 +2286,7 @@ impl<S: PageSource, C: CpuLocal, const CPUS: usize> Zone<S, C, CPUS> {
             }
         }
         cache.count = 0;
+        cache.top_state = ptr::null_mut();
     }
 
     /// Returns the zone's statistics now (the per-CPU counters are read without stopping the

@@ -257,6 +257,60 @@ fn foreign_and_misaligned_pointers_are_caught() {
     unsafe { z1.free(p).unwrap() };
 }
 
+/// A free hands the state byte it located to the allocation that pops the element right back
+/// (LIFO use): across magazine swaps, reloads and drains, every element so reused is marked
+/// allocated (its next free succeeds) and freed (a second free is a double free).
+#[test]
+fn lifo_reuse_marks_the_popped_element() {
+    for (name, flags) in [
+        ("lifo.release", ZoneFlags::RELEASE_DEFAULT),
+        ("lifo.hardened", ZoneFlags::HARDENED),
+    ] {
+        let b = Bound::new();
+        let _cpu0 = b.cpus.bind(CpuIndex::new(0)).unwrap();
+        let zone: Zone<_, _, 1> = Zone::new(
+            hardened(name, 48).flags(flags).magazine_size(3),
+            SystemPages::new(),
+            &b.cpus,
+        )
+        .unwrap();
+        let mut held = Vec::new();
+        for round in 0..40usize {
+            // Pairs, with a few elements held so the magazines fill, swap and reload.
+            for _ in 0..round % 5 {
+                let p = zone.alloc().unwrap();
+                // SAFETY: allocated above, freed once.
+                unsafe { zone.free(p).unwrap() };
+            }
+            if round % 3 == 0 {
+                held.push(zone.alloc().unwrap());
+            } else if let Some(p) = held.pop() {
+                // SAFETY: allocated above, freed once.
+                unsafe { zone.free(p).unwrap() };
+            }
+            if round % 7 == 6 {
+                zone.drain_cpu_cache();
+            }
+            let p = zone.alloc().unwrap();
+            // SAFETY: allocated above, freed once.
+            unsafe { zone.free(p).unwrap() };
+            // SAFETY: deliberately frees it again; the zone must catch it.
+            let err = unsafe { zone.free(p) }.unwrap_err();
+            assert_eq!(err, ZoneError::Violation(ViolationKind::DoubleFree));
+            let q = zone.alloc().unwrap();
+            assert_eq!(q, p, "LIFO reuse");
+            // SAFETY: allocated above, freed once.
+            unsafe { zone.free(q).unwrap() };
+        }
+        assert_eq!(seen(name).len(), 40);
+        for p in held {
+            // SAFETY: allocated above, freed once.
+            unsafe { zone.free(p).unwrap() };
+        }
+        assert_eq!(zone.stats().in_use, 0);
+    }
+}
+
 /// Which flag sets each specialized handle accepts: the fast paths' case (`CHECK_FREE`,
 /// `ZERO_ON_FREE`, `READ_ONLY`) decides, the other flags do not.
 #[test]
