@@ -564,15 +564,14 @@ pub(crate) enum FastMode {
 pub(crate) const RUNTIME: u8 = u8::MAX;
 
 impl FastMode {
-    /// Returns the mode whose `as u8` value is `m`, or `runtime` for [`RUNTIME`].
+    /// Returns the mode whose `as u8` value is `m` (a `FlagCase` fixes `Checked` or
+    /// `CheckedZeroed`), or `runtime` for [`RUNTIME`].
     #[inline(always)]
     const fn fixed_or(m: u8, runtime: Self) -> Self {
         if m == Self::Checked as u8 {
             Self::Checked
         } else if m == Self::CheckedZeroed as u8 {
             Self::CheckedZeroed
-        } else if m == Self::General as u8 {
-            Self::General
         } else {
             runtime
         }
