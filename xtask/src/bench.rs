@@ -188,8 +188,16 @@ fn is_ours(imp: &str) -> bool {
     imp == OURS || imp.starts_with("machvm-")
 }
 
+/// The `extra` key under which a bench records our speed against `anchor` from paired
+/// passes (the anchor's time over ours).
+fn paired_key(anchor: &str) -> String {
+    format!("speed_vs_{anchor}")
+}
+
 /// Renders the ratio tables, one per suite: case, machvm ns/op, then per anchor its ns/op and
-/// anchor/machvm (>1 means machvm is faster), and a geometric-mean row.
+/// anchor/machvm (>1 means machvm is faster), and a geometric-mean row. When a bench also
+/// measured the two in alternation and recorded `extra.speed_vs_<anchor>` on our rows, a
+/// `paired` column shows that figure next to the ratio of the separately measured rows.
 ///
 /// The implementation called `machvm` is the reference when a suite has one (its other
 /// `machvm-…` variants are then compared with it like anchors). A suite without it but with
@@ -223,6 +231,20 @@ pub fn ratio_tables(results: &[BenchResult]) -> String {
                 .find(|r| r.case == case && r.imp == imp)
                 .map(|r| r.ns_per_op)
         };
+        let paired = |case: &str, imp: &str, anchor: &str| {
+            rows.iter()
+                .find(|r| r.case == case && r.imp == imp)
+                .and_then(|r| r.extra.get(&paired_key(anchor)))
+                .and_then(Value::as_f64)
+        };
+        let with_paired: BTreeSet<&str> = anchors
+            .iter()
+            .copied()
+            .filter(|a| {
+                let key = paired_key(a);
+                rows.iter().any(|r| r.extra.contains_key(&key))
+            })
+            .collect();
         let ours_label = if variants { "machvm-…" } else { OURS };
         let mut header = vec!["case".to_owned()];
         if variants {
@@ -236,9 +258,13 @@ pub fn ratio_tables(results: &[BenchResult]) -> String {
             if has_ours {
                 header.push(format!("{a}/{ours_label}"));
             }
+            if has_ours && with_paired.contains(a) {
+                header.push("paired".to_owned());
+            }
         }
         let mut table = vec![header];
         let mut ratios: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+        let mut paired_ratios: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
         let ours_rows: Vec<Option<&str>> = if has_ours {
             ours.iter().map(|o| Some(*o)).collect()
         } else {
@@ -273,6 +299,18 @@ pub fn ratio_tables(results: &[BenchResult]) -> String {
                             _ => row.push("-".into()),
                         }
                     }
+                    if has_ours && with_paired.contains(a) {
+                        match imp.and_then(|i| paired(case, i, a)) {
+                            Some(r) if r > 0.0 => {
+                                paired_ratios
+                                    .entry((imp.unwrap_or_default(), a))
+                                    .or_default()
+                                    .push(r);
+                                row.push(fmt_ratio(r));
+                            }
+                            _ => row.push("-".into()),
+                        }
+                    }
                 }
                 table.push(row);
             }
@@ -288,6 +326,10 @@ pub fn ratio_tables(results: &[BenchResult]) -> String {
                     row.push(String::new());
                     let g = ratios.get(&(*imp, *a)).and_then(|r| geomean(r));
                     row.push(g.map_or("-".into(), fmt_ratio));
+                    if with_paired.contains(a) {
+                        let g = paired_ratios.get(&(*imp, *a)).and_then(|r| geomean(r));
+                        row.push(g.map_or("-".into(), fmt_ratio));
+                    }
                 }
                 table.push(row);
             }
@@ -558,6 +600,33 @@ compress_4k    machvm-wkdm              1000            4000              4.00x
 decompress_4k  machvm-wkdm              2000            1000              0.50x
 geomean        machvm-hybrid                                              2.00x
 geomean        machvm-wkdm                                                1.41x
+
+";
+        assert_eq!(ratio_tables(&rs), expected);
+    }
+
+    #[test]
+    fn table_shows_paired_speed_where_recorded() {
+        let mut rs = vec![
+            result("compressor", "compress_4k", "lz4_flex", 4000.0),
+            result("compressor", "compress_4k", "machvm-wkdm", 1000.0),
+            result("compressor", "compress_4k", "machvm-hybrid", 2000.0),
+            result("compressor", "decompress_4k", "lz4_flex", 1000.0),
+            result("compressor", "decompress_4k", "machvm-wkdm", 2000.0),
+        ];
+        rs[1].extra.insert("speed_vs_lz4_flex".into(), json!(3.5));
+        rs[4].extra.insert("speed_vs_lz4_flex".into(), json!(0.875));
+        // Other extras are not paired speeds.
+        rs[2].extra.insert("ratio".into(), json!(2.9));
+        sort_results(&mut rs);
+        let expected = "\
+== compressor
+case           impl           machvm-… ns/op  lz4_flex ns/op  lz4_flex/machvm-…  paired
+compress_4k    machvm-hybrid            2000            4000              2.00x       -
+compress_4k    machvm-wkdm              1000            4000              4.00x   3.50x
+decompress_4k  machvm-wkdm              2000            1000              0.50x   0.88x
+geomean        machvm-hybrid                                              2.00x       -
+geomean        machvm-wkdm                                                1.41x   1.75x
 
 ";
         assert_eq!(ratio_tables(&rs), expected);

@@ -11,6 +11,11 @@
 //! features). `extra.ratio` is input bytes over stored bytes for the whole corpus: a
 //! single-value page counts as 8 bytes (the 64-bit value of its entry in the pool's value
 //! table, which is what it occupies instead of segment space), a raw page as 4096.
+//! `extra.speed_vs_lz4_flex` (machvm rows): `lz4_flex`'s time over the row's for the same
+//! work, the median of 15 pairs of corpus passes run after the criterion measurements, the
+//! two sides alternating, so that a change in the machine's speed during the run (a shared
+//! VM) affects both sides of each pair alike; the ratio table compares rows measured one
+//! after another, whose figures move with such changes.
 
 // A host benchmark binary: std is the natural choice.
 #![allow(
@@ -22,7 +27,7 @@
 use core::hint::black_box;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use machvm_compressor::codec::{
@@ -215,6 +220,80 @@ fn benches(c: &mut Criterion) {
         });
     });
     g.finish();
+
+    // Speed against lz4_flex from paired passes (see the module docs).
+    eprintln!(
+        "speed against lz4_flex, median of {PAIRED_ROUNDS} paired passes (lz4_flex time / ours):"
+    );
+    for ((name, codec), stored) in codecs.iter().zip(&encoded) {
+        let mut out = vec![0u8; codec.max_encoded_len()];
+        let compress = paired(
+            || {
+                for p in &pages {
+                    black_box(codec.compress(black_box(p), &mut out).unwrap());
+                }
+            },
+            || {
+                for chunk in bytes.chunks_exact(4096) {
+                    let block = lz4_flex::block::compress_into(black_box(chunk), &mut lz4_buf);
+                    black_box(block.unwrap());
+                }
+            },
+        );
+        let mut ours = [0u32; 1024];
+        let mut theirs = vec![0u8; 4096];
+        let decompress = paired(
+            || {
+                for s in stored {
+                    match s {
+                        Stored::Single(v) => v.fill(&mut ours),
+                        Stored::Bytes(kind, data) => {
+                            codec.decompress(*kind, black_box(data), &mut ours).unwrap();
+                        }
+                    }
+                    black_box(&ours);
+                }
+            },
+            || {
+                for block in &lz4_blocks {
+                    let n = lz4_flex::block::decompress_into(black_box(block), &mut theirs);
+                    black_box((n.unwrap(), &theirs));
+                }
+            },
+        );
+        eprintln!("  {name}: compress {compress:.2}x, decompress {decompress:.2}x");
+        for (case, speed) in [("compress_4k", compress), ("decompress_4k", decompress)] {
+            record_extra(case, name, &format!(r#"{{"speed_vs_lz4_flex": {speed}}}"#));
+        }
+    }
+}
+
+/// Passes of each side in [`paired`].
+const PAIRED_ROUNDS: usize = 15;
+
+/// Runs `ours` and `theirs` (one pass over the corpus each) alternately, `PAIRED_ROUNDS`
+/// times each, with the side that goes first alternating too, and returns the median of the
+/// per-pair ratios `theirs` time / `ours` time.
+fn paired(mut ours: impl FnMut(), mut theirs: impl FnMut()) -> f64 {
+    let timed = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..PAIRED_ROUNDS)
+        .map(|round| {
+            let (a, b) = if round % 2 == 0 {
+                let a = timed(&mut ours);
+                (a, timed(&mut theirs))
+            } else {
+                let b = timed(&mut theirs);
+                (timed(&mut ours), b)
+            };
+            b / a
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }
 
 criterion_group!(codec_benches, benches);
