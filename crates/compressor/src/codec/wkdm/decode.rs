@@ -10,7 +10,7 @@
 //!   miss words are expanded into small fixed arrays ([`Streams`]), 128 items at a time and
 //!   refilled when a cursor passes [`REFILL_AT`], so unpacking is a few straight loops per
 //!   page rather than bit extraction per word. Each array's upper half stays zero.
-//! * **Zero words skipped.** A chunk of 32 words is zeroed first; only its nonzero words
+//! * **Zero words skipped.** A chunk of 64 words is zeroed first; only its nonzero words
 //!   (about 60 % of the words of the real-memory corpus) go through the dictionary pass,
 //!   each written to its position. Per tag byte (four words), [`NONZERO`] holds the entries
 //!   of its nonzero words, in order: the word's offsets into the three streams (packed in
@@ -62,12 +62,12 @@
 use super::format::{Areas, LOW_MASK, Reader, slot};
 
 /// Words per chunk: the stream cursors are rebased (and arrays refilled) between chunks.
-const CHUNK: usize = 32;
+const CHUNK: usize = 64;
 /// Items expanded per refill.
 const BATCH: usize = 128;
-/// A stream is refilled when its cursor passes this, so that a chunk (at most 32 items of
+/// A stream is refilled when its cursor passes this, so that a chunk (at most 64 items of
 /// each stream, plus a group offset of up to 3) keeps every cursor below `0x80`.
-const REFILL_AT: usize = 92;
+const REFILL_AT: usize = 0x80 - 1 - CHUNK - 3;
 
 /// Dictionary units written and read by zero words (zeros only) in the AVX2 decoder, which
 /// runs every word through the dictionary step; the portable decoder skips zero words.
@@ -366,7 +366,7 @@ pub fn decompress(areas: &Areas<'_>, out: &mut [u32]) -> bool {
         if mp - st.miss_base > REFILL_AT {
             st.refill_miss(areas, &reader, mp);
         }
-        // Chunk-relative cursors, each below 0x80 - 32 - 3.
+        // Chunk-relative cursors, each at most `REFILL_AT`.
         let start = (ip - st.index_base) as u32
             | ((pp - st.low_base) as u32) << 8
             | ((mp - st.miss_base) as u32) << 24;
@@ -374,7 +374,7 @@ pub fn decompress(areas: &Areas<'_>, out: &mut [u32]) -> bool {
         // positions, gathered four entries at a time, each tag byte's written over the
         // unused entries of the byte before. `acc` holds the stream cursors in its lower
         // half, the group's first position at bit 32 and the nonzero words so far at bit 48
-        // (which the entries carry along unused). `n` is at most 28 when a byte is gathered;
+        // (which the entries carry along unused). `n` is at most 60 when a byte is gathered;
         // the mask only spares the bound check.
         let mut acc = u64::from(start);
         for &tag_byte in tags {
