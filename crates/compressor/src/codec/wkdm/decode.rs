@@ -35,23 +35,29 @@
 //!   about 5 % longer on a second real-memory corpus in a decode-only driver (old and new
 //!   binaries alternated six times each).
 //!
-//! Where the time goes (measured on Zen 4 in a shared 2-vCPU VM over the corpus pages): the
-//! dictionary step is about a fifth of the decode, and almost all of it is the store. With
-//! the store left out (loads kept), or stored at an address fixed in the code or taken from
-//! the loop's cursor, the decode runs almost as fast as with no dictionary step at all: it
-//! is the store address coming from the stream loads that costs. Fewer instructions per word
-//! did not help by themselves: one pre-summed `u64` operand per stream item (about 16
-//! instead of 19 instructions per word), operands loaded one group ahead, and a chunk's
-//! operands written to an array before its dictionary pass were all slower. Fewer words did:
-//! skipping the zero words (which used to store and read zeros through the same steps) cut
-//! the instructions per page by about 9 % and the time by 11–13 % in the codec benchmark
-//! (old and new decoder alternated in one binary), by about 10 % in a decode-only driver
-//! (2,210–2,280 against 2,475–2,540 ns per page). With reads before the store, sending
-//! every store to one fixed address (a wrong decode, kept for measurement only) takes about
-//! 9 % off (2,030–2,120 against 2,260–2,320 ns per page), and reading every word's units from
-//! one fixed slot instead makes it slower: the rest of the time is the per-word stream reads
-//! and the chunk machinery around them. A profile puts about 15 % of the decode in the three
-//! refills and 10 % in the gathering of each chunk's nonzero words.
+//! Where the time goes (Zen 4 in a shared 2-vCPU VM; a decode-only driver over the corpus
+//! pages, about 2,250 ns per page, old and new binaries alternated, minimum of 8–12 runs
+//! each). A page with one nonzero word takes about 380 ns: the floor of the chunk machinery
+//! (gathering, zeroing, refills, 4.3 KB of state cleared per page); the corpus pages with
+//! the dictionary pass left out take about 750 ns. Within the pass every part costs a
+//! little: leaving out the two dictionary reads takes about 10 % off, the store about 9 %,
+//! the miss-stream reads about 7 %; giving every store the same address only 2–3 %, and
+//! adding about 10 cycles (two dependent loads) to every store's address nothing, so the
+//! store address is not what costs. Making each word's reads wait for the previous word's
+//! store address took 6 % longer, and the distance between a slot's store and its next read
+//! does not matter (synthetic pages, 1 to 31 words alike). Fewer instructions per word did
+//! not help by themselves: one pre-summed `u64` operand per stream item, operands loaded one
+//! group ahead, and a chunk's operands written to an array before its dictionary pass were
+//! all slower, and four fewer of the about 30 instructions per word (slots moved up one
+//! unit so that misses read zero units, the position in the entry's top bits, miss words
+//! stored whole) changed nothing measurable; only a stripped pass of about 10 instructions
+//! per word (a wrong decode) took 30 % less. The AVX2 decoder, the same scalar dictionary
+//! step with its operands prepared in vector registers, takes about as long (2,180 ns per
+//! page): about 2 ns per nonzero word is the floor of this scalar design. Fewer words did
+//! help: skipping the zero words (which used to go through the same steps) cut the time by
+//! 10–13 %. Chunks of 64 words rather than 32 took about 2 % off (half the chunk turns,
+//! each with a mispredicted loop exit); moving the refilled miss items down instead of
+//! expanding them again, or refilling only when the next chunk's counts need it, did not.
 //!
 //! Refills read whole fixed windows through [`Reader`]: past the end of its area a window
 //! holds the next area's bytes, past the page zeros. Those items are never used by a page
