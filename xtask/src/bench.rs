@@ -194,6 +194,22 @@ fn paired_key(anchor: &str) -> String {
     format!("speed_vs_{anchor}")
 }
 
+/// Formats ratio `r` for a table cell (`-` when missing or not a positive finite number) and
+/// records it under `key` for the geometric mean.
+fn ratio_cell<'a>(
+    ratios: &mut BTreeMap<(&'a str, &'a str), Vec<f64>>,
+    key: (&'a str, &'a str),
+    r: Option<f64>,
+) -> String {
+    match r {
+        Some(r) if r > 0.0 && r.is_finite() => {
+            ratios.entry(key).or_default().push(r);
+            fmt_ratio(r)
+        }
+        _ => "-".into(),
+    }
+}
+
 /// Renders the ratio tables, one per suite: case, machvm ns/op, then per anchor its ns/op and
 /// anchor/machvm (>1 means machvm is faster), and a geometric-mean row. When a bench also
 /// measured the two in alternation and recorded `extra.speed_vs_<anchor>` on our rows, a
@@ -286,30 +302,14 @@ pub fn ratio_tables(results: &[BenchResult]) -> String {
                 for a in &anchors {
                     let theirs = ns(case, a);
                     row.push(theirs.map_or("-".into(), fmt_ns));
+                    let key = (imp.unwrap_or_default(), *a);
                     if has_ours {
-                        match (theirs, mine) {
-                            (Some(t), Some(o)) if o > 0.0 && t > 0.0 => {
-                                let r = t / o;
-                                ratios
-                                    .entry((imp.unwrap_or_default(), a))
-                                    .or_default()
-                                    .push(r);
-                                row.push(fmt_ratio(r));
-                            }
-                            _ => row.push("-".into()),
-                        }
+                        let r = theirs.zip(mine).map(|(t, o)| t / o);
+                        row.push(ratio_cell(&mut ratios, key, r));
                     }
                     if has_ours && with_paired.contains(a) {
-                        match imp.and_then(|i| paired(case, i, a)) {
-                            Some(r) if r > 0.0 => {
-                                paired_ratios
-                                    .entry((imp.unwrap_or_default(), a))
-                                    .or_default()
-                                    .push(r);
-                                row.push(fmt_ratio(r));
-                            }
-                            _ => row.push("-".into()),
-                        }
+                        let r = imp.and_then(|i| paired(case, i, a));
+                        row.push(ratio_cell(&mut paired_ratios, key, r));
                     }
                 }
                 table.push(row);
@@ -581,15 +581,20 @@ geomean                                                         0.50x           
         assert_eq!(t, expected);
     }
 
-    #[test]
-    fn table_of_machvm_variants_compares_each_with_every_anchor() {
-        let mut rs = vec![
+    /// Two variants of ours and one anchor, in two cases.
+    fn compressor_rows() -> Vec<BenchResult> {
+        vec![
             result("compressor", "compress_4k", "lz4_flex", 4000.0),
             result("compressor", "compress_4k", "machvm-wkdm", 1000.0),
             result("compressor", "compress_4k", "machvm-hybrid", 2000.0),
             result("compressor", "decompress_4k", "lz4_flex", 1000.0),
             result("compressor", "decompress_4k", "machvm-wkdm", 2000.0),
-        ];
+        ]
+    }
+
+    #[test]
+    fn table_of_machvm_variants_compares_each_with_every_anchor() {
+        let mut rs = compressor_rows();
         sort_results(&mut rs);
         assert!(rs[0].imp.starts_with("machvm-"));
         let expected = "\
@@ -607,13 +612,7 @@ geomean        machvm-wkdm                                                1.41x
 
     #[test]
     fn table_shows_paired_speed_where_recorded() {
-        let mut rs = vec![
-            result("compressor", "compress_4k", "lz4_flex", 4000.0),
-            result("compressor", "compress_4k", "machvm-wkdm", 1000.0),
-            result("compressor", "compress_4k", "machvm-hybrid", 2000.0),
-            result("compressor", "decompress_4k", "lz4_flex", 1000.0),
-            result("compressor", "decompress_4k", "machvm-wkdm", 2000.0),
-        ];
+        let mut rs = compressor_rows();
         rs[1].extra.insert("speed_vs_lz4_flex".into(), json!(3.5));
         rs[4].extra.insert("speed_vs_lz4_flex".into(), json!(0.875));
         // Other extras are not paired speeds.

@@ -174,19 +174,11 @@ fn benches(c: &mut Criterion) {
     for (name, codec) in &codecs {
         let mut out = vec![0u8; codec.max_encoded_len()];
         g.bench_function(*name, |b| {
-            b.iter(|| {
-                for p in &pages {
-                    black_box(codec.compress(black_box(p), &mut out).unwrap());
-                }
-            });
+            b.iter(|| compress_pass(codec.as_ref(), &pages, &mut out))
         });
     }
     g.bench_function("lz4_flex", |b| {
-        b.iter(|| {
-            for chunk in bytes.chunks_exact(4096) {
-                black_box(lz4_flex::block::compress_into(black_box(chunk), &mut lz4_buf).unwrap());
-            }
-        });
+        b.iter(|| lz4_compress_pass(&bytes, &mut lz4_buf));
     });
     g.finish();
 
@@ -197,27 +189,12 @@ fn benches(c: &mut Criterion) {
     for ((name, codec), stored) in codecs.iter().zip(&encoded) {
         let mut page = [0u32; 1024];
         g.bench_function(*name, |b| {
-            b.iter(|| {
-                for s in stored {
-                    match s {
-                        Stored::Single(v) => v.fill(&mut page),
-                        Stored::Bytes(kind, data) => {
-                            codec.decompress(*kind, black_box(data), &mut page).unwrap();
-                        }
-                    }
-                    black_box(&page);
-                }
-            });
+            b.iter(|| decompress_pass(codec.as_ref(), stored, &mut page));
         });
     }
     let mut page = vec![0u8; 4096];
     g.bench_function("lz4_flex", |b| {
-        b.iter(|| {
-            for block in &lz4_blocks {
-                let n = lz4_flex::block::decompress_into(black_box(block), &mut page).unwrap();
-                black_box((n, &page));
-            }
-        });
+        b.iter(|| lz4_decompress_pass(&lz4_blocks, &mut page));
     });
     g.finish();
 
@@ -228,43 +205,53 @@ fn benches(c: &mut Criterion) {
     for ((name, codec), stored) in codecs.iter().zip(&encoded) {
         let mut out = vec![0u8; codec.max_encoded_len()];
         let compress = paired(
-            || {
-                for p in &pages {
-                    black_box(codec.compress(black_box(p), &mut out).unwrap());
-                }
-            },
-            || {
-                for chunk in bytes.chunks_exact(4096) {
-                    let block = lz4_flex::block::compress_into(black_box(chunk), &mut lz4_buf);
-                    black_box(block.unwrap());
-                }
-            },
+            || compress_pass(codec.as_ref(), &pages, &mut out),
+            || lz4_compress_pass(&bytes, &mut lz4_buf),
         );
         let mut ours = [0u32; 1024];
-        let mut theirs = vec![0u8; 4096];
         let decompress = paired(
-            || {
-                for s in stored {
-                    match s {
-                        Stored::Single(v) => v.fill(&mut ours),
-                        Stored::Bytes(kind, data) => {
-                            codec.decompress(*kind, black_box(data), &mut ours).unwrap();
-                        }
-                    }
-                    black_box(&ours);
-                }
-            },
-            || {
-                for block in &lz4_blocks {
-                    let n = lz4_flex::block::decompress_into(black_box(block), &mut theirs);
-                    black_box((n.unwrap(), &theirs));
-                }
-            },
+            || decompress_pass(codec.as_ref(), stored, &mut ours),
+            || lz4_decompress_pass(&lz4_blocks, &mut page),
         );
         eprintln!("  {name}: compress {compress:.2}x, decompress {decompress:.2}x");
         for (case, speed) in [("compress_4k", compress), ("decompress_4k", decompress)] {
             record_extra(case, name, &format!(r#"{{"speed_vs_lz4_flex": {speed}}}"#));
         }
+    }
+}
+
+/// Compresses every page once with `codec`.
+fn compress_pass(codec: &dyn PageCodec, pages: &[[u32; 1024]], out: &mut [u8]) {
+    for p in pages {
+        black_box(codec.compress(black_box(p), out).unwrap());
+    }
+}
+
+/// Decodes every stored page once with `codec`.
+fn decompress_pass(codec: &dyn PageCodec, stored: &[Stored], page: &mut [u32; 1024]) {
+    for s in stored {
+        match s {
+            Stored::Single(v) => v.fill(page),
+            Stored::Bytes(kind, data) => {
+                codec.decompress(*kind, black_box(data), page).unwrap();
+            }
+        }
+        black_box(&*page);
+    }
+}
+
+/// Compresses every page (4 KiB of `bytes`) once with `lz4_flex`.
+fn lz4_compress_pass(bytes: &[u8], out: &mut [u8]) {
+    for chunk in bytes.chunks_exact(4096) {
+        black_box(lz4_flex::block::compress_into(black_box(chunk), out).unwrap());
+    }
+}
+
+/// Decodes every `lz4_flex` block once.
+fn lz4_decompress_pass(blocks: &[Vec<u8>], page: &mut [u8]) {
+    for block in blocks {
+        let n = lz4_flex::block::decompress_into(black_box(block), page).unwrap();
+        black_box((n, &*page));
     }
 }
 
