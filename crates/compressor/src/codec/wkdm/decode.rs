@@ -38,8 +38,8 @@
 //! Where the time goes (Zen 4 in a shared 2-vCPU VM; a decode-only driver over the corpus
 //! pages, about 2,250 ns per page, old and new binaries alternated, minimum of 8–12 runs
 //! each). A page with one nonzero word takes about 380 ns: the floor of the chunk machinery
-//! (gathering, zeroing, refills, 4.3 KB of state cleared per page); the corpus pages with
-//! the dictionary pass left out take about 750 ns. Within the pass every part costs a
+//! (gathering, zeroing, refills, about 4.5 KB of state cleared per page); the corpus pages
+//! with the per-word pass left out take about 750 ns. Within the pass every part costs a
 //! little: leaving out the two dictionary reads takes about 10 % off, the store about 9 %,
 //! the miss-stream reads about 7 %; giving every store the same address only 2–3 %, and
 //! adding about 10 cycles (two dependent loads) to every store's address nothing, so the
